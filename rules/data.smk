@@ -1,0 +1,17 @@
+# Stage 1: ImageNet-subset (or folder / builtin) extraction into the HDF5 image store.
+
+
+rule extract_data:
+    output:
+        train=f"{R}/data/train.h5",
+        test=f"{R}/data/test.h5",
+    params:
+        data=data_params(),
+        log_every=DATA["log_every"],
+    threads: DATA["threads"]
+    log:
+        f"{R}/logs/data/extract.log",
+    benchmark:
+        f"{R}/benchmarks/data/extract.tsv"
+    script:
+        "../workflow/scripts/extract_data.py"

@@ -1,0 +1,127 @@
+"""Configuration: JSON-schema validation with defaults and one clear message per problem.
+
+``rules/common.smk`` calls :func:`validate_config` before any job runs. The schema lives in
+``workflow/schemas/config.schema.yaml``; defaults there are filled in (recursively), then the
+result is validated; semantic checks that a schema cannot express (a data root that must exist)
+follow. Errors are collected into one :class:`ConfigError` whose message names every offending
+key as a dotted path (``data.size``), so a user sees what to fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, MutableMapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``str(err)`` is the message for the user."""
+
+
+def load_schema(path: str | os.PathLike | None = None) -> Dict[str, Any]:
+    with open(path or SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def fill_defaults(instance: MutableMapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Insert the schema's ``default`` for every missing property, recursing into objects."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            fill_defaults(instance[key], sub)
+
+
+def _allowed_types(schema: Mapping[str, Any]) -> set:
+    types = schema.get("type")
+    allowed = set([types] if isinstance(types, str) else types or [])
+    for option in schema.get("oneOf", []) + schema.get("anyOf", []):
+        allowed |= _allowed_types(option)
+    return allowed
+
+
+def coerce_command_line_strings(instance: Any, schema: Mapping[str, Any]) -> Any:
+    """Turn strings into the types the schema asks for.
+
+    ``snakemake --config data='{seed: 3}'`` parses nested values with YAML's BaseLoader, so every
+    nested scalar arrives as a string ('3'); re-read such strings with YAML where the schema does
+    not accept a string there.
+    """
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        return {k: coerce_command_line_strings(v, props.get(k, {})) for k, v in instance.items()}
+    if isinstance(instance, list):
+        return [coerce_command_line_strings(v, schema.get("items", {})) for v in instance]
+    if isinstance(instance, str):
+        allowed = _allowed_types(schema)
+        if instance in ("null", "~") and "null" in allowed:
+            return None
+        if allowed and "string" not in allowed:
+            try:
+                return yaml.safe_load(instance)
+            except yaml.YAMLError:
+                return instance
+    return instance
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _dotted(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = f"{where}." if error.absolute_path else ""
+        return (
+            f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(prefix + k for k in extra)} "
+            f"(allowed here: {', '.join(allowed)})"
+        )
+    if error.validator in ("oneOf", "anyOf") and "description" in error.schema:
+        return f"{where}: {error.instance!r} is invalid; expected {error.schema['description']}"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "pattern" and "representations" in [str(p) for p in error.absolute_path]:
+        return (
+            f"{where}: unknown representation {error.instance!r}; use hog, lbp, sift, conv1..conv5, fc6..fc8 "
+            "or torchvision:<model>:<node>"
+        )
+    return f"{where}: {error.message}"
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> Dict[str, Any]:
+    """Return a validated deep copy of ``config`` with defaults filled in, or raise :class:`ConfigError`."""
+    schema = schema if schema is not None else load_schema()
+    result = coerce_command_line_strings(copy.deepcopy(dict(config)), schema)
+    fill_defaults(result, schema)
+    validator = jsonschema.Draft7Validator(schema)
+    problems: List[str] = sorted(
+        {_describe(e) for e in validator.iter_errors(result)}
+    )
+    if not problems:
+        problems.extend(semantic_problems(result))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return result
+
+
+def semantic_problems(config: Mapping[str, Any]) -> List[str]:
+    """Checks beyond the schema: existence of data roots and consistency between keys."""
+    problems = []
+    data = config.get("data", {})
+    if data.get("source") in ("folder", "imagenet"):
+        root = data.get("root")
+        if not root:
+            problems.append(f"data.root: required when data.source is {data['source']!r}")
+        elif not Path(root).is_dir():
+            problems.append(f"data.root: {root!r} does not exist or is not a folder")
+    elif data.get("source") == "builtin" and isinstance(data.get("classes"), list):
+        problems.append("data.classes: the builtin source takes null or a count (of training photographs), not a list")
+    return problems

@@ -1,0 +1,466 @@
+"""Image subset extraction into the HDF5 image store (first stage of the DAG).
+
+The paper trains on ImageNet (ILSVRC2012 train) and tests on images from the validation set,
+preprocessed by resizing the shorter side to S and taking the central S×S crop (§4: 256 px;
+AlexNet then sees 227×227 centre crops). This module builds such a subset, deterministically
+from a seed, from one of three sources:
+
+``imagenet``
+    An ILSVRC2012-style root: ``train/<wnid>/*.JPEG``; ``val/<wnid>/*.JPEG`` or a flat ``val/``
+    with a labels file (``data.val_labels``: Kaggle's ``LOC_val_solution.csv`` or a text file
+    of ``<file name> <wnid>`` lines). Training images come from ``train``, test images from ``val``.
+``folder``
+    Any folder of images, with class subfolders or flat (one class); each class is shuffled with
+    the seed and split into disjoint test and training images.
+``builtin``
+    The embedded default, offline: colour photographs that ship inside scikit-image and
+    matplotlib (:data:`BUILTIN_TRAIN_PHOTOS`, :data:`BUILTIN_TEST_PHOTOS`), expanded into many
+    crops at random positions and scales. Test crops come only from photographs never used for
+    training.
+
+Bad files (corrupt, truncated, unreadable) are skipped, logged and listed in the store's
+``skipped`` attribute, and replaced by the next candidate of the same class; CMYK, grayscale,
+palette, 16-bit and alpha images are converted to RGB; images whose shorter side is below
+``min_side`` are skipped, smaller ones up to S are upscaled. If a class runs out of candidates the
+run stops with an error instead of producing fewer images than asked.
+
+Decoding runs in a process pool of ``threads`` workers and images are written in chunks, so
+memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import logging
+import multiprocessing
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from preimage import store
+
+log = logging.getLogger("preimage.data")
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+#: Photographs of the ``builtin`` source, as ``package:file``. Training crops come from these…
+BUILTIN_TRAIN_PHOTOS = (
+    "skimage:astronaut.png",
+    "skimage:coffee.png",
+    "skimage:motorcycle_left.png",
+    "skimage:hubble_deep_field.jpg",
+    "skimage:retina.jpg",
+    "skimage:ihc.png",
+    "skimage:rocket.jpg",
+)
+#: …and test crops only from these, which no training crop ever sees.
+BUILTIN_TEST_PHOTOS = (
+    "skimage:chelsea.png",
+    "matplotlib:grace_hopper.jpg",
+)
+
+
+class DataError(RuntimeError):
+    """A problem with the data source that stops extraction (with a message for the user)."""
+
+
+class BadImage(Exception):
+    """One image could not be used; the reason ends up in the log and the ``skipped`` attribute."""
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def open_rgb(path: str | os.PathLike, draft_size: Optional[int] = None) -> Image.Image:
+    """Decode ``path`` into an RGB PIL image, whatever its format or extension claims.
+
+    The format is sniffed from the content (a PNG named ``.JPEG`` decodes as PNG). CMYK JPEGs
+    (ImageNet has a few, some Adobe-inverted; Pillow undoes the inversion) and grayscale, palette,
+    alpha and 16-bit images are converted to 8-bit RGB. With ``draft_size`` a JPEG is decoded at the
+    smallest DCT scale whose sides are still ≥ ``draft_size`` (much faster for large photos, same
+    result after the antialiased resize to that size up to rounding).
+    """
+    try:
+        with Image.open(path) as image:
+            if draft_size is not None and image.format == "JPEG" and image.mode in ("RGB", "L"):
+                image.draft(image.mode, (draft_size, draft_size))
+            image.load()
+            return _to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImage(f"{type(err).__name__}: {err}") from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+
+
+def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` (antialiased bilinear), crop the centre: uint8 (3, S, S)."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to produce: a file (and, for the builtin source, a crop box in that file)."""
+
+    path: str
+    label: int
+    split: str
+    key: Tuple[str, int]  # the (split, class) queue it came from, for replacements
+    box: Optional[Tuple[int, int, int]] = None  # (left, top, side) of a square crop
+    flip: bool = False
+    name: Optional[str] = None  # how to show the source (builtin: ``skimage:astronaut.png``)
+
+    @property
+    def display(self) -> str:
+        if self.box is None:
+            return self.path
+        left, top, side = self.box
+        return f"{self.name or self.path}#crop={left},{top},{side}{',flip' if self.flip else ''}"
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_photo(path: str) -> Image.Image:
+    return open_rgb(path)
+
+
+def load_item(item: Item, size: int, min_side: int) -> np.ndarray:
+    """Decode and preprocess one :class:`Item` into uint8 (3, S, S); raises :class:`BadImage`."""
+    if item.box is not None:
+        photo = _cached_photo(item.path)
+        left, top, side = item.box
+        image = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+        if item.flip:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+    image = open_rgb(item.path, draft_size=size)
+    if min(image.size) < min_side:
+        raise BadImage(f"too small: {image.size[0]}x{image.size[1]} < min_side {min_side}")
+    return resize_center_crop(image, size)
+
+
+def _worker(args: Tuple[Item, int, int]) -> Tuple[Item, Optional[np.ndarray], Optional[str]]:
+    item, size, min_side = args
+    try:
+        return item, load_item(item, size, min_side), None
+    except BadImage as err:
+        return item, None, str(err)
+    except Exception as err:  # noqa: BLE001 - one bad file must never kill the run
+        return item, None, f"{type(err).__name__}: {err}"
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass
+class Selection:
+    """What to extract: class names, and per (split, class) a queue of candidates and a count.
+
+    Queues may be shared between splits (folder source): the test split draws first.
+    """
+
+    classes: List[str]
+    needs: Dict[Tuple[str, int], int]
+    queues: Dict[Tuple[str, int], Deque[Item]]
+    notes: Dict[str, Any] = field(default_factory=dict)
+
+
+def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
+    """Image files directly inside ``folder``, sorted (extension match is case-insensitive)."""
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+
+
+def _choose_classes(available: Sequence[str], classes: Any, rng: random.Random, where: str) -> List[str]:
+    available = sorted(available)
+    if not available:
+        raise DataError(f"no classes found in {where}")
+    if classes is None:
+        return available
+    if isinstance(classes, int):
+        if classes > len(available):
+            raise DataError(f"data.classes = {classes} but {where} has only {len(available)} classes")
+        return sorted(rng.sample(available, classes))
+    missing = [c for c in classes if c not in set(available)]
+    if missing:
+        raise DataError(f"data.classes names classes not in {where}: {', '.join(missing[:10])}")
+    return list(classes)
+
+
+def _shuffled(paths: Iterable[Path], rng: random.Random) -> List[Path]:
+    paths = list(paths)
+    rng.shuffle(paths)
+    return paths
+
+
+def select_imagenet(params: Mapping[str, Any]) -> Selection:
+    """Training images from ``train/<wnid>``, test images from ``val`` (paper §4)."""
+    root = Path(params["root"])
+    train_dir, val_dir = root / "train", root / "val"
+    for folder in (train_dir, val_dir):
+        if not folder.is_dir():
+            raise DataError(f"data.root = {root} is not an ILSVRC2012-style root: {folder} is missing")
+    rng = random.Random(params["seed"])
+    wnids = [p.name for p in train_dir.iterdir() if p.is_dir()]
+    classes = _choose_classes(wnids, params.get("classes"), rng, str(train_dir))
+    val_by_class = _imagenet_val_files(val_dir, params.get("val_labels"), root, set(classes))
+    needs, queues = {}, {}
+    for label, wnid in enumerate(classes):
+        train_files = _shuffled(list_images(train_dir / wnid, params["extensions"]), rng)
+        test_files = _shuffled(val_by_class.get(wnid, []), rng)
+        for split, files, count in (("test", test_files, params["test_per_class"]), ("train", train_files, params["train_per_class"])):
+            key = (split, label)
+            needs[key] = count
+            queues[key] = collections.deque(Item(str(p), label, split, key) for p in files)
+    return Selection(classes, needs, queues)
+
+
+def _imagenet_val_files(val_dir: Path, labels_file: Optional[str], root: Path, wanted: set) -> Dict[str, List[Path]]:
+    subdirs = [p for p in val_dir.iterdir() if p.is_dir()]
+    if subdirs:
+        return {p.name: list_images(p) for p in subdirs if p.name in wanted}
+    if not labels_file:
+        raise DataError(
+            f"{val_dir} is flat (no <wnid>/ folders): set data.val_labels to a labels file "
+            "(Kaggle's LOC_val_solution.csv, or lines '<file name> <wnid>')"
+        )
+    path = Path(labels_file)
+    if not path.is_absolute():
+        path = root / path
+    if not path.is_file():
+        raise DataError(f"data.val_labels: {path} does not exist")
+    by_class: Dict[str, List[Path]] = collections.defaultdict(list)
+    with open(path) as handle:
+        first = handle.readline()
+        if "ImageId" in first and "PredictionString" in first:
+            rows = (line.strip().split(",", 1) for line in handle)
+            pairs = ((name + ".JPEG", pred.split()[0]) for name, pred in rows if pred.strip())
+        else:
+            handle.seek(0)
+            pairs = (tuple(line.split()[:2]) for line in handle if line.strip())
+        for name, wnid in pairs:
+            if wnid in wanted:
+                by_class[wnid].append(val_dir / name)
+    return {k: sorted(v) for k, v in by_class.items()}
+
+
+def select_folder(params: Mapping[str, Any]) -> Selection:
+    """Class subfolders (or one flat class), each shuffled with the seed; test draws first."""
+    root = Path(params["root"])
+    if not root.is_dir():
+        raise DataError(f"data.root = {root} is not a folder")
+    rng = random.Random(params["seed"])
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and list_images(p, params["extensions"]))
+    if subdirs:
+        by_name = {p.name: p for p in subdirs}
+        classes = _choose_classes(list(by_name), params.get("classes"), rng, str(root))
+        folders = [by_name[c] for c in classes]
+    else:
+        if params.get("classes") not in (None, 1):
+            raise DataError(f"data.classes = {params['classes']!r} but {root} is flat (one class)")
+        classes, folders = [root.name], [root]
+    needs, queues = {}, {}
+    for label, folder in enumerate(folders):
+        shared: Deque[Item] = collections.deque()
+        for path in _shuffled(list_images(folder, params["extensions"]), rng):
+            shared.append(Item(str(path), label, "?", ("?", label)))
+        for split, count in (("test", params["test_per_class"]), ("train", params["train_per_class"])):
+            needs[(split, label)] = count
+            queues[(split, label)] = shared
+    return Selection(classes, needs, queues)
+
+
+def resolve_builtin_photo(spec: str) -> Path:
+    """``skimage:astronaut.png`` / ``matplotlib:grace_hopper.jpg`` → the file inside that package."""
+    package, _, name = spec.partition(":")
+    if package == "skimage":
+        import skimage
+
+        path = Path(skimage.__file__).parent / "data" / name
+    elif package == "matplotlib":
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "sample_data" / name
+    else:
+        raise DataError(f"builtin photo {spec!r}: package must be 'skimage' or 'matplotlib'")
+    if not path.is_file():
+        raise DataError(f"builtin photo {spec!r} not found at {path} (is the package installed completely?)")
+    return path
+
+
+def select_builtin(params: Mapping[str, Any]) -> Selection:
+    """Random square crops (position, scale, flip) of the bundled photographs.
+
+    Each photograph is one class; ``train_per_class`` crops per training photo and
+    ``test_per_class`` per test photo. Crop sides are uniform in [min_scale, 1] × the shorter side.
+    """
+    options = params.get("builtin") or {}
+    train = list(options.get("train_photos") or BUILTIN_TRAIN_PHOTOS)
+    test = list(options.get("test_photos") or BUILTIN_TEST_PHOTOS)
+    overlap = set(train) & set(test)
+    if overlap:
+        raise DataError(f"data.builtin: photos used for both training and test: {sorted(overlap)}")
+    if isinstance(params.get("classes"), int):
+        train = train[: params["classes"]]
+    min_scale = float(options.get("min_scale", 0.35))
+    flip = bool(options.get("flip", True))
+    rng = np.random.default_rng(params["seed"])
+    classes = [spec.partition(":")[2].rsplit(".", 1)[0] for spec in train + test]
+    needs, queues = {}, {}
+    for label, spec in enumerate(train + test):
+        split = "train" if label < len(train) else "test"
+        count = params["train_per_class"] if split == "train" else params["test_per_class"]
+        path = resolve_builtin_photo(spec)
+        with Image.open(path) as image:
+            width, height = image.size
+        shorter = min(width, height)
+        key = (split, label)
+        items = collections.deque()
+        for _ in range(count):
+            side = max(8, int(round(shorter * rng.uniform(min_scale, 1.0))))
+            left = int(rng.integers(0, width - side + 1))
+            top = int(rng.integers(0, height - side + 1))
+            items.append(Item(str(path), label, split, key, box=(left, top, side),
+                              flip=flip and bool(rng.integers(2)), name=spec))
+        needs[key], queues[key] = count, items
+    notes = {"train_photos": train, "test_photos": test}
+    return Selection(classes, needs, queues, notes)
+
+
+SOURCES = {"imagenet": select_imagenet, "folder": select_folder, "builtin": select_builtin}
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+@dataclass
+class ExtractionReport:
+    counts: Dict[str, int]
+    skipped: List[str]
+    seconds: float
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def extract(
+    params: Mapping[str, Any],
+    outputs: Mapping[str, str | os.PathLike],
+    threads: int = 1,
+    chunk: int = 64,
+    log_every: int = 500,
+) -> ExtractionReport:
+    """Build the image stores ``outputs = {"train": path, "test": path}`` from ``params`` (``data.*``).
+
+    Rounds: every (split, class) draws as many candidates as it still needs; failures are
+    recorded and replaced from the same queue in the next round; a queue running dry is an error.
+    """
+    source = params["source"]
+    if source not in SOURCES:
+        raise DataError(f"data.source = {source!r}; expected one of {', '.join(SOURCES)}")
+    started = time.perf_counter()
+    selection = SOURCES[source](params)
+    size, min_side = int(params["size"]), int(params.get("min_side", 16))
+    total = sum(selection.needs.values())
+    skipped: List[str] = []
+    counts = {split: 0 for split in outputs}
+    attrs = {
+        "params": dict(params),
+        "seed": params["seed"],
+        "source": source,
+        "size": size,
+        **({"notes": selection.notes} if selection.notes else {}),
+    }
+    log.info("extracting %d images (%s) from source %r at %d px with %d workers", total,
+             ", ".join(f"{s}: {sum(n for (sp, _), n in selection.needs.items() if sp == s)}" for s in outputs),
+             source, size, threads)
+    with contextlib.ExitStack() as stack:
+        writers = {
+            split: stack.enter_context(store.write_image_store(path, size, selection.classes, {**attrs, "split": split}))
+            for split, path in outputs.items()
+        }
+        buffers: Dict[str, List[Tuple[np.ndarray, int, str]]] = {split: [] for split in outputs}
+        pool = stack.enter_context(multiprocessing.get_context("fork").Pool(threads)) if threads > 1 else None
+        bar = stack.enter_context(_progress(total, f"data ({source})"))
+        needs = dict(selection.needs)
+        done = 0
+        while any(needs.values()):
+            batch = _draw(selection, needs)
+            work = ((item, size, min_side) for item in batch)
+            results = pool.imap(_worker, work, chunksize=4) if pool else map(_worker, work)
+            for item, image, error in results:
+                split, label = item.key
+                if error is not None:
+                    skipped.append(f"{item.display}: {error}")
+                    log.warning("skipped %s: %s", item.display, error)
+                    continue
+                needs[(split, label)] -= 1
+                buffers[split].append((image, label, item.display))
+                if len(buffers[split]) >= chunk:
+                    _flush(writers[split], buffers[split])
+                done += 1
+                bar.update(1)
+                if done % log_every == 0 or done == total:
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    log.info("%d/%d images (%.0f img/s)", done, total, rate)
+        for split in outputs:
+            _flush(writers[split], buffers[split])
+            counts[split] = writers[split].count
+            store.write_attrs(writers[split].handle, {"skipped": skipped, "n_images": counts[split]})
+    seconds = time.perf_counter() - started
+    log.info("done: %s images in %.1f s; %d skipped", counts, seconds, len(skipped))
+    return ExtractionReport(counts, skipped, seconds)
+
+
+def _draw(selection: Selection, needs: Dict[Tuple[str, int], int]) -> List[Item]:
+    """Take the next candidates for every (split, class) still short of its count."""
+    batch: List[Item] = []
+    for (split, label), need in needs.items():
+        if need <= 0:
+            continue
+        queue = selection.queues[(split, label)]
+        if len(queue) < need:
+            name = selection.classes[label]
+            raise DataError(
+                f"class {name!r} ({split}): {need} more usable image(s) needed but only {len(queue)} candidate(s) left "
+                f"(too few images, or too many skipped); lower data.{split}_per_class or add images"
+            )
+        for _ in range(need):
+            item = queue.popleft()
+            if item.split == "?":  # shared queue of the folder source: bind the item to this split
+                item = Item(item.path, item.label, split, (split, label), item.box, item.flip)
+            batch.append(item)
+    return batch
+
+
+def _flush(writer: store.ImageStoreWriter, buffer: List[Tuple[np.ndarray, int, str]]) -> None:
+    if buffer:
+        images, labels, paths = zip(*buffer)
+        writer.append(np.stack(images), labels, paths)
+        buffer.clear()

@@ -1,0 +1,5 @@
+"""Feature representations Φ (paper §2), registered by name; see :mod:`preimage.features.base`."""
+
+from preimage.features.base import Representation, create, known_names, lookup, register
+
+__all__ = ["Representation", "create", "known_names", "lookup", "register"]

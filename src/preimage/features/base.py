@@ -1,0 +1,110 @@
+"""Representation registry (paper §2: the feature representations Φ that are inverted).
+
+Every representation is one module in this package that subclasses :class:`Representation`
+and decorates itself with :func:`register`. The workflow only ever calls :func:`create`
+with a name from the config (``hog``, ``lbp``, ``sift``, ``conv1`` … ``fc8``,
+``torchvision:<model>:<node>``) and the parameters from ``params:``.
+
+Conventions shared by all representations
+-----------------------------------------
+* Input: a float tensor of shape ``(N, 3, H, W)``, RGB, values in ``[0, 1]``
+  (``preimage.store`` turns the uint8 image store into this).
+* Output of :meth:`Representation.compute`: a float tensor ``(N, C, h, w)`` (spatial
+  features) or ``(N, D)`` (vectors), on the same device as the input.
+* :meth:`Representation.output_shape` gives the per-image output shape for an image size
+  without computing anything (decoders are built from it).
+* ``identity()`` returns a dict of strings that is written to the HDF5 attrs (weights sha256,
+  parameters), so that a cache records exactly what produced it.
+* ``differentiable`` says whether gradients reach the image (Mahendran & Vedaldi baseline).
+* ``sparse`` representations (sift) additionally implement ``compute_sparse`` / ``densify``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple, Type
+
+import torch
+
+_REGISTRY: Dict[str, Type["Representation"]] = {}
+_PREFIX_REGISTRY: Dict[str, Type["Representation"]] = {}
+
+
+class Representation:
+    """Base class of a feature representation Φ."""
+
+    name: str = ""
+    differentiable: bool = False
+    sparse: bool = False
+
+    def __init__(self, **params: Any) -> None:
+        self.params = dict(params)
+
+    def output_shape(self, height: int, width: int) -> Tuple[int, ...]:
+        raise NotImplementedError
+
+    def compute(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.compute(images)
+
+    def to(self, device: torch.device | str) -> "Representation":
+        return self
+
+    def identity(self) -> Dict[str, str]:
+        return {"representation": self.name, **{k: str(v) for k, v in sorted(self.params.items())}}
+
+
+def register(*names: str, prefix: bool = False) -> Callable[[Type[Representation]], Type[Representation]]:
+    """Class decorator: make a representation available under ``names``.
+
+    With ``prefix=True`` a name matches every representation name that starts with
+    ``"<name>:"`` (used by ``torchvision:<model>:<node>``).
+    """
+
+    def decorate(cls: Type[Representation]) -> Type[Representation]:
+        for n in names:
+            table = _PREFIX_REGISTRY if prefix else _REGISTRY
+            if n in table and table[n] is not cls:
+                raise ValueError(f"representation {n!r} registered twice ({table[n].__name__}, {cls.__name__})")
+            table[n] = cls
+        return cls
+
+    return decorate
+
+
+def lookup(name: str) -> Type[Representation]:
+    """The class registered for ``name`` (a clear error listing the known names otherwise)."""
+    _load_builtin_modules()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    head = name.split(":", 1)[0]
+    if ":" in name and head in _PREFIX_REGISTRY:
+        return _PREFIX_REGISTRY[head]
+    raise KeyError(
+        f"unknown representation {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        + (", " + ", ".join(f"{p}:<...>" for p in sorted(_PREFIX_REGISTRY)) if _PREFIX_REGISTRY else "")
+    )
+
+
+def create(name: str, **params: Any) -> Representation:
+    """Instantiate the representation ``name`` with ``params``."""
+    cls = lookup(name)
+    return cls(name=name, **params) if getattr(cls, "takes_name", False) else cls(**params)
+
+
+def known_names() -> list[str]:
+    _load_builtin_modules()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin_modules() -> None:
+    # Importing the modules runs their @register decorators.
+    import importlib
+
+    for module in ("hog", "lbp", "sift", "alexnet", "torchvision_net"):
+        try:
+            importlib.import_module(f"preimage.features.{module}")
+        except ModuleNotFoundError as err:  # a module not written yet must not hide others
+            if err.name != f"preimage.features.{module}":
+                raise

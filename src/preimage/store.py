@@ -1,0 +1,219 @@
+"""HDF5 stores: atomic writes, provenance attributes, streaming readers.
+
+Two kinds of file share these helpers (design.md, "Data flow"):
+
+* the image store ``results/data/{split}.h5``: ``images`` uint8 (N, 3, S, S) RGB, ``labels``
+  int64 (N,), ``paths`` (N,) strings, ``classes`` (K,) strings;
+* the feature cache ``results/features/{rep}/{split}.h5``: ``features`` float16/float32
+  (N, C, H, W) or (N, D), or for sparse representations a keypoint ``table`` plus ``offsets``.
+
+Every file is written under a temporary name in the same folder and renamed when complete
+(:func:`atomic_path`), so a killed job never leaves a file that looks finished. Attributes hold
+the parameters (as JSON), the package version and whatever identity the writer adds.
+Readers stream in batches; nothing here loads a whole dataset unless asked to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+
+from preimage import __version__
+
+#: Compression used for image and feature datasets: lzf is fast to write and read (gzip-1 is the
+#: alternative for smaller files); images are chunked one per chunk so random access stays cheap.
+COMPRESSION = "lzf"
+
+STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    On an exception (or a kill) the temporary file is removed (or left with a ``.tmp-`` name
+    that no rule declares), never mistaken for a finished output.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    """Write ``attrs`` onto an HDF5 object; dicts and lists are stored as JSON strings."""
+    for key, value in attrs.items():
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            obj.attrs[key] = json.dumps(value, sort_keys=True, default=str)
+        else:
+            obj.attrs[key] = value
+
+
+def read_attrs(obj: h5py.HLObject) -> Dict[str, Any]:
+    """Read attributes back, decoding the JSON strings that :func:`write_attrs` wrote."""
+    out: Dict[str, Any] = {}
+    for key, value in obj.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def provenance(**extra: Any) -> Dict[str, Any]:
+    """Attributes every store carries: the package version plus ``extra``."""
+    return {"preimage_version": __version__, **extra}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- image store
+
+
+class ImageStoreWriter:
+    """Append images to ``images``/``labels``/``paths`` in chunks (memory flat in N).
+
+    Use through :func:`write_image_store`, which handles the atomic rename.
+    """
+
+    def __init__(self, handle: h5py.File, size: int, expected: int) -> None:
+        self.handle = handle
+        self.size = size
+        self.count = 0
+        self.images = handle.create_dataset(
+            "images",
+            shape=(0, 3, size, size),
+            maxshape=(None, 3, size, size),
+            dtype=np.uint8,
+            chunks=(1, 3, size, size),
+            compression=COMPRESSION,
+        )
+        self.labels = handle.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        self.paths = handle.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=STRING_DTYPE, chunks=(4096,))
+        self.expected = expected
+
+    def append(self, images: np.ndarray, labels: Sequence[int], paths: Sequence[str]) -> None:
+        n = len(images)
+        if n == 0:
+            return
+        if images.dtype != np.uint8 or images.shape[1:] != (3, self.size, self.size):
+            raise ValueError(f"expected uint8 (n, 3, {self.size}, {self.size}), got {images.dtype} {images.shape}")
+        start, stop = self.count, self.count + n
+        for dataset in (self.images, self.labels, self.paths):
+            dataset.resize(stop, axis=0)
+        self.images[start:stop] = images
+        self.labels[start:stop] = np.asarray(labels, dtype=np.int64)
+        self.paths[start:stop] = list(paths)
+        self.count = stop
+
+
+@contextlib.contextmanager
+def write_image_store(
+    path: str | os.PathLike, size: int, classes: Sequence[str], attrs: Mapping[str, Any], expected: int = 0
+) -> Iterator[ImageStoreWriter]:
+    """Create an image store atomically; yields an :class:`ImageStoreWriter`.
+
+    ``attrs`` may be updated by the caller (e.g. the ``skipped`` list) through
+    ``writer.handle.attrs`` before the block ends.
+    """
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=STRING_DTYPE)
+            write_attrs(handle, provenance(**attrs))
+            yield ImageStoreWriter(handle, size, expected)
+
+
+class ImageStore:
+    """Read-only access to an image store; iterates in batches without loading everything."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"image store {self.path} does not exist (run the data stage first)")
+        self.handle = h5py.File(self.path, "r")
+        self.images = self.handle["images"]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def attrs(self) -> Dict[str, Any]:
+        return read_attrs(self.handle)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.handle["labels"][:]
+
+    @property
+    def paths(self) -> list[str]:
+        return [p.decode() if isinstance(p, bytes) else p for p in self.handle["paths"][:]]
+
+    @property
+    def classes(self) -> list[str]:
+        return [c.decode() if isinstance(c, bytes) else c for c in self.handle["classes"][:]]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """uint8 images ``start:stop`` as (n, 3, S, S)."""
+        return self.images[start:stop]
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        """uint8 images at arbitrary ``indices`` (any order)."""
+        indices = np.asarray(indices)
+        order = np.argsort(indices)
+        out = np.empty((len(indices), 3, self.size, self.size), dtype=np.uint8)
+        out[order] = self.images[np.sort(indices)] if len(np.unique(indices)) == len(indices) else np.stack(
+            [self.images[i] for i in np.sort(indices)]
+        )
+        return out
+
+    def batches(self, batch_size: int, start: int = 0, stop: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
+        """Yield ``(offset, uint8 batch)`` in order."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        for offset in range(start, stop, batch_size):
+            yield offset, self.read(offset, min(offset + batch_size, stop))
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> "ImageStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def to_float(images: np.ndarray):
+    """uint8 (n, 3, S, S) → float32 torch tensor in [0, 1] (the convention of every representation)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
