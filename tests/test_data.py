@@ -1,0 +1,269 @@
+"""Subset extraction: the three sources, bad input, determinism, atomic writes."""
+import io
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from preimage import data
+from preimage.store import ImageStore
+
+SIZE = 32
+
+
+def _params(**overrides):
+    params = dict(
+        source="folder",
+        root=None,
+        val_labels=None,
+        size=SIZE,
+        seed=0,
+        classes=None,
+        train_per_class=2,
+        test_per_class=1,
+        min_side=16,
+        extensions=list(data.IMAGE_EXTENSIONS),
+        builtin={},
+    )
+    params.update(overrides)
+    return params
+
+
+def _photo(seed, width=80, height=60):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(1, 1, 3))
+    ramp = np.linspace(0, 1, width)[None, :, None] * rng.integers(0, 256, size=(1, 1, 3))
+    return np.clip(base * 0.5 + ramp * 0.5 + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def _save(path, array, fmt="JPEG", mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    image.save(path, format=fmt)
+    return path
+
+
+def _extract(tmp_path, params, threads=1):
+    out = {"train": tmp_path / "out" / "train.h5", "test": tmp_path / "out" / "test.h5"}
+    report = data.extract(params, out, threads=threads)
+    return report, ImageStore(out["train"]), ImageStore(out["test"])
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_resize_center_crop_shorter_side_then_centre():
+    array = np.zeros((40, 80, 3), np.uint8)
+    array[:, 20:60] = 255  # a white band in the centre 40 columns
+    out = data.resize_center_crop(Image.fromarray(array), 20)
+    assert out.shape == (3, 20, 20) and out.dtype == np.uint8
+    assert out[:, :, 1:-1].min() == 255 and out.min() > 128  # the central band (edges: antialias filter)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "I;16"])
+def test_open_rgb_converts_modes(tmp_path, mode):
+    array = _photo(1)
+    if mode == "I;16":
+        path = tmp_path / "x.png"
+        Image.fromarray((array[..., 0].astype(np.uint16) * 257)).save(path)
+    else:
+        fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
+        path = _save(tmp_path / f"x.{fmt.lower()}", array, fmt=fmt, mode=mode)
+    image = data.open_rgb(path)
+    assert image.mode == "RGB" and image.size == (80, 60)
+
+
+def test_cmyk_jpeg_keeps_its_colours(tmp_path):
+    array = np.zeros((40, 40, 3), np.uint8)
+    array[..., 0] = 200  # a red image
+    path = _save(tmp_path / "cmyk.jpg", array, mode="CMYK")
+    rgb = np.asarray(data.open_rgb(path)).astype(int)
+    assert abs(rgb[..., 0].mean() - 200) < 12 and rgb[..., 1].mean() < 20 and rgb[..., 2].mean() < 20
+
+
+def test_png_named_jpeg_is_decoded_by_content(tmp_path):
+    path = _save(tmp_path / "really_png.JPEG", _photo(2), fmt="PNG")
+    assert np.array_equal(np.asarray(data.open_rgb(path)), _photo(2))
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "empty"])
+def test_bad_files_raise_badimage(tmp_path, kind):
+    good = io.BytesIO()
+    Image.fromarray(_photo(3, 200, 200)).save(good, format="JPEG")
+    payload = {
+        "corrupt": np.random.default_rng(0).bytes(5000),
+        "truncated": good.getvalue()[: len(good.getvalue()) // 3],
+        "empty": b"",
+    }[kind]
+    path = tmp_path / f"{kind}.JPEG"
+    path.write_bytes(payload)
+    with pytest.raises(data.BadImage):
+        data.open_rgb(path)
+
+
+# --------------------------------------------------------------------------- folder source
+
+
+def test_folder_with_bad_inputs_extracts_the_rest(tmp_path):
+    """The issue's acceptance case: corrupt, CMYK, grayscale and tiny files in one folder."""
+    root = tmp_path / "photos"
+    _save(root / "good.jpg", _photo(10))
+    _save(root / "cmyk.jpg", _photo(11), mode="CMYK")
+    _save(root / "gray.jpg", _photo(12), mode="L")
+    _save(root / "tiny.png", _photo(13, 24, 18), fmt="PNG")  # smaller than S=32: upscaled
+    _save(root / "png_named.JPEG", _photo(14), fmt="PNG")
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    report, train, test = _extract(tmp_path, _params(root=str(root), train_per_class=4, test_per_class=1))
+    kept = {Path(p).name for p in train.paths + test.paths}
+    assert kept == {"good.jpg", "cmyk.jpg", "gray.jpg", "tiny.png", "png_named.JPEG"}
+    assert len(report.skipped) == 1 and "corrupt.jpg" in report.skipped[0]
+    assert train.attrs["skipped"] == report.skipped
+    assert train.read(0, len(train)).shape == (4, 3, SIZE, SIZE)
+    gray = (train.paths + test.paths).index(str(root / "gray.jpg"))
+    images = np.concatenate([train.read(0, len(train)), test.read(0, len(test))])
+    assert np.array_equal(images[gray][0], images[gray][1])  # grayscale replicated into RGB
+
+
+def test_too_few_images_is_a_clear_error_and_leaves_no_output(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(3):
+        _save(root / f"{i}.jpg", _photo(i))
+    (root / "bad.jpg").write_bytes(b"garbage")
+    with pytest.raises(data.DataError, match=r"more usable image\(s\) needed"):
+        _extract(tmp_path, _params(root=str(root), train_per_class=3, test_per_class=1))
+    assert not (tmp_path / "out" / "train.h5").exists() and not list((tmp_path / "out").glob("*.tmp-*"))
+
+
+def test_too_small_images_are_skipped(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(3):
+        _save(root / f"{i}.jpg", _photo(i))
+    _save(root / "speck.png", _photo(9, 6, 5), fmt="PNG")
+    report, train, test = _extract(tmp_path, _params(root=str(root), train_per_class=2, test_per_class=1))
+    assert len(train) == 2 and len(test) == 1
+    assert "speck.png" not in str(train.paths + test.paths)
+    assert all("too small" in s for s in report.skipped if "speck.png" in s)
+    with pytest.raises(data.BadImage, match="too small: 6x5"):
+        data.load_item(data.Item(str(root / "speck.png"), 0, "train", ("train", 0)), SIZE, min_side=16)
+
+
+def test_folder_classes_split_is_disjoint_and_seeded(tmp_path):
+    root = tmp_path / "classes"
+    for c in ("cat", "dog", "eel"):
+        for i in range(5):
+            _save(root / c / f"{c}{i}.jpg", _photo(hash((c, i)) % 1000))
+    params = _params(root=str(root), classes=2, train_per_class=3, test_per_class=2)
+    _, train, test = _extract(tmp_path, params)
+    assert len(train.classes) == 2 and len(train) == 6 and len(test) == 4
+    assert not set(train.paths) & set(test.paths)
+    for path, label in zip(train.paths, train.labels):
+        assert Path(path).parent.name == train.classes[label]
+    (tmp_path / "again").mkdir()
+    _, train2, _ = _extract(tmp_path / "again", params)
+    assert train2.paths == train.paths
+    assert np.array_equal(train2.read(0, 6), train.read(0, 6))
+
+
+def test_parallel_extraction_equals_serial(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(8):
+        _save(root / f"{i}.jpg", _photo(i))
+    _, serial, _ = _extract(tmp_path / "a", _params(root=str(root), train_per_class=6, test_per_class=2))
+    _, parallel, _ = _extract(tmp_path / "b", _params(root=str(root), train_per_class=6, test_per_class=2), threads=2)
+    assert serial.paths == parallel.paths
+    assert np.array_equal(serial.read(0, 6), parallel.read(0, 6))
+
+
+# --------------------------------------------------------------------------- imagenet source
+
+
+def _fake_imagenet(root, wnids=("n01", "n02", "n03"), per_class=4, flat_val=None):
+    for k, wnid in enumerate(wnids):
+        for i in range(per_class):
+            _save(root / "train" / wnid / f"{wnid}_{i}.JPEG", _photo(100 * k + i))
+    lines = []
+    for k, wnid in enumerate(wnids):
+        for i in range(2):
+            name = f"ILSVRC2012_val_{k * 2 + i:08d}.JPEG"
+            if flat_val is None:
+                _save(root / "val" / wnid / name, _photo(500 + k * 2 + i))
+            else:
+                _save(root / "val" / name, _photo(500 + k * 2 + i))
+                lines.append((name, wnid))
+    if flat_val == "csv":
+        body = "ImageId,PredictionString\n" + "".join(f"{n[:-5]},{w} 1 2 3 4 {w} 5 6 7 8\n" for n, w in lines)
+        (root / "LOC_val_solution.csv").write_text(body)
+    elif flat_val == "txt":
+        (root / "val_labels.txt").write_text("".join(f"{n} {w}\n" for n, w in lines))
+
+
+@pytest.mark.parametrize("layout", [None, "csv", "txt"])
+def test_imagenet_train_from_train_and_test_from_val(tmp_path, layout):
+    root = tmp_path / "ILSVRC2012"
+    _fake_imagenet(root, flat_val=layout)
+    labels = {"csv": "LOC_val_solution.csv", "txt": "val_labels.txt", None: None}[layout]
+    params = _params(source="imagenet", root=str(root), classes=2, train_per_class=3, test_per_class=2, val_labels=labels)
+    _, train, test = _extract(tmp_path, params)
+    assert len(train) == 6 and len(test) == 4
+    assert all("/train/" in p for p in train.paths) and all("/val/" in p for p in test.paths)
+    assert set(train.classes) <= {"n01", "n02", "n03"} and len(train.classes) == 2
+    for path, label in zip(train.paths, train.labels):
+        assert Path(path).parent.name == train.classes[label]
+
+
+def test_imagenet_explicit_wnids_and_flat_val_without_labels(tmp_path):
+    root = tmp_path / "ILSVRC2012"
+    _fake_imagenet(root, flat_val="txt")
+    with pytest.raises(data.DataError, match="val_labels"):
+        _extract(tmp_path, _params(source="imagenet", root=str(root), classes=["n02"]))
+    _, train, _ = _extract(tmp_path, _params(source="imagenet", root=str(root), classes=["n03"], val_labels="val_labels.txt"))
+    assert train.classes == ["n03"]
+    with pytest.raises(data.DataError, match="n99"):
+        _extract(tmp_path, _params(source="imagenet", root=str(root), classes=["n99"], val_labels="val_labels.txt"))
+
+
+# --------------------------------------------------------------------------- builtin source
+
+
+def test_builtin_test_crops_come_from_unseen_photographs(tmp_path):
+    params = _params(source="builtin", train_per_class=3, test_per_class=2)
+    report, train, test = _extract(tmp_path, params)
+    train_photos = {p.split("#")[0] for p in train.paths}
+    test_photos = {p.split("#")[0] for p in test.paths}
+    assert train_photos == set(data.BUILTIN_TRAIN_PHOTOS)
+    assert test_photos == set(data.BUILTIN_TEST_PHOTOS)
+    assert len(train) == 3 * len(data.BUILTIN_TRAIN_PHOTOS) and len(test) == 2 * len(data.BUILTIN_TEST_PHOTOS)
+    assert report.skipped == []
+    images = train.read(0, len(train))
+    assert images.std() > 20  # real photographs, not blank crops
+    assert train.attrs["seed"] == 0 and train.attrs["params"]["size"] == SIZE and "preimage_version" in train.attrs
+
+
+def test_builtin_is_deterministic_in_the_seed(tmp_path):
+    a = _extract(tmp_path / "a", _params(source="builtin", train_per_class=2, test_per_class=1))[1]
+    b = _extract(tmp_path / "b", _params(source="builtin", train_per_class=2, test_per_class=1))[1]
+    c = _extract(tmp_path / "c", _params(source="builtin", seed=1, train_per_class=2, test_per_class=1))[1]
+    assert np.array_equal(a.read(0, len(a)), b.read(0, len(b)))
+    assert not np.array_equal(a.read(0, len(a)), c.read(0, len(c)))
+
+
+def test_builtin_rejects_overlapping_photographs(tmp_path):
+    photos = {"train_photos": ["skimage:coffee.png"], "test_photos": ["skimage:coffee.png"]}
+    with pytest.raises(data.DataError, match="both training and test"):
+        _extract(tmp_path, _params(source="builtin", builtin=photos))
+
+
+def test_store_layout(tmp_path):
+    _, train, _ = _extract(tmp_path, _params(source="builtin", train_per_class=2, test_per_class=1))
+    with h5py.File(train.path) as handle:
+        assert handle["images"].dtype == np.uint8 and handle["images"].chunks == (1, 3, SIZE, SIZE)
+        assert handle["labels"].shape == handle["paths"].shape == (len(train),)
+    batches = list(train.batches(5))
+    assert [offset for offset, _ in batches] == list(range(0, len(train), 5))
+    assert np.array_equal(np.concatenate([b for _, b in batches]), train.read(0, len(train)))
+    order = [3, 0, 7]
+    assert np.array_equal(train.take(order), train.read(0, len(train))[order])

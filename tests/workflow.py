@@ -1,0 +1,49 @@
+"""Helpers to run the real Snakefile in a temporary working directory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True, timeout: int = 600):
+    """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    command += list(args)  # targets first: several options take a list of values
+    if configfile is not None:
+        command.append(f"--configfile={configfile}")
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_rules(workdir: Path, *args: str, configfile: Path | None = None) -> set[str]:
+    """Rules a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
+    result = snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile)
+    text = result.stdout + result.stderr
+    rules = set()
+    in_table = False
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if not parts or parts[0] == "total":
+                break
+            if parts[0].startswith("-"):
+                continue
+            rules.add(parts[0])
+    return rules
