@@ -413,7 +413,7 @@ def extract(
         while any(needs.values()):
             batch = _draw(selection, needs)
             work = ((item, size, min_side) for item in batch)
-            results = pool.imap(_worker, work, chunksize=4) if pool else map(_worker, work)
+            results = _bounded_imap(pool, work, window=16 * threads) if pool else map(_worker, work)
             for item, image, error in results:
                 split, label = item.key
                 if error is not None:
@@ -436,6 +436,21 @@ def extract(
     seconds = time.perf_counter() - started
     log.info("done: %s images in %.1f s; %d skipped", counts, seconds, len(skipped))
     return ExtractionReport(counts, skipped, seconds)
+
+
+def _bounded_imap(pool, work: Iterable, window: int) -> Iterator:
+    """Ordered ``pool.imap(_worker, work)`` with at most ``window`` results in flight.
+
+    ``Pool.imap`` submits its whole input at once and buffers every finished result, so when the
+    writer is slower than the decoders memory grows with the number of images; this does not.
+    """
+    pending: Deque = collections.deque()
+    for args in work:
+        pending.append(pool.apply_async(_worker, (args,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _draw(selection: Selection, needs: Dict[Tuple[str, int], int]) -> List[Item]:

@@ -217,3 +217,146 @@ def to_float(images: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+
+# --------------------------------------------------------------------------- feature cache
+
+
+def feature_chunk(shape: Sequence[int], itemsize: int, target_bytes: int = 1 << 18) -> int:
+    """Images per HDF5 chunk: one image when features are large, a small batch (≤64) when small."""
+    per_image = int(np.prod(shape)) * itemsize
+    return int(max(1, min(64, target_bytes // max(per_image, 1))))
+
+
+class FeatureStoreWriter:
+    """Append dense features (``features``) or sparse keypoints (``table`` + ``offsets``)."""
+
+    def __init__(self, handle: h5py.File, count: int, shape: Optional[Tuple[int, ...]], dtype: str,
+                 sparse_width: Optional[int] = None) -> None:
+        self.handle, self.count, self.written = handle, count, 0
+        self.dtype = np.dtype(dtype)
+        if sparse_width is None:
+            assert shape is not None
+            self.features = handle.create_dataset(
+                "features", shape=(count, *shape), dtype=self.dtype,
+                chunks=(min(count, feature_chunk(shape, self.dtype.itemsize)), *shape) if count else None,
+                compression=COMPRESSION,
+            )
+            self.table = None
+        else:
+            self.features = None
+            self.table = handle.create_dataset(
+                "table", shape=(0, sparse_width), maxshape=(None, sparse_width), dtype=np.float32,
+                chunks=(4096, sparse_width), compression=COMPRESSION,
+            )
+            self.offsets = [0]
+
+    def append(self, features: np.ndarray) -> None:
+        """Dense features for the next images, in image order."""
+        n = len(features)
+        stop = self.written + n
+        if stop > self.count:
+            raise ValueError(f"more features than images ({stop} > {self.count})")
+        array = np.asarray(features)
+        if self.dtype == np.float16 and np.isfinite(array).all():
+            converted = array.astype(np.float16)
+            if not np.isfinite(converted).all():
+                raise OverflowError("features overflow float16 (|x| > 65504): set features.dtype to float32")
+            array = converted
+        elif not np.isfinite(array).all():
+            raise ValueError("features contain NaN or inf")
+        self.features[self.written:stop] = array
+        self.written = stop
+
+    def append_sparse(self, table: np.ndarray, offsets: np.ndarray) -> None:
+        """Keypoint rows of the next images: ``offsets`` (n+1,) index ``table`` (rows, width)."""
+        rows = len(table)
+        start = self.table.shape[0]
+        self.table.resize(start + rows, axis=0)
+        if rows:
+            self.table[start:] = table
+        base = self.offsets[-1]
+        self.offsets.extend(int(base + o) for o in np.asarray(offsets)[1:])
+        self.written += len(offsets) - 1
+
+    def finish(self) -> None:
+        if self.written != self.count:
+            raise RuntimeError(f"wrote features for {self.written} of {self.count} images")
+        if self.table is not None:
+            self.handle.create_dataset("offsets", data=np.asarray(self.offsets, dtype=np.int64))
+
+
+@contextlib.contextmanager
+def write_feature_store(path: str | os.PathLike, count: int, shape: Optional[Tuple[int, ...]], dtype: str,
+                        attrs: Mapping[str, Any], sparse_width: Optional[int] = None) -> Iterator[FeatureStoreWriter]:
+    """Create a feature cache atomically (dense ``shape`` per image, or sparse rows of ``sparse_width``)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            write_attrs(handle, provenance(**attrs, shape=list(shape) if shape else None,
+                                           storage="sparse" if sparse_width else "dense"))
+            writer = FeatureStoreWriter(handle, count, shape, dtype, sparse_width)
+            yield writer
+            writer.finish()
+
+
+class FeatureStore:
+    """Read a feature cache in batches; sparse caches are densified on the fly.
+
+    ``read(start, stop)`` and ``take(indices)`` return float32 numpy arrays (N, *shape);
+    nothing is loaded beyond the rows asked for.
+    """
+
+    def __init__(self, path: str | os.PathLike, densify=None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"feature cache {self.path} does not exist (run the feature stage first)")
+        self.handle = h5py.File(self.path, "r")
+        self.attrs = read_attrs(self.handle)
+        self.sparse = self.attrs.get("storage") == "sparse"
+        self.shape = tuple(self.attrs["shape"])
+        if self.sparse:
+            self.offsets = self.handle["offsets"][:]
+            self.table = self.handle["table"]
+            if densify is None:
+                from preimage.features import create
+
+                representation = create(self.attrs["representation"], **self.attrs.get("params", {}))
+                densify = representation.densify
+            self._densify = densify
+        else:
+            self.features = self.handle["features"]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1 if self.sparse else int(self.features.shape[0])
+
+    @property
+    def chunk(self) -> int:
+        """Images per storage chunk (readers shuffle whole chunks for speed)."""
+        if self.sparse:
+            return 64
+        return int(self.features.chunks[0]) if self.features.chunks else len(self)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if not self.sparse:
+            return self.features[start:stop].astype(np.float32)
+        lo, hi = int(self.offsets[start]), int(self.offsets[stop])
+        rows = self.table[lo:hi]
+        offsets = self.offsets[start:stop + 1] - lo
+        return np.asarray(self._densify(rows, offsets, *self.shape[1:]), dtype=np.float32)
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        indices = np.asarray(indices)
+        return np.stack([self.read(int(i), int(i) + 1)[0] for i in indices]) if len(indices) else np.empty((0, *self.shape), np.float32)
+
+    def batches(self, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:
+        for offset in range(0, len(self), batch_size):
+            yield offset, self.read(offset, min(offset + batch_size, len(self)))
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
