@@ -1,0 +1,107 @@
+"""AlexNet layers ``conv1`` … ``fc8`` (paper §2, Table 1), on torchvision's AlexNet.
+
+The paper inverts CaffeNet (Caffe's reference AlexNet) on 227×227 crops. There are no
+CaffeNet weights in torchvision, so this module uses ``torchvision.models.alexnet`` (the
+"one weird trick" variant of Krizhevsky 2014) with torchvision's ImageNet weights, on
+227×227 centre crops (parameter ``crop``, default 227).
+
+Layer semantics (paper Table 1: a layer's output is its last processing step)
+-----------------------------------------------------------------------------
+=======  ======================================  =======================  ===================
+layer    torchvision modules run                 output at 227 (here)     CaffeNet at 227
+=======  ======================================  =======================  ===================
+conv1    features[0:3]  conv→ReLU→max-pool        64 × 27 × 27             96 × 27 × 27
+conv2    features[0:6]  …conv→ReLU→max-pool       192 × 13 × 13            256 × 13 × 13
+conv3    features[0:8]  …conv→ReLU                384 × 13 × 13            384 × 13 × 13
+conv4    features[0:10] …conv→ReLU                256 × 13 × 13            384 × 13 × 13
+conv5    features[0:13] …conv→ReLU→max-pool5      256 × 6 × 6              256 × 6 × 6
+fc6      … avgpool, flatten, Dropout, Linear, ReLU 4096                    4096
+fc7      … Dropout, Linear, ReLU                  4096                     4096
+fc8      … Linear (logits, before softmax)        1000                     1000
+=======  ======================================  =======================  ===================
+
+In CaffeNet the last step of conv1/conv2 is local response normalisation after pooling
+(pool1→norm1, pool2→norm2); torchvision has no LRN, so they end at the max-pool. Dropout
+is the identity at evaluation (the network is always in ``eval()`` mode). Only the modules up
+to the requested layer are run (``conv1`` never touches the fully connected layers).
+
+How torchvision's AlexNet differs from CaffeNet
+-----------------------------------------------
+* channels 64/192/384/256/256 instead of 96/256/384/384/256 (the one-GPU "weird trick" net);
+  fc6/fc7/fc8 are the same 4096/4096/1000;
+* no local response normalisation (CaffeNet: after pool1 and pool2);
+* no grouped convolutions (CaffeNet: conv2, conv4, conv5 in two groups of the two-GPU net);
+* padding: conv1 has padding 2 in torchvision, 0 in CaffeNet; conv2 (2) and conv3-conv5 (1)
+  are padded alike; the max-pools (3×3, stride 2) are the same;
+* trained and evaluated on 224×224 crops (CaffeNet: 227×227), and an
+  ``AdaptiveAvgPool2d(6)`` sits between pool5 and fc6.
+
+Effect on shapes at 227: conv1 is 56×56 before pooling (CaffeNet 55×55, because of the
+padding), but both pool to 27×27; from there the spatial sizes coincide with CaffeNet's
+(13×13 for conv2-conv4, 6×6 after pool5) and only channel counts differ (table above). At 227
+pool5 is already 6×6, so the adaptive average pool is the identity (checked by the tests);
+at 224 the shapes are the same. With other ``crop`` values ``conv5`` is pool5 as it comes out
+of the network (e.g. 7×7 at 256), while fc6-fc8 see torchvision's adaptive pooling to 6×6.
+
+Inputs
+------
+Images (N, 3, H, W), RGB in [0, 1], of any size: they are centre-cropped to ``crop × crop``;
+an image whose shorter side is below ``crop`` is first resized up (bilinear, aspect ratio
+kept) to a shorter side of ``crop``. Then normalised with the weights' mean/std (ImageNet's).
+
+Parameters: ``weights`` ("imagenet" | "random" | path, see :mod:`preimage.weights`),
+``seed`` (for ``random``), ``crop`` (default 227). Devices via :meth:`to`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from torch import nn
+
+from preimage.features.base import register
+from preimage.features.torchvision_net import CNNRepresentation
+
+__all__ = ["AlexNetRepresentation", "LAYERS"]
+
+# How many modules of ``features`` / ``classifier`` each layer runs (see the table above).
+LAYERS: Dict[str, tuple] = {
+    "conv1": ("features", 3),
+    "conv2": ("features", 6),
+    "conv3": ("features", 8),
+    "conv4": ("features", 10),
+    "conv5": ("features", 13),
+    "fc6": ("classifier", 3),
+    "fc7": ("classifier", 6),
+    "fc8": ("classifier", 7),
+}
+
+
+def truncated_alexnet(model: nn.Module, layer: str) -> nn.Sequential:
+    """The part of torchvision ``AlexNet`` ``model`` that computes ``layer`` (modules shared, not copied)."""
+    part, n = LAYERS[layer]
+    if part == "features":
+        return nn.Sequential(*list(model.features.children())[:n])
+    return nn.Sequential(model.features, model.avgpool, nn.Flatten(1), *list(model.classifier.children())[:n])
+
+
+@register(*LAYERS)
+class AlexNetRepresentation(CNNRepresentation):
+    """One AlexNet layer (``conv1`` … ``fc8``) as a representation."""
+
+    def __init__(self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 227, **extra: Any) -> None:
+        if name not in LAYERS:
+            raise ValueError(f"unknown AlexNet layer {name!r}; known: {', '.join(LAYERS)}")
+        if extra:
+            raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop")
+        super().__init__(weights=weights, seed=seed, crop=crop)
+        self.name = self.layer = name
+        loaded = self._load("alexnet", weights, int(seed), int(crop))
+        self.model = loaded.model  # the full network (eval, frozen), e.g. for fc8 class names
+        self.net = truncated_alexnet(loaded.model, name).eval()
+
+    def identity(self) -> Dict[str, str]:
+        ident = super().identity()
+        ident["layer"] = self.layer
+        ident["model"] = "torchvision alexnet"
+        return ident

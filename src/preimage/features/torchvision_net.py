@@ -1,0 +1,202 @@
+"""Any torchvision classification network as a representation: ``torchvision:<model>:<node>``.
+
+Examples: ``torchvision:vgg16:features.29`` (VGG-16 conv5_3 after ReLU),
+``torchvision:resnet50:layer4``, ``torchvision:resnet18:avgpool``. The model comes from
+``torchvision.models.get_model``; the node is cut out with
+``torchvision.models.feature_extraction.create_feature_extractor`` (an FX graph pruned to
+what the node needs, so nothing after it is computed). Node names are the ones of
+``get_graph_node_names(model)`` in eval mode, or a module name that contains nodes
+(``layer4`` = its last node ``layer4.1.relu_1``), as ``create_feature_extractor`` accepts;
+an unknown model or node is a clear error that lists valid names.
+
+Parameters (``params:`` in the config)
+
+``weights``
+    ``"imagenet"`` (default), ``"imagenet:<MEMBER>"``, ``"random"`` or a path; see
+    :mod:`preimage.weights`. ``"imagenet"`` means the model's ``IMAGENET1K_V1`` weights when it
+    has them (the original, frozen recipe: reproducible across torchvision releases), else its
+    ``DEFAULT``; ask for e.g. ``"imagenet:IMAGENET1K_V2"`` explicitly for newer recipes.
+``seed``
+    seed of ``weights: random``.
+``crop``
+    input size (default 224, torchvision's ImageNet evaluation size). Images are centre-cropped
+    to ``crop × crop``; an image whose shorter side is smaller than ``crop`` is first resized up
+    (bilinear, aspect kept) so that its shorter side equals ``crop``.
+
+Inputs are normalised with the mean/std of the weights' transforms (ImageNet statistics for
+``random`` and path weights too). Outputs must be ``(N, C, h, w)`` or ``(N, D)`` tensors.
+
+:class:`CNNRepresentation` holds what AlexNet (:mod:`preimage.features.alexnet`) shares with
+this module: weights, crop, normalisation, devices, identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from preimage.features.base import Representation, register
+from preimage.weights import LoadedModel, load_model
+
+__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop"]
+
+
+def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
+    """Centre ``crop × crop`` window of ``images`` (N, 3, H, W); images whose shorter side is
+    below ``crop`` are first resized up (bilinear, aspect ratio kept) to a shorter side of ``crop``.
+    Images of exactly ``crop × crop`` are returned unchanged (no copy)."""
+    h, w = images.shape[-2:]
+    if h == crop and w == crop:
+        return images
+    if min(h, w) < crop:
+        scale = crop / min(h, w)
+        nh, nw = max(crop, round(h * scale)), max(crop, round(w * scale))
+        images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
+        h, w = nh, nw
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return images[..., top : top + crop, left : left + crop]
+
+
+class CNNRepresentation(Representation):
+    """Shared machinery of the CNN representations; subclasses set ``self.net`` (the truncated
+    network, input = normalised crops) in ``__init__`` after calling :meth:`_load`."""
+
+    differentiable = True
+    takes_name = True
+
+    def _load(self, model_name: str, weights: Any, seed: int, crop: int) -> LoadedModel:
+        if int(crop) < 1:
+            raise ValueError(f"crop must be a positive image size, not {crop!r}")
+        self.crop = int(crop)
+        self.loaded = load_model(model_name, weights, seed=seed)
+        self._mean = torch.tensor(self.loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._shape_cache: Dict[int, Tuple[int, ...]] = {}
+        return self.loaded
+
+    # -- what the workflow uses -------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self._mean.device
+
+    def to(self, device: torch.device | str) -> "CNNRepresentation":
+        self.net.to(device)
+        self._mean = self._mean.to(device)
+        self._std = self._std.to(device)
+        return self
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB in [0, 1] → normalised (N, 3, crop, crop) on the network's device."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        x = fit_crop(images.to(self.device, torch.float32), self.crop)
+        return (x - self._mean) / self._std
+
+    def compute(self, images: torch.Tensor) -> torch.Tensor:
+        out = self._forward(self.preprocess(images))
+        return out.to(images.device)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def output_shape(self, height: int, width: int) -> Tuple[int, ...]:
+        """Per-image output shape. Every image is cropped/resized to ``crop × crop`` first, so
+        the shape does not depend on ``height``/``width``; found once by a forward pass of one
+        zero image through the (truncated) network, then cached."""
+        if self.crop not in self._shape_cache:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, self.crop, self.crop, device=self.device)
+                self._shape_cache[self.crop] = tuple(self._forward(x).shape[1:])
+        return self._shape_cache[self.crop]
+
+    @property
+    def label(self) -> str:
+        return self.loaded.label
+
+    @property
+    def categories(self) -> Optional[list]:
+        return self.loaded.categories
+
+    def identity(self) -> Dict[str, str]:
+        import torchvision
+
+        ident = {
+            "representation": self.name,
+            "weights": self.loaded.identity,
+            "weights_source": self.loaded.source,
+            "label": self.loaded.label,
+            "crop": str(self.crop),
+            "normalize_mean": ",".join(f"{v:g}" for v in self.loaded.mean),
+            "normalize_std": ",".join(f"{v:g}" for v in self.loaded.std),
+            "torchvision": torchvision.__version__,
+        }
+        if self.loaded.weights_name:
+            ident["weights_name"] = self.loaded.weights_name
+        if self.loaded.path:
+            ident["weights_file"] = self.loaded.path
+        for k, v in sorted(self.params.items()):
+            ident.setdefault(f"param_{k}", str(v))
+        return ident
+
+
+@register("torchvision", prefix=True)
+class TorchvisionRepresentation(CNNRepresentation):
+    """``torchvision:<model>:<node>`` — the output of graph node ``<node>`` of torchvision's ``<model>``."""
+
+    def __init__(
+        self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 224, **extra: Any
+    ) -> None:
+        if extra:
+            raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop")
+        parts = name.split(":")
+        if len(parts) != 3 or parts[0] != "torchvision" or not parts[1] or not parts[2]:
+            raise ValueError(
+                f"representation name {name!r} must be torchvision:<model>:<node>, e.g. torchvision:vgg16:features.29"
+            )
+        super().__init__(weights=weights, seed=seed, crop=crop)
+        self.name = name
+        self.model_name, self.node = parts[1], parts[2]
+        loaded = self._load(self.model_name, weights, int(seed), int(crop))
+
+        from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+        _, eval_nodes = get_graph_node_names(loaded.model)
+        # A module name (e.g. ``layer4``) stands for the last node inside it, as in
+        # create_feature_extractor itself.
+        if self.node not in eval_nodes and not any(n.startswith(self.node + ".") for n in eval_nodes):
+            head = self.node.split(".")[0]
+            candidates = [n for n in eval_nodes if n.split(".")[0] == head] or _module_names(eval_nodes)
+            sample = _sample(candidates, 12)
+            raise ValueError(
+                f"{self.model_name} has no graph node {self.node!r}; {len(eval_nodes)} nodes, e.g. {', '.join(sample)} "
+                "(all: torchvision.models.feature_extraction.get_graph_node_names(model)[1])"
+            )
+        self.net = create_feature_extractor(loaded.model, return_nodes={self.node: "out"}).eval()
+        shape = self.output_shape(self.crop, self.crop)
+        if len(shape) not in (1, 3):
+            raise ValueError(
+                f"{name}: node output has per-image shape {shape}; representations must be (C, h, w) or (D,)"
+            )
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)["out"]
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{self.name}: node output is a {type(out).__name__}, not a tensor")
+        return out
+
+
+def _module_names(nodes: list) -> list:
+    """The top-level names of ``nodes`` (``layer4``, ``fc`` …) in order, then the nodes themselves."""
+    heads = list(dict.fromkeys(n.split(".")[0] for n in nodes))
+    return heads if len(heads) > 1 else nodes
+
+
+def _sample(names: list, k: int) -> list:
+    """Up to ``k`` names spread over ``names`` (first and last included)."""
+    if len(names) <= k:
+        return list(names)
+    step = (len(names) - 1) / (k - 1)
+    return [names[round(i * step)] for i in range(k)]
