@@ -20,3 +20,6 @@ rule all:
 
 
 include: "rules/data.smk"
+include: "rules/features.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"

@@ -1,0 +1,139 @@
+"""Every figure and table of the workflow, one function each (paper Table 2, Figures 3, 5, 7).
+
+Figures are PNGs written atomically; tables are CSV plus a Markdown rendering. Titles say which
+weights produced AlexNet features (e.g. "untrained AlexNet"), so a figure made from the offline
+default can never be mistaken for the paper's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from preimage import store  # noqa: E402
+
+#: Published values (paper Table 2): average normalised reconstruction error on ImageNet val.
+PAPER_TABLE2 = {
+    ("hog", "decoder"): 0.24,
+    ("sift", "decoder"): 0.28,
+    ("lbp", "decoder"): 0.38,
+    ("hog", "hoggles"): 0.61,
+    ("hog", "mahendran_vedaldi"): 0.63,
+}
+
+ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+SHALLOW = ["hog", "sift", "lbp"]
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with store.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _hwc(image: np.ndarray) -> np.ndarray:
+    return np.asarray(image).transpose(1, 2, 0)
+
+
+def image_grid(rows: Sequence[Tuple[str, np.ndarray]], path: str | os.PathLike, title: Optional[str] = None) -> None:
+    """A grid with one labelled row per entry of ``rows`` = [(label, uint8 (k, 3, S, S)), …]."""
+    n_rows = len(rows)
+    n_cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 1.2, 1.3 * n_rows + (0.4 if title else 0)),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(_hwc(images[c]), interpolation="nearest")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04)
+    _save(fig, path)
+
+
+def reconstructions_figure(inputs: np.ndarray, rows: Mapping[str, np.ndarray], path: str | os.PathLike,
+                           title: Optional[str] = None) -> None:
+    """Inputs above one row of reconstructions per representation (Figures 3 and 5)."""
+    image_grid([("input", inputs), *rows.items()], path, title)
+
+
+def errors_table(frames: Sequence[pd.DataFrame], csv_path: str | os.PathLike, md_path: str | os.PathLike) -> pd.DataFrame:
+    """Table 2 / Figure 7 analogue: every representation with its reference rows and paper values."""
+    table = pd.concat(frames, ignore_index=True)
+    table["paper"] = [PAPER_TABLE2.get((r, m), np.nan) for r, m in zip(table["representation"], table["method"])]
+    extra = [{"representation": r, "method": m, "label": f"published ({'HOGgles' if m == 'hoggles' else 'Mahendran & Vedaldi'})",
+              "paper": v} for (r, m), v in PAPER_TABLE2.items() if m != "decoder" and r in set(table["representation"])]
+    if extra:
+        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    with store.atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4g")
+    with store.atomic_path(md_path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(errors_markdown(table))
+    return table
+
+
+def errors_markdown(table: pd.DataFrame) -> str:
+    """Markdown rendering: decoder error with its 95 % interval, the references, the paper's value."""
+    lines = ["| representation | decoder error (95% CI) | nearest neighbour | mean image | PSNR dB | SSIM | paper |",
+             "|---|---|---|---|---|---|---|"]
+
+    def fmt(v):
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+    for rep, group in table.groupby("representation", sort=False):
+        by = {m: g.iloc[0] for m, g in group.groupby("method")}
+        dec = by.get("decoder")
+        if dec is None:
+            continue
+        label = dec["label"] if isinstance(dec["label"], str) and dec["label"] != rep else ""
+        name = f"{rep}" + (f" ({label})" if label else "")
+        lines.append(
+            f"| {name} | {fmt(dec['error'])} ({fmt(dec['ci_low'])}–{fmt(dec['ci_high'])}) | "
+            f"{fmt(by['nearest_neighbour']['error']) if 'nearest_neighbour' in by else ''} | "
+            f"{fmt(by['mean_image']['error']) if 'mean_image' in by else ''} | {dec['psnr']:.2f} | {dec['ssim']:.3f} | "
+            f"{fmt(dec.get('paper'))} |"
+        )
+        for method in ("hoggles", "mahendran_vedaldi"):
+            if method in by:
+                lines.append(f"| {rep}: {by[method]['label']} |  |  |  |  |  | {fmt(by[method]['paper'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional[str] = None) -> None:
+    """Figure 7 analogue: normalised error per AlexNet layer, with the reference rows."""
+    layers = [l for l in ALEXNET_LAYERS if l in set(table["representation"])]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    x = np.arange(len(layers))
+    styles = {"decoder": ("o-", "C0", "our decoder"), "nearest_neighbour": ("s--", "C2", "nearest neighbour in feature space"),
+              "mean_image": (":", "C7", "mean training image")}
+    for method, (style, colour, name) in styles.items():
+        rows = [table[(table.representation == l) & (table.method == method)] for l in layers]
+        if not all(len(r) for r in rows):
+            continue
+        err = np.array([r.iloc[0]["error"] for r in rows])
+        low = np.array([r.iloc[0]["ci_low"] for r in rows])
+        high = np.array([r.iloc[0]["ci_high"] for r in rows])
+        ax.plot(x, err, style, color=colour, label=name)
+        if method == "decoder":
+            ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
+    ax.set_xticks(x, layers)
+    ax.set_ylabel("normalised reconstruction error")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Reconstruction error by AlexNet layer (cf. paper Figure 7)", fontsize=10)
+    _save(fig, path)

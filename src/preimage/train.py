@@ -1,0 +1,358 @@
+"""Decoder training (paper §3, §4): minimise Σ‖x − f(Φ(x))‖² with Adam.
+
+* Loss: the squared reconstruction error of eq. (1), averaged over pixels and the batch (Adam is
+  invariant to the constant factor, so this is the paper's objective up to scale).
+* Optimiser: Adam (β1 = 0.9, β2 = 0.999), batch 64, learning rate 1e-3 (§4), kept constant for the
+  first ``lr_decay_start`` of the run and then lowered smoothly (cosine) to ``lr_final`` × the
+  base rate at the end: the paper's "lowered gradually towards the end".
+* Features are multiplied by one scalar, ``1 / RMS`` of the training features, so that every
+  representation enters the decoder at a similar scale (a fixed linear map: no information is
+  lost); the scale is stored with the decoder.
+* fc decoders predict a smaller image (§5.1); their targets are the images downsampled
+  (antialiased bilinear) to ``decoder.output_size``.
+* Validation: a seeded ``val_fraction`` of the training images is held out (the test set is
+  never looked at during training).
+* CUDA when available with bfloat16 autocast, else the CPU with the job's threads.
+* A checkpoint after every epoch, outside the declared outputs; a restarted job resumes from it and
+  ends with the same weights as an uninterrupted run (the data order of epoch ``e`` depends only on
+  ``seed`` and ``e``). A NaN or infinite loss stops with a clear error.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from preimage import store
+from preimage.decoders import build_decoder, decoder_kind_for
+from preimage.devices import resolve_device
+
+log = logging.getLogger("preimage.train")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (``train.*`` in the config)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_decay_start: float = 0.5
+    lr_final: float = 0.01
+    width: float = 1.0
+    upsample: str = "deconv"
+    val_fraction: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    preload_mb: int = 4096
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"unknown training parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**dict(values))
+
+    def fingerprint(self, extra: Mapping[str, Any]) -> str:
+        """Identity of a run: a checkpoint resumes only a run with the same fingerprint."""
+        payload = json.dumps({**dataclasses.asdict(self), **extra}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+class PairedData:
+    """Training pairs (feature, image) from the two HDF5 stores, in memory when small enough.
+
+    Large sets stream: whole storage chunks are read in a seeded random order and shuffled within
+    a buffer of several chunks, by a background thread, so the GPU is not kept waiting on HDF5.
+    """
+
+    def __init__(self, features_path: str, images_path: str, indices: np.ndarray, preload_mb: int) -> None:
+        self.features = store.FeatureStore(features_path)
+        self.images = store.ImageStore(images_path)
+        if len(self.features) != len(self.images):
+            raise ValueError(f"{features_path} has {len(self.features)} rows but {images_path} has {len(self.images)} images")
+        self.indices = np.sort(np.asarray(indices))
+        per_image = 4 * int(np.prod(self.features.shape)) + self.images.images[0].nbytes
+        self.in_memory = per_image * len(self.indices) <= preload_mb * (1 << 20)
+        if self.in_memory:
+            self._feats = np.concatenate([self.features.read(s, e) for s, e in _runs(self.indices)])
+            self._imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(self.indices)])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self, batch_size: int, rng: Optional[np.random.Generator]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """(float32 features, uint8 images) batches; shuffled when ``rng`` is given."""
+        if self.in_memory:
+            order = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
+            for start in range(0, len(order), batch_size):
+                pick = order[start:start + batch_size]
+                yield self._feats[pick], self._imgs[pick]
+            return
+        yield from _prefetch(self._stream(batch_size, rng))
+
+    def _stream(self, batch_size: int, rng: Optional[np.random.Generator]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        chunk = max(1, self.features.chunk)
+        blocks = [self.indices[i:i + chunk] for i in range(0, len(self.indices), chunk)]
+        order = rng.permutation(len(blocks)) if rng is not None else np.arange(len(blocks))
+        buffer_blocks = max(1, 4096 // chunk)
+        for start in range(0, len(order), buffer_blocks):
+            idx = np.concatenate([blocks[b] for b in order[start:start + buffer_blocks]])
+            feats = np.concatenate([self.features.read(s, e) for s, e in _runs(np.sort(idx))])
+            imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(np.sort(idx))])
+            perm = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
+            for b in range(0, len(perm), batch_size):
+                pick = perm[b:b + batch_size]
+                yield feats[pick], imgs[pick]
+
+    def close(self) -> None:
+        self.features.close()
+        self.images.close()
+
+
+def _runs(sorted_indices: np.ndarray) -> List[Tuple[int, int]]:
+    """Contiguous [start, stop) runs of sorted indices (h5py reads runs fast)."""
+    runs: List[Tuple[int, int]] = []
+    for i in sorted_indices.tolist():
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _prefetch(iterator: Iterator, depth: int = 4) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead."""
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    sentinel = object()
+    failure: List[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                q.put(item)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+            failure.append(err)
+        finally:
+            q.put(sentinel)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        item = q.get()
+        if item is sentinel:
+            break
+        yield item
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def split_train_val(count: int, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Seeded split of the training images into training and validation indices."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(count)
+    n_val = int(round(count * val_fraction)) if val_fraction > 0 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 and count > 1 else 0), count - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def feature_scale(features: store.FeatureStore, indices: np.ndarray, sample: int = 512, seed: int = 0) -> float:
+    """1 / RMS of (a seeded sample of) the training features."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(indices, size=min(sample, len(indices)), replace=False))
+    values = np.concatenate([features.read(s, e).reshape(e - s, -1) for s, e in _runs(pick)])
+    rms = float(np.sqrt(np.mean(values.astype(np.float64) ** 2)))
+    return 1.0 / rms if rms > 0 else 1.0
+
+
+def to_targets(images: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """uint8 images → float targets in [0, 1] at the decoder's output size."""
+    x = store.to_float(images).to(device, non_blocking=True)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def learning_rate(cfg: TrainConfig, progress: float) -> float:
+    """Constant until ``lr_decay_start`` (fraction of the run), then cosine to ``lr_final``·lr."""
+    if progress <= cfg.lr_decay_start:
+        return cfg.lr
+    t = (progress - cfg.lr_decay_start) / max(1e-12, 1 - cfg.lr_decay_start)
+    low = cfg.lr * cfg.lr_final
+    return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a kill during the write leaves the previous one intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a trained decoder from ``decoder.pt``: returns (model in eval mode, metadata dict)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    meta = payload["meta"]
+    model = build_decoder(meta["kind"], tuple(meta["feature_shape"]), meta["image_size"],
+                          width=meta["width"], upsample=meta["upsample"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_decoder(
+    representation: str,
+    features_path: str,
+    images_path: str,
+    out_path: str,
+    log_path: str,
+    checkpoint_path: str,
+    config: Mapping[str, Any] | TrainConfig,
+    stop_after_epochs: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Train the decoder of ``representation``; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
+
+    ``stop_after_epochs`` ends the run early *without* writing outputs (tests use it to simulate
+    a killed job; the checkpoint stays and the next call resumes).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    with store.FeatureStore(features_path) as feats, store.ImageStore(images_path) as imgs:
+        count, image_size, feature_shape = len(feats), imgs.size, feats.shape
+        feature_attrs = feats.attrs
+        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
+        scale = feature_scale(feats, train_idx, seed=cfg.seed)
+    kind = decoder_kind_for(representation, feature_shape)
+    model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
+    out_size = model.output_size
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    fingerprint = cfg.fingerprint({"representation": representation, "features": feature_attrs.get("identity"),
+                                   "images_sha256": feature_attrs.get("images_sha256"), "count": count})
+    checkpoint = Path(checkpoint_path)
+    history: List[Dict[str, Any]] = []
+    start_epoch = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            history, start_epoch = state["history"], state["epoch"]
+            log.info("resuming %s from %s at epoch %d/%d", representation, checkpoint, start_epoch, cfg.epochs)
+        else:
+            log.info("ignoring checkpoint %s: it belongs to a different configuration", checkpoint)
+    train_data = PairedData(features_path, images_path, train_idx, cfg.preload_mb)
+    val_data = PairedData(features_path, images_path, val_idx, cfg.preload_mb) if len(val_idx) else None
+    use_amp = cfg.amp and device.type == "cuda"
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    log.info("%s: %s decoder (%d parameters, width %.3g) from %s features to %d px; %d train / %d val images; "
+             "%d epochs on %s", representation, kind, sum(p.numel() for p in model.parameters()), cfg.width,
+             "x".join(map(str, feature_shape)), out_size, len(train_data), len(val_idx), cfg.epochs, device)
+    from tqdm import tqdm
+
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                return {"stopped_at": epoch}
+            model.train()
+            rng = np.random.default_rng([cfg.seed, epoch])
+            started, seen, loss_sum = time.perf_counter(), 0, 0.0
+            bar = tqdm(total=len(train_data), desc=f"{representation} epoch {epoch + 1}/{cfg.epochs}", unit="img",
+                       disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+            for step, (f, x) in enumerate(train_data.batches(cfg.batch_size, rng)):
+                lr = learning_rate(cfg, (epoch * steps_per_epoch + step) / max(1, total_steps))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                inputs = torch.from_numpy(f).to(device, non_blocking=True) * scale
+                targets = to_targets(x, out_size, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    prediction = model(inputs)
+                loss = F.mse_loss(prediction.float(), targets)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"{representation}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"(lr {lr:.2e}); lower train.lr or check the features for extreme values"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(f)
+                loss_sum += loss.item() * len(f)
+                bar.update(len(f))
+                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+            bar.close()
+            seconds = time.perf_counter() - started
+            val_loss = evaluate_loss(model, val_data, scale, out_size, device, cfg.batch_size) if val_data else float("nan")
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "val_loss": val_loss,
+                   "lr": lr, "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+            history.append(row)
+            log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s", epoch + 1, cfg.epochs,
+                     row["train_loss"], val_loss, row["images_per_s"], seconds)
+            save_checkpoint(checkpoint, {"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
+                                         "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                         "history": history})
+    finally:
+        train_data.close()
+        if val_data:
+            val_data.close()
+    meta = {
+        "representation": representation, "kind": kind, "feature_shape": list(feature_shape),
+        "image_size": image_size, "output_size": out_size, "width": cfg.width, "upsample": cfg.upsample,
+        "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
+        "label": feature_attrs.get("label", representation), "fingerprint": fingerprint,
+    }
+    with store.atomic_path(out_path) as tmp:
+        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp)
+    with store.atomic_path(log_path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])
+            writer.writeheader()
+            writer.writerows(history)
+    checkpoint.unlink(missing_ok=True)
+    return {"history": history, "meta": meta}
+
+
+@torch.no_grad()
+def evaluate_loss(model, data: PairedData, scale: float, out_size: int, device: torch.device, batch_size: int) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for f, x in data.batches(batch_size, None):
+        prediction = model(torch.from_numpy(f).to(device) * scale).float()
+        total += F.mse_loss(prediction, to_targets(x, out_size, device), reduction="sum").item() / prediction[0].numel()
+        n += len(f)
+    return total / max(1, n)

@@ -1,0 +1,139 @@
+"""Training and evaluation on a tiny dataset: resume, NaN guard, error table, reference rows."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from preimage import data, store, train
+from preimage.config import validate_config
+from preimage.evaluate import evaluate_decoder, show_indices
+from preimage.features.cache import compute_cache
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Builtin crops at 32 px and their HOG features (train and test)."""
+    root = tmp_path_factory.mktemp("tiny")
+    params = validate_config({"data": {"size": SIZE, "train_per_class": 6, "test_per_class": 4}})["data"]
+    paths = {"train": root / "train.h5", "test": root / "test.h5"}
+    data.extract(params, paths)
+    for split in ("train", "test"):
+        compute_cache("hog", {"cell_size": 8}, paths[split], root / f"hog_{split}.h5", batch_size=16, device="cpu")
+    return root
+
+
+def _config(**overrides):
+    cfg = dict(epochs=3, batch_size=8, width=0.125, device="cpu", seed=0, val_fraction=0.1)
+    cfg.update(overrides)
+    return cfg
+
+
+def _train(root, name, stop_after_epochs=None, **overrides):
+    return train.train_decoder("hog", str(root / "hog_train.h5"), str(root / "train.h5"), str(root / f"{name}.pt"),
+                               str(root / f"{name}.csv"), str(root / "ckpt" / f"{name}.pt"), _config(**overrides),
+                               stop_after_epochs=stop_after_epochs)
+
+
+def test_training_lowers_the_loss_and_writes_outputs(tiny):
+    result = _train(tiny, "plain")
+    history = result["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    log = pd.read_csv(tiny / "plain.csv")
+    assert list(log.columns[:3]) == ["epoch", "train_loss", "val_loss"] and len(log) == 3
+    model, meta = train.load_decoder(tiny / "plain.pt")
+    assert meta["kind"] == "two_stream" and meta["output_size"] == SIZE
+    assert not (tiny / "ckpt" / "plain.pt").exists()  # the checkpoint is removed after success
+
+
+def test_resume_after_interruption_gives_the_same_weights(tiny):
+    _train(tiny, "uninterrupted")
+    stopped = _train(tiny, "resumed", stop_after_epochs=1)  # a job killed after epoch 1
+    assert stopped == {"stopped_at": 1}
+    assert (tiny / "ckpt" / "resumed.pt").exists() and not (tiny / "resumed.pt").exists()
+    _train(tiny, "resumed")
+    a = torch.load(tiny / "uninterrupted.pt", weights_only=True)["state_dict"]
+    b = torch.load(tiny / "resumed.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert pd.read_csv(tiny / "resumed.csv")["epoch"].tolist() == [1, 2, 3]
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tiny):
+    _train(tiny, "other", stop_after_epochs=1, lr=5e-4)
+    result = _train(tiny, "other")  # different lr: must start over, not resume
+    assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny, monkeypatch):
+    real_build = train.build_decoder
+
+    def broken(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+        return model
+
+    monkeypatch.setattr(train, "build_decoder", broken)
+    with pytest.raises(train.NonFiniteLoss, match="loss became nan at epoch 1, step 1"):
+        _train(tiny, "nan")
+
+
+def test_learning_rate_schedule():
+    cfg = train.TrainConfig(lr=1e-3, lr_decay_start=0.5, lr_final=0.01)
+    assert train.learning_rate(cfg, 0.0) == train.learning_rate(cfg, 0.5) == 1e-3
+    assert train.learning_rate(cfg, 0.75) < 1e-3
+    assert train.learning_rate(cfg, 1.0) == pytest.approx(1e-5)
+
+
+def test_split_is_seeded_and_disjoint():
+    a_train, a_val = train.split_train_val(100, 0.1, seed=3)
+    b_train, b_val = train.split_train_val(100, 0.1, seed=3)
+    assert np.array_equal(a_val, b_val) and len(a_val) == 10
+    assert not set(a_train) & set(a_val) and len(a_train) + len(a_val) == 100
+
+
+def test_streaming_and_in_memory_batches_agree(tiny):
+    indices = np.arange(20)
+    memory = train.PairedData(str(tiny / "hog_train.h5"), str(tiny / "train.h5"), indices, preload_mb=100)
+    streamed = train.PairedData(str(tiny / "hog_train.h5"), str(tiny / "train.h5"), indices, preload_mb=0)
+    assert memory.in_memory and not streamed.in_memory
+    for source in (memory, streamed):
+        feats, imgs = zip(*source.batches(8, np.random.default_rng(0)))
+        feats, imgs = np.concatenate(feats), np.concatenate(imgs)
+        assert len(feats) == 20
+        order = np.lexsort(feats.reshape(20, -1).T)
+        source.sorted = (feats[order], imgs[order])
+    assert np.array_equal(memory.sorted[0], streamed.sorted[0]) and np.array_equal(memory.sorted[1], streamed.sorted[1])
+
+
+def test_evaluation_rows_and_reconstructions(tiny):
+    _train(tiny, "evaluated", epochs=2)
+    table = evaluate_decoder("hog", str(tiny / "evaluated.pt"), str(tiny / "hog_test.h5"), str(tiny / "test.h5"),
+                             str(tiny / "hog_train.h5"), str(tiny / "train.h5"), str(tiny / "error.csv"),
+                             str(tiny / "recon.h5"), device="cpu")
+    assert table["method"].tolist() == ["decoder", "mean_image", "nearest_neighbour"]
+    assert (table["ci_low"] <= table["error"]).all() and (table["error"] <= table["ci_high"]).all()
+    assert (table["n_test"] == 8).all()
+    assert pd.read_csv(tiny / "error.csv").shape == table.shape
+    with store.ImageStore(tiny / "test.h5") as images:
+        import h5py
+
+        with h5py.File(tiny / "recon.h5") as handle:
+            recon = handle["reconstructions"]
+            assert recon.shape == (len(images), 3, SIZE, SIZE) and recon.dtype == np.uint8
+
+
+def test_nearest_neighbour_of_a_training_image_is_itself(tiny):
+    from preimage.evaluate import nearest_neighbours
+
+    with store.FeatureStore(tiny / "hog_train.h5") as feats:
+        index, searched = nearest_neighbours(feats, feats, torch.device("cpu"))
+    assert searched == len(index) and np.array_equal(index, np.arange(len(index)))
+
+
+def test_show_indices_are_fixed_and_spread():
+    assert show_indices(100, 5).tolist() == [0, 25, 50, 74, 99]
+    assert show_indices(3, 8).tolist() == [0, 1, 2]

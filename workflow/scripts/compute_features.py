@@ -1,0 +1,17 @@
+"""Snakemake adapter: rule features → preimage.features.cache.compute_cache."""
+from preimage import devices, logs
+from preimage.features.cache import compute_cache
+
+logs.setup(snakemake.log[0])
+devices.configure_threads(snakemake.threads)
+compute_cache(
+    snakemake.params.representation,
+    snakemake.params.options,
+    snakemake.input.images,
+    snakemake.output[0],
+    batch_size=snakemake.params.batch_size,
+    dtype=snakemake.params.dtype,
+    device=snakemake.params.device,
+    workers=snakemake.threads,
+    log_every=snakemake.params.log_every,
+)
