@@ -132,6 +132,7 @@ class Item:
     key: Tuple[str, int]  # the (split, class) queue it came from, for replacements
     box: Optional[Tuple[int, int, int]] = None  # (left, top, side) of a square crop
     flip: bool = False
+    jitter: Optional[Tuple[float, float, float]] = None  # (hue shift, saturation ×, value ×)
     name: Optional[str] = None  # how to show the source (builtin: ``skimage:astronaut.png``)
 
     @property
@@ -155,11 +156,22 @@ def load_item(item: Item, size: int, min_side: int) -> np.ndarray:
         image = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
         if item.flip:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        if item.jitter is not None:
+            image = colour_jitter(image, *item.jitter)
         return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
     image = open_rgb(item.path, draft_size=size)
     if min(image.size) < min_side:
         raise BadImage(f"too small: {image.size[0]}x{image.size[1]} < min_side {min_side}")
     return resize_center_crop(image, size)
+
+
+def colour_jitter(image: Image.Image, hue: float, saturation: float, value: float) -> Image.Image:
+    """Rotate the hue by ``hue`` turns and scale saturation and value (HSV, 8 bit)."""
+    hsv = np.asarray(image.convert("HSV"), dtype=np.float32)
+    hsv[..., 0] = (hsv[..., 0] + hue * 256.0) % 256.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] * value, 0, 255)
+    return Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB")
 
 
 def _worker(args: Tuple[Item, int, int]) -> Tuple[Item, Optional[np.ndarray], Optional[str]]:
@@ -316,6 +328,9 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
 
     Each photograph is one class; ``train_per_class`` crops per training photo and
     ``test_per_class`` per test photo. Crop sides are uniform in [min_scale, 1] × the shorter side.
+    With ``colour_jitter`` = s > 0, training crops (never test crops) get a random hue rotation of
+    up to ±s/2 turns and saturation and value scaled by up to e^(±0.7s) and e^(±0.4s): with so few
+    photographs this keeps decoders from learning their palettes by heart.
     """
     options = params.get("builtin") or {}
     train = list(options.get("train_photos") or BUILTIN_TRAIN_PHOTOS)
@@ -327,6 +342,7 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
         train = train[: params["classes"]]
     min_scale = float(options.get("min_scale", 0.35))
     flip = bool(options.get("flip", True))
+    jitter = float(options.get("colour_jitter", 0.0))
     rng = np.random.default_rng(params["seed"])
     classes = [spec.partition(":")[2].rsplit(".", 1)[0] for spec in train + test]
     needs, queues = {}, {}
@@ -343,8 +359,12 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
             side = max(8, int(round(shorter * rng.uniform(min_scale, 1.0))))
             left = int(rng.integers(0, width - side + 1))
             top = int(rng.integers(0, height - side + 1))
-            items.append(Item(str(path), label, split, key, box=(left, top, side),
-                              flip=flip and bool(rng.integers(2)), name=spec))
+            flipped = flip and bool(rng.integers(2))
+            change = None
+            if split == "train" and jitter > 0:
+                change = (float(rng.uniform(-0.5, 0.5) * jitter), float(np.exp(rng.uniform(-1, 1) * jitter * 0.7)),
+                          float(np.exp(rng.uniform(-1, 1) * jitter * 0.4)))
+            items.append(Item(str(path), label, split, key, box=(left, top, side), flip=flipped, jitter=change, name=spec))
         needs[key], queues[key] = count, items
     notes = {"train_photos": train, "test_photos": test}
     return Selection(classes, needs, queues, notes)

@@ -342,7 +342,8 @@ class FeatureStore:
         lo, hi = int(self.offsets[start]), int(self.offsets[stop])
         rows = self.table[lo:hi]
         offsets = self.offsets[start:stop + 1] - lo
-        return np.asarray(self._densify(rows, offsets, *self.shape[1:]), dtype=np.float32)
+        size = int(self.attrs["image_size"])
+        return np.asarray(self._densify(rows, offsets, None, size, size), dtype=np.float32)
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
         indices = np.asarray(indices)

@@ -16,7 +16,9 @@ Conventions shared by all representations
 * ``identity()`` returns a dict of strings that is written to the HDF5 attrs (weights sha256,
   parameters), so that a cache records exactly what produced it.
 * ``differentiable`` says whether gradients reach the image (Mahendran & Vedaldi baseline).
-* ``sparse`` representations (sift) additionally implement ``compute_sparse`` / ``densify``.
+* ``sparse`` representations (sift) additionally implement ``compute_sparse(uint8 images,
+  workers) -> (table, offsets)`` (``table`` has ``sparse_width`` columns; rows of image ``i`` are
+  ``offsets[i]:offsets[i+1]``) and ``densify(table, offsets, index_range, height, width)``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Representation:
     name: str = ""
     differentiable: bool = False
     sparse: bool = False
+    sparse_width: int = 0
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)

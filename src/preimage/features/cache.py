@@ -67,7 +67,7 @@ def compute_cache(
     ) as writer:
         for offset, batch in images.batches(batch_size):
             if rep.sparse:
-                table, offsets = rep.compute_sparse(batch, workers=workers, first_index=offset)
+                table, offsets = rep.compute_sparse(batch, workers=workers)
                 writer.append_sparse(table, offsets)
             else:
                 with torch.no_grad():
