@@ -2,14 +2,21 @@
 import h5py
 import pytest
 
-from workflow import planned_rules, snakemake, write_config
+import pandas as pd
+
+from workflow import planned_jobs, planned_rules, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
 TINY = {
     "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
-    "representations": [],
+    "representations": ["hog", "lbp", "sift", "conv5", "fc6", "torchvision:resnet18:layer1"],
+    "features": {"alexnet": {"weights": "random"}, "torchvision": {"weights": "random", "crop": 64}},
+    "decoder": {"width": 0.125},
+    "train": {"epochs": {"default": 1, "hog": 2}, "batch_size": 8, "device": "cpu"},
+    "evaluate": {"n_show": 3, "device": "cpu"},
 }
+REPS = ["hog", "lbp", "sift", "conv5", "fc6", "resnet18@layer1"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,31 @@ def test_all_builds_the_data_stage(finished_run):
     assert (workdir / "results/logs/data/extract.log").read_text().count("done:") == 1
 
 
+def test_all_builds_features_decoders_errors_and_figures(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results"
+    with h5py.File(results / "features/hog/train.h5") as handle:
+        assert handle["features"].shape == (28, 31, 4, 4) and handle["features"].dtype == "float16"
+        assert handle.attrs["representation"] == "hog"
+    with h5py.File(results / "features/sift/test.h5") as handle:
+        assert "table" in handle and handle["offsets"].shape == (7,)
+    with h5py.File(results / "features/fc6/test.h5") as handle:
+        assert "random:0" in handle.attrs["identity"]  # the untrained control is labelled as such
+    assert (results / "features/resnet18@layer1/train.h5").exists()
+    for rep in REPS:
+        table = pd.read_csv(results / rep / "error.csv")
+        assert table["method"].tolist() == ["decoder", "mean_image", "nearest_neighbour"]
+        assert (results / rep / "reconstructions.png").stat().st_size > 0
+        assert len(pd.read_csv(results / rep / "train_log.csv")) == (2 if rep == "hog" else 1)
+    errors = pd.read_csv(results / "tables/errors.csv")
+    assert set(REPS[:-1]) | {"torchvision:resnet18:layer1"} <= set(errors["representation"])
+    assert errors.loc[(errors.representation == "hog") & (errors.method == "decoder"), "paper"].item() == 0.24
+    markdown = (results / "tables/errors.md").read_text()
+    assert "untrained" in markdown
+    for figure in ("error_by_layer", "reconstructions_shallow", "reconstructions_alexnet"):
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 0
+
+
 def test_finished_run_has_nothing_to_do(finished_run):
     workdir, configfile = finished_run
     assert planned_rules(workdir, configfile=configfile) == set()
@@ -39,9 +71,24 @@ def test_changing_the_seed_reruns_extraction(finished_run):
     assert "extract_data" in planned_rules(workdir, "--config", "data={seed: 7}", configfile=configfile)
 
 
-def test_downstream_only_change_does_not_rerun_extraction(finished_run):
+def test_changing_a_hog_parameter_reruns_only_hog(finished_run):
     workdir, configfile = finished_run
-    assert "extract_data" not in planned_rules(workdir, "--config", "representations=[hog]", configfile=configfile)
+    planned = planned_jobs(workdir, "--config", "features={hog: {cell_size: 4}}", configfile=configfile)
+    assert planned["features"] == 2 and planned["train"] == 1 and planned["evaluate"] == 1
+    assert "extract_data" not in planned
+
+
+def test_changing_one_representations_epochs_reruns_only_its_training(finished_run):
+    workdir, configfile = finished_run
+    planned = planned_jobs(workdir, "--config", "train={epochs: {default: 1, hog: 2, lbp: 3}}", configfile=configfile)
+    assert planned == {"train": 1, "evaluate": 1, "errors_table": 1, "error_by_layer": 1,
+                       "reconstructions_figure": 1, "all": 1}
+
+
+def test_single_target_builds_only_what_it_needs(tmp_path):
+    configfile = write_config(tmp_path / "tiny.yaml", TINY)
+    planned = planned_jobs(tmp_path, "results/fc6/error.csv", configfile=configfile)
+    assert planned == {"extract_data": 1, "features": 2, "train": 1, "evaluate": 1}
 
 
 def test_bad_config_gives_one_clear_message(finished_run):

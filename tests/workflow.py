@@ -30,10 +30,15 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: 
 
 
 def planned_rules(workdir: Path, *args: str, configfile: Path | None = None) -> set[str]:
-    """Rules a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
+    """Rules a dry run would execute."""
+    return set(planned_jobs(workdir, *args, configfile=configfile))
+
+
+def planned_jobs(workdir: Path, *args: str, configfile: Path | None = None) -> dict[str, int]:
+    """Jobs per rule a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
     result = snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile)
     text = result.stdout + result.stderr
-    rules = set()
+    rules = {}
     in_table = False
     for line in text.splitlines():
         parts = line.split()
@@ -45,5 +50,5 @@ def planned_rules(workdir: Path, *args: str, configfile: Path | None = None) -> 
                 break
             if parts[0].startswith("-"):
                 continue
-            rules.add(parts[0])
+            rules[parts[0]] = int(parts[1])
     return rules

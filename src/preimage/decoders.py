@@ -138,6 +138,20 @@ def _n_doublings(src: int, dst: int) -> int:
     return n
 
 
+def _conv_plan(feature_size: int, output_size: int) -> Tuple[int, int]:
+    """(number of ×2 up-convolutions n, start size s) for a conv decoder.
+
+    The feature map (after the three convolutions) is resized bilinearly to
+    ``s = ceil(output_size / 2^n)`` with the largest ``n`` that keeps ``s ≥ feature_size``, so the
+    up-convolutions end at (or within rounding of) the output size instead of overshooting it by
+    up to 2× per axis (27×27 conv1 → 64 px: 27→32→64, not 27→54→108→64).
+    """
+    n = 0
+    while math.ceil(output_size / 2 ** (n + 1)) >= feature_size:
+        n += 1
+    return n, math.ceil(output_size / 2**n)
+
+
 def _up_channels(start: int, n: int, width: float, floor: int = 32) -> List[int]:
     """Output channels of ``n`` up-convolutions: start, start/2, … (≥ floor), last = 3."""
     if n <= 0:
@@ -394,11 +408,11 @@ class ConvDecoder(Decoder):
     spatial torchvision node.
 
     Layers at width 1: ``conv1``, ``conv2``, ``conv3`` 3×3/1 → 256 channels each at the
-    feature resolution, then ×2 up-convolutions with 256, 128, 64, 32 (floor 32) channels,
-    the last one to 3 channels, until ≥ image size; crop / resize.
+    feature resolution, a bilinear resize to the start size of :func:`_conv_plan`, then ×2
+    up-convolutions with 256, 128, 64, 32 (floor 32) channels, the last one to 3 channels.
 
-    AlexNet conv5 (256×6×6) at 227 px: 6→12→24→48→96→192→384, resized to 227.
-    At 256 px a 256×8×8 map gets exactly five up-convolutions (8→…→256), as in the paper.
+    AlexNet conv5 (256×6×6) at 256 px: resize 6→8, then 8→16→32→64→128→256 (five
+    up-convolutions, as in the paper); conv1 (27×27) at 256 px: 27→32→…→256 (three).
     """
 
     kind = "conv"
@@ -412,13 +426,19 @@ class ConvDecoder(Decoder):
         t.add("conv1", "input", (h, w, c), 3, 1, (h, w, cc))
         t.add("conv2", "conv1", (h, w, cc), 3, 1, (h, w, cc))
         t.add("conv3", "conv2", (h, w, cc), 3, 1, (h, w, cc))
-        n_up = _n_doublings(min(h, w), self.output_size)
+        n_up, start = _conv_plan(min(h, w), self.output_size)
+        self.start_size = start
+        if (h, w) != (start, start):
+            t.add("resize", "conv3", (h, w, cc), "-", "-", (start, start, cc))
         chans = _up_channels(256, n_up, width)
-        self.tail = _build_tail(self, cc, chans, (h, w), "conv3", "uconv")
+        self.tail = _build_tail(self, cc, chans, (start, start), "conv3", "uconv")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        return _fit(self.tail(self.convs(x)), (self.output_size, self.output_size))
+        z = self.convs(x)
+        if z.shape[-2:] != (self.start_size, self.start_size):
+            z = F.interpolate(z, size=(self.start_size, self.start_size), mode="bilinear", align_corners=False)
+        return _fit(self.tail(z), (self.output_size, self.output_size))
 
 
 class FCDecoder(Decoder):
