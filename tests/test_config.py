@@ -61,6 +61,13 @@ def test_command_line_strings_are_coerced():
     assert config["data"]["root"] is None and config["data"]["builtin"]["flip"] is False
 
 
+def test_command_line_strings_inside_per_representation_mappings_are_coerced():
+    # train={epochs: {default: 1, hog: 2}} from the command line: values under additionalProperties
+    config = validate_config({"train": {"epochs": {"default": "1", "hog": "2"}}})
+    assert config["train"]["epochs"] == {"default": 1, "hog": 2}
+    assert validate_config({"train": {"epochs": "7"}})["train"]["epochs"] == 7
+
+
 def test_classes_as_wnid_list(tmp_path):
     config = validate_config({"data": {"source": "folder", "root": str(tmp_path), "classes": ["n01", "n02"]}})
     assert config["data"]["classes"] == ["n01", "n02"]

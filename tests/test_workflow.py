@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 TINY = {
     "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
     "representations": ["hog", "lbp", "sift", "conv5", "fc6", "torchvision:resnet18:layer1"],
-    "features": {"alexnet": {"weights": "random"}, "torchvision": {"weights": "random", "crop": 64}},
+    "features": {"hog": {"cell_size": 8}, "lbp": {"cell_size": 8}, "alexnet": {"weights": "random"},
+                 "torchvision": {"weights": "random", "crop": 64}},
     "decoder": {"width": 0.125},
     "train": {"epochs": {"default": 1, "hog": 2}, "batch_size": 8, "device": "cpu"},
     "evaluate": {"n_show": 3, "device": "cpu"},

@@ -46,6 +46,14 @@ def _allowed_types(schema: Mapping[str, Any]) -> set:
     return allowed
 
 
+def _option_of_type(schema: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    """The schema itself, or its first ``oneOf``/``anyOf`` option that describes a ``kind``."""
+    for option in schema.get("oneOf", []) + schema.get("anyOf", []):
+        if kind in _allowed_types(option):
+            return option
+    return schema
+
+
 def coerce_command_line_strings(instance: Any, schema: Mapping[str, Any]) -> Any:
     """Turn strings into the types the schema asks for.
 
@@ -54,9 +62,13 @@ def coerce_command_line_strings(instance: Any, schema: Mapping[str, Any]) -> Any
     not accept a string there.
     """
     if isinstance(instance, dict):
+        schema = _option_of_type(schema, "object")
         props = schema.get("properties", {})
-        return {k: coerce_command_line_strings(v, props.get(k, {})) for k, v in instance.items()}
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, Mapping) else {}
+        return {k: coerce_command_line_strings(v, props.get(k, extra)) for k, v in instance.items()}
     if isinstance(instance, list):
+        schema = _option_of_type(schema, "array")
         return [coerce_command_line_strings(v, schema.get("items", {})) for v in instance]
     if isinstance(instance, str):
         allowed = _allowed_types(schema)
