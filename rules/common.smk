@@ -25,7 +25,29 @@ def rep_slug(name):
     return name
 
 
-REPS = {rep_slug(name): name for name in config["representations"]}
+ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+#: The configured representations, by file-system name.
+BASE_REPS = {rep_slug(name): name for name in config["representations"]}
+#: Variants of AlexNet layers (§5.2): {layer}-ae autoencoders, {layer}-random untrained controls.
+AE_LAYERS = list(dict.fromkeys(config["variants"]["autoencoder"]))
+_control = config["variants"]["untrained_control"]
+_trained = FEATURES["alexnet"]["weights"] != "random"
+RANDOM_LAYERS = [l for l in BASE_REPS if l in ALEXNET_LAYERS] if _control == "always" or (_control == "auto" and _trained) else []
+#: Every representation that gets a feature cache, a decoder and an error.csv: slug → base name.
+REPS = {**BASE_REPS, **{f"{l}-ae": l for l in AE_LAYERS}, **{f"{l}-random": l for l in RANDOM_LAYERS}}
+
+
+def display_name(slug):
+    """The name in tables: the configured name, or the slug of a variant (fc6-ae)."""
+    return slug if variant(slug) else REPS[slug]
+
+
+def variant(slug):
+    """'ae', 'random' or None."""
+    for suffix in ("ae", "random"):
+        if slug.endswith("-" + suffix) and slug[: -len(suffix) - 1] in ALEXNET_LAYERS:
+            return suffix
+    return None
 
 
 def rep_family(name):
@@ -40,7 +62,17 @@ def rep_family(name):
 def feature_params(slug):
     """Parameters of one representation: only its own family's keys, so that changing hog's
     parameters reruns hog's cache and nothing else."""
-    return dict(FEATURES[rep_family(REPS[slug])])
+    params = dict(FEATURES[rep_family(REPS[slug])])
+    if variant(slug) == "random":
+        params["weights"] = "random"
+    elif variant(slug) == "ae":
+        params["weights"] = f"{R}/{slug}/encoder.pt"
+    return params
+
+
+def feature_extra_inputs(wc):
+    """The autoencoder's features need its fine-tuned encoder."""
+    return [f"{R}/{wc.rep}/encoder.pt"] if variant(wc.rep) == "ae" else []
 
 
 def per_rep(value, slug):
@@ -82,7 +114,18 @@ def all_targets():
 
 
 def alexnet_slugs():
-    return [s for s in REPS if rep_family(REPS[s]) == "alexnet"]
+    """The configured AlexNet layers (variants excluded), in layer order."""
+    return [l for l in ALEXNET_LAYERS if l in BASE_REPS]
+
+
+def decoder_slugs():
+    """Representations whose decoder the train rule makes (autoencoders have their own rule)."""
+    return [s for s in REPS if variant(s) != "ae"]
+
+
+def alternation(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def shallow_slugs():
@@ -97,4 +140,77 @@ def aggregate_targets():
         targets += [f"{R}/figures/error_by_layer.png", f"{R}/figures/reconstructions_alexnet.png"]
     if shallow_slugs():
         targets.append(f"{R}/figures/reconstructions_shallow.png")
+    return targets + analysis_targets() + baseline_targets()
+
+
+ANALYSES = config["analyses"]
+
+
+def _configured(layers):
+    return [l for l in layers if l in BASE_REPS]
+
+
+def perturbation_slugs():
+    layers = ANALYSES["perturbation"]["layers"]
+    layers = alexnet_slugs() if layers is None else _configured(layers)
+    return layers + [f"{l}-ae" for l in layers if l in AE_LAYERS]
+
+
+def interpolation_slugs():
+    return _configured(ANALYSES["interpolation"]["layers"])
+
+
+def random_sample_slugs():
+    return _configured(ANALYSES["random_samples"]["layers"])
+
+
+def single_unit_slugs():
+    return [l for l in _configured(ANALYSES["single_units"]["layers"]) if l.startswith("fc")]
+
+
+def mv_slugs():
+    return list(config["baselines"]["mahendran_vedaldi"]["representations"])
+
+
+def analysis_targets():
+    targets = []
+    for slug in perturbation_slugs():
+        targets += [f"{R}/{slug}/analysis/perturbation.csv", f"{R}/figures/perturbation_{slug}.png"]
+    if perturbation_slugs():
+        targets.append(f"{R}/tables/perturbation.csv")
+    for slug in interpolation_slugs():
+        targets.append(f"{R}/figures/interpolation_{slug}.png")
+    if interpolation_slugs():
+        targets.append(f"{R}/figures/interpolation.png")
+    for slug in random_sample_slugs():
+        targets += [f"{R}/{slug}/analysis/random_samples.csv", f"{R}/figures/random_samples_{slug}.png"]
+    for slug in single_unit_slugs():
+        targets.append(f"{R}/figures/single_units_{slug}.png")
+    if "fc8" in BASE_REPS and ANALYSES["dark_knowledge"]["enabled"]:
+        targets += [f"{R}/fc8/analysis/dark_knowledge.csv", f"{R}/figures/dark_knowledge.png"]
+    if "fc8" in BASE_REPS and ANALYSES["hue_shift"]["enabled"]:
+        targets += [f"{R}/fc8/analysis/hue_shift.csv", f"{R}/figures/hue_shift.png"]
+    if "hog" in BASE_REPS and ANALYSES["brightness"]["enabled"]:
+        targets += [f"{R}/hog/analysis/brightness.csv", f"{R}/figures/brightness.png"]
+    if REPS:
+        targets.append(f"{R}/findings.md")
     return targets
+
+
+def baseline_targets():
+    targets = []
+    for slug in mv_slugs():
+        targets += [f"{R}/{slug}/mahendran_vedaldi.csv", f"{R}/figures/mahendran_vedaldi_{slug}.png"]
+    if mv_slugs():
+        targets += [f"{R}/tables/mahendran_vedaldi.csv", f"{R}/tables/mahendran_vedaldi.md"]
+    return targets
+
+
+def analysis_params():
+    """Settings every analysis job shares."""
+    return {k: ANALYSES[k] for k in ("device", "seed", "n_show")}
+
+
+def representation_options(slug):
+    """(name, parameters) to recreate a representation inside an analysis job."""
+    return {"name": REPS[slug], "params": feature_params(slug)}

@@ -19,7 +19,7 @@ rule evaluate:
             subcategory="{rep}",
         ),
     params:
-        representation=lambda wc: REPS[wc.rep],
+        representation=lambda wc: display_name(wc.rep),
         options=config["evaluate"],
     threads: config["evaluate"]["threads"]
     resources:
@@ -47,6 +47,7 @@ rule errors_table:
 rule error_by_layer:
     input:
         table=f"{R}/tables/errors.csv",
+        perturbation=lambda wc: [f"{R}/tables/perturbation.csv"] if perturbation_slugs() else [],
     output:
         report(f"{R}/figures/error_by_layer.png", caption="../workflow/report/error_by_layer.rst", category="Errors"),
     log:

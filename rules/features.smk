@@ -4,6 +4,7 @@
 rule features:
     input:
         images=f"{R}/data/{{split}}.h5",
+        encoder=feature_extra_inputs,
     output:
         f"{R}/features/{{rep}}/{{split}}.h5",
     params:

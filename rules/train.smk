@@ -14,6 +14,8 @@ rule train:
         # Outside the declared outputs (Snakemake deletes those before a job starts): a killed
         # or timed-out job resumes from the last finished epoch.
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.rep}/train.pt",
+    wildcard_constraints:
+        rep=alternation(decoder_slugs()),
     threads: config["train"]["threads"]
     resources:
         gpu=1,
@@ -23,3 +25,29 @@ rule train:
         f"{R}/benchmarks/train/{{rep}}.tsv"
     script:
         "../workflow/scripts/train_decoder.py"
+
+
+rule train_autoencoder:
+    """AlexNet autoencoder (§5.2): the decoder trained jointly with the layers below it."""
+    input:
+        images=f"{R}/data/train.h5",
+    output:
+        decoder=f"{R}/{{layer}}-ae/decoder.pt",
+        log=f"{R}/{{layer}}-ae/train_log.csv",
+        encoder=f"{R}/{{layer}}-ae/encoder.pt",
+    wildcard_constraints:
+        layer=alternation(AE_LAYERS),
+    params:
+        train=lambda wc: train_params(f"{wc.layer}-ae"),
+        alexnet=FEATURES["alexnet"],
+        encoder_lr_scale=config["variants"]["encoder_lr_scale"],
+        checkpoint=lambda wc: f"{R}/checkpoints/{wc.layer}-ae/train.pt",
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/train/{{layer}}-ae.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{layer}}-ae.tsv"
+    script:
+        "../workflow/scripts/train_autoencoder.py"

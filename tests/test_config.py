@@ -1,6 +1,8 @@
 """Config validation: defaults, clear errors naming the key, command-line strings."""
 from pathlib import Path
 
+import re
+
 import pytest
 import yaml
 
@@ -71,3 +73,16 @@ def test_command_line_strings_inside_per_representation_mappings_are_coerced():
 def test_classes_as_wnid_list(tmp_path):
     config = validate_config({"data": {"source": "folder", "root": str(tmp_path), "classes": ["n01", "n02"]}})
     assert config["data"]["classes"] == ["n01", "n02"]
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"representations": ["hog"], "baselines": {"mahendran_vedaldi": {"representations": ["lbp"]}}},
+     "baselines.mahendran_vedaldi.representations: 'lbp' is not differentiable"),
+    ({"representations": ["hog"], "baselines": {"mahendran_vedaldi": {"representations": ["fc6"]}}},
+     "baselines.mahendran_vedaldi.representations: 'fc6' is not in representations"),
+    ({"analyses": {"interpolation": {"layers": ["hog"]}}}, "analyses.interpolation.layers: 'hog' is not an AlexNet layer"),
+    ({"variants": {"untrained_control": "yes"}}, "variants.untrained_control"),
+])
+def test_analysis_and_baseline_keys_are_checked(config, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_config(config)

@@ -137,3 +137,41 @@ def test_nearest_neighbour_of_a_training_image_is_itself(tiny):
 def test_show_indices_are_fixed_and_spread():
     assert show_indices(100, 5).tolist() == [0, 25, 50, 74, 99]
     assert show_indices(3, 8).tolist() == [0, 1, 2]
+
+
+def _train_autoencoder(root, name, stop_after_epochs=None, **overrides):
+    return train.train_autoencoder(
+        "conv2", str(root / "train.h5"), str(root / f"{name}.pt"), str(root / f"{name}_encoder.pt"),
+        str(root / f"{name}.csv"), str(root / "ckpt" / f"{name}.pt"), _config(epochs=2, **overrides),
+        weights="random", weights_seed=3, crop=67, encoder_lr_scale=0.5, stop_after_epochs=stop_after_epochs)
+
+
+def test_autoencoder_fine_tunes_the_encoder_and_its_code_is_a_representation(tiny):
+    from preimage.features import create
+
+    result = _train_autoencoder(tiny, "ae")
+    assert result["meta"]["representation"] == "conv2-ae" and "autoencoder" in result["meta"]["label"]
+    start = create("conv2", weights="random", seed=3, crop=67)
+    tuned = create("conv2", weights=str(tiny / "ae_encoder.pt"), crop=67)
+    first = "features.0.weight"
+    assert not torch.equal(start.model.state_dict()[first], tuned.model.state_dict()[first])
+    # fc layers are above conv2: the autoencoder never touches them
+    assert torch.equal(start.model.state_dict()["classifier.6.weight"], tuned.model.state_dict()["classifier.6.weight"])
+    images = store.to_float(store.ImageStore(tiny / "test.h5").read(0, 2))
+    with torch.no_grad():
+        code = tuned(images)
+    assert code.shape[1:] == tuple(result["meta"]["feature_shape"])
+    model, meta = train.load_decoder(tiny / "ae.pt")
+    assert model(code * meta["feature_scale"]).shape == (2, 3, SIZE, SIZE)
+
+
+def test_autoencoder_resumes_to_the_same_weights(tiny):
+    _train_autoencoder(tiny, "ae_full")
+    assert _train_autoencoder(tiny, "ae_resumed", stop_after_epochs=1) == {"stopped_at": 1}
+    _train_autoencoder(tiny, "ae_resumed")
+    for suffix in (".pt", "_encoder.pt"):
+        a = torch.load(tiny / f"ae_full{suffix}", weights_only=True)
+        b = torch.load(tiny / f"ae_resumed{suffix}", weights_only=True)
+        a, b = a.get("state_dict", a), b.get("state_dict", b)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)

@@ -10,14 +10,19 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
-    "representations": ["hog", "lbp", "sift", "conv5", "fc6", "torchvision:resnet18:layer1"],
+    "representations": ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "torchvision:resnet18:layer1"],
     "features": {"hog": {"cell_size": 8}, "lbp": {"cell_size": 8}, "alexnet": {"weights": "random"},
                  "torchvision": {"weights": "random", "crop": 64}},
+    "variants": {"autoencoder": ["fc6"]},
+    "analyses": {"perturbation": {"layers": ["fc6"]}, "interpolation": {"layers": ["fc6"], "pairs": 1, "steps": 3},
+                 "random_samples": {"layers": ["fc6"], "count": 2, "bins": 8},
+                 "single_units": {"layers": ["fc8"], "count": 2}, "n_show": 2},
+    "baselines": {"mahendran_vedaldi": {"representations": ["hog"], "images": 2, "iterations": 3}},
     "decoder": {"width": 0.125},
-    "train": {"epochs": {"default": 1, "hog": 2}, "batch_size": 8, "device": "cpu"},
+    "train": {"epochs": {"default": 1, "hog": 2, "fc6-ae": 1}, "batch_size": 8, "device": "cpu"},
     "evaluate": {"n_show": 3, "device": "cpu"},
 }
-REPS = ["hog", "lbp", "sift", "conv5", "fc6", "resnet18@layer1"]
+REPS = ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "fc6-ae", "resnet18@layer1"]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +67,40 @@ def test_all_builds_features_decoders_errors_and_figures(finished_run):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 0
 
 
+def test_all_builds_the_analyses_variants_and_baseline(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results"
+    assert (results / "fc6-ae/encoder.pt").exists()
+    perturbation = pd.read_csv(results / "tables/perturbation.csv")
+    assert set(perturbation["representation"]) == {"fc6", "fc6-ae"}
+    assert set(perturbation["perturbation"]) == {"none", "binarise", "dropout", "drop_small_binarise",
+                                                 "drop_random_binarise"}
+    mv = pd.read_csv(results / "tables/mahendran_vedaldi.csv")
+    assert mv["method"].tolist() == ["decoder", "mahendran_vedaldi"] and (mv["seconds_per_image"] > 0).all()
+    dark = pd.read_csv(results / "fc8/analysis/dark_knowledge.csv")
+    assert dark["variant"].tolist() == ["all", "top5", "all_but_top5"]
+    assert pd.read_csv(results / "fc8/analysis/hue_shift.csv")["degrees"].tolist() == [0, 120, 240]
+    assert pd.read_csv(results / "hog/analysis/brightness.csv")["factor"].tolist() == [1, 10, 0.1]
+    for figure in ("perturbation_fc6", "perturbation_fc6-ae", "interpolation_fc6", "interpolation", "random_samples_fc6",
+                   "single_units_fc8", "dark_knowledge", "hue_shift", "brightness", "mahendran_vedaldi_hog"):
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 0, figure
+    findings = (results / "findings.md").read_text()
+    for heading in ("Reconstruction error", "Perturbed features", "Decoder vs Mahendran & Vedaldi", "Dark knowledge",
+                    "Colour", "Brightness"):
+        assert f"## {heading}" in findings
+    errors = pd.read_csv(results / "tables/errors.csv")
+    assert "autoencoder" in errors.loc[(errors.representation == "fc6-ae") & (errors.method == "decoder"), "label"].item()
+
+
+def test_untrained_control_adds_random_weight_variants(finished_run):
+    workdir, configfile = finished_run
+    planned = planned_jobs(workdir, "--config", "variants={autoencoder: [fc6], untrained_control: always}",
+                           configfile=configfile)
+    # conv5, fc6, fc8 again with untrained weights: 2 caches, a decoder and an evaluation each
+    assert planned["features"] == 6 and planned["train"] == 3 and planned["evaluate"] == 3
+    assert "train_autoencoder" not in planned
+
+
 def test_finished_run_has_nothing_to_do(finished_run):
     workdir, configfile = finished_run
     assert planned_rules(workdir, configfile=configfile) == set()
@@ -83,7 +122,7 @@ def test_changing_one_representations_epochs_reruns_only_its_training(finished_r
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "train={epochs: {default: 1, hog: 2, lbp: 3}}", configfile=configfile)
     assert planned == {"train": 1, "evaluate": 1, "errors_table": 1, "error_by_layer": 1,
-                       "reconstructions_figure": 1, "all": 1}
+                       "reconstructions_figure": 1, "findings": 1, "all": 1}
 
 
 def test_single_target_builds_only_what_it_needs(tmp_path):

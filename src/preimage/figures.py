@@ -113,27 +113,75 @@ def errors_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional[str] = None) -> None:
-    """Figure 7 analogue: normalised error per AlexNet layer, with the reference rows."""
-    layers = [l for l in ALEXNET_LAYERS if l in set(table["representation"])]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
+    """A plain Markdown rendering of any table (numbers to ``digits`` significant digits)."""
+    if table.empty:
+        return "(no rows)\n"
+
+    def fmt(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.{digits}g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+#: Curves of Figure 7 beyond the decoder: variants of the layers (suffix) and feature perturbations.
+VARIANT_CURVES = {"-ae": ("D-", "C3", "autoencoder"), "-random": ("v-", "C4", "untrained AlexNet (control)")}
+PERTURBATION_CURVES = {"binarise": ("o--", "C0", "binarised"), "dropout": ("x--", "C0", "dropout 50 %"),
+                       "drop_small_binarise": ("o:", "C1", "drop smallest 50 % + binarise"),
+                       "drop_random_binarise": ("x:", "C1", "drop random 50 % + binarise")}
+
+
+def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional[str] = None,
+                   perturbations: Optional[pd.DataFrame] = None) -> List[str]:
+    """Figure 7 analogue: normalised error per AlexNet layer, with the reference rows, the
+    autoencoder and untrained-network variants, and (dashed) the perturbed features (§5.4).
+    Returns the labels of the curves drawn."""
+    reps = set(table["representation"])
+    layers = [l for l in ALEXNET_LAYERS if l in reps]
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
     x = np.arange(len(layers))
+
+    def curve(rows: pd.DataFrame, key: str, names: Sequence[str], value: str) -> Optional[np.ndarray]:
+        found = [rows[(rows[key] == n)] for n in names]
+        if not any(len(f) for f in found):
+            return None
+        return np.array([f.iloc[0][value] if len(f) else np.nan for f in found], dtype=float)
+
     styles = {"decoder": ("o-", "C0", "our decoder"), "nearest_neighbour": ("s--", "C2", "nearest neighbour in feature space"),
               "mean_image": (":", "C7", "mean training image")}
     for method, (style, colour, name) in styles.items():
-        rows = [table[(table.representation == l) & (table.method == method)] for l in layers]
-        if not all(len(r) for r in rows):
+        rows = table[table.method == method]
+        err = curve(rows, "representation", layers, "error")
+        if err is None or np.isnan(err).all():
             continue
-        err = np.array([r.iloc[0]["error"] for r in rows])
-        low = np.array([r.iloc[0]["ci_low"] for r in rows])
-        high = np.array([r.iloc[0]["ci_high"] for r in rows])
         ax.plot(x, err, style, color=colour, label=name)
         if method == "decoder":
+            low = curve(rows, "representation", layers, "ci_low")
+            high = curve(rows, "representation", layers, "ci_high")
             ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
+    decoders = table[table.method == "decoder"]
+    for suffix, (style, colour, name) in VARIANT_CURVES.items():
+        err = curve(decoders, "representation", [l + suffix for l in layers], "error")
+        if err is not None:
+            ax.plot(x, err, style, color=colour, label=name)
+    if perturbations is not None and len(perturbations):
+        for suffix, colour_override in (("", None), ("-ae", "C3")):
+            for kind, (style, colour, name) in PERTURBATION_CURVES.items():
+                rows = perturbations[perturbations.perturbation == kind]
+                err = curve(rows, "representation", [l + suffix for l in layers], "error")
+                if err is not None and not np.isnan(err).all():
+                    ax.plot(x, err, style, color=colour_override or colour, alpha=0.8, ms=4,
+                            label=f"{name}{' (autoencoder)' if suffix else ''}")
     ax.set_xticks(x, layers)
     ax.set_ylabel("normalised reconstruction error")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or "Reconstruction error by AlexNet layer (cf. paper Figure 7)", fontsize=10)
+    labels = [line.get_label() for line in ax.get_lines()]
     _save(fig, path)
+    return labels

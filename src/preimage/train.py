@@ -90,19 +90,23 @@ class PairedData:
 
     Large sets stream: whole storage chunks are read in a seeded random order and shuffled within
     a buffer of several chunks, by a background thread, so the GPU is not kept waiting on HDF5.
+    With ``features_path=None`` the pairs are (image, image): the autoencoder computes its own
+    features from the images.
     """
 
-    def __init__(self, features_path: str, images_path: str, indices: np.ndarray, preload_mb: int) -> None:
-        self.features = store.FeatureStore(features_path)
+    def __init__(self, features_path: Optional[str], images_path: str, indices: np.ndarray, preload_mb: int) -> None:
         self.images = store.ImageStore(images_path)
+        self.features = store.FeatureStore(features_path) if features_path is not None else self.images
         if len(self.features) != len(self.images):
             raise ValueError(f"{features_path} has {len(self.features)} rows but {images_path} has {len(self.images)} images")
         self.indices = np.sort(np.asarray(indices))
-        per_image = 4 * int(np.prod(self.features.shape)) + self.images.images[0].nbytes
+        feature_bytes = 4 * int(np.prod(self.features.shape)) if features_path is not None else 0
+        per_image = feature_bytes + self.images.images[0].nbytes
         self.in_memory = per_image * len(self.indices) <= preload_mb * (1 << 20)
         if self.in_memory:
-            self._feats = np.concatenate([self.features.read(s, e) for s, e in _runs(self.indices)])
             self._imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(self.indices)])
+            self._feats = (np.concatenate([self.features.read(s, e) for s, e in _runs(self.indices)])
+                           if features_path is not None else self._imgs)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -118,21 +122,23 @@ class PairedData:
         yield from _prefetch(self._stream(batch_size, rng))
 
     def _stream(self, batch_size: int, rng: Optional[np.random.Generator]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        chunk = max(1, self.features.chunk)
+        chunk = max(1, getattr(self.features, "chunk", 64))
         blocks = [self.indices[i:i + chunk] for i in range(0, len(self.indices), chunk)]
         order = rng.permutation(len(blocks)) if rng is not None else np.arange(len(blocks))
         buffer_blocks = max(1, 4096 // chunk)
         for start in range(0, len(order), buffer_blocks):
             idx = np.concatenate([blocks[b] for b in order[start:start + buffer_blocks]])
-            feats = np.concatenate([self.features.read(s, e) for s, e in _runs(np.sort(idx))])
             imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(np.sort(idx))])
+            feats = (np.concatenate([self.features.read(s, e) for s, e in _runs(np.sort(idx))])
+                     if self.features is not self.images else imgs)
             perm = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
             for b in range(0, len(perm), batch_size):
                 pick = perm[b:b + batch_size]
                 yield feats[pick], imgs[pick]
 
     def close(self) -> None:
-        self.features.close()
+        if self.features is not self.images:
+            self.features.close()
         self.images.close()
 
 
@@ -258,10 +264,103 @@ def train_decoder(
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
     kind = decoder_kind_for(representation, feature_shape)
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
-    out_size = model.output_size
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     fingerprint = cfg.fingerprint({"representation": representation, "features": feature_attrs.get("identity"),
                                    "images_sha256": feature_attrs.get("images_sha256"), "count": count})
+    meta = {
+        "representation": representation, "kind": kind, "feature_shape": list(feature_shape),
+        "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
+        "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
+        "label": feature_attrs.get("label", representation), "fingerprint": fingerprint,
+    }
+
+    def inputs(f: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(f).to(device, non_blocking=True) * scale
+
+    return _fit(representation, model, None, cfg, device, (features_path, images_path, train_idx, val_idx),
+                inputs, meta, out_path, log_path, checkpoint_path, stop_after_epochs)
+
+
+def train_autoencoder(
+    layer: str,
+    images_path: str,
+    out_path: str,
+    encoder_path: str,
+    log_path: str,
+    checkpoint_path: str,
+    config: Mapping[str, Any] | TrainConfig,
+    weights: str = "imagenet",
+    weights_seed: int = 0,
+    crop: int = 227,
+    encoder_lr_scale: float = 0.1,
+    stop_after_epochs: Optional[int] = None,
+) -> Dict[str, Any]:
+    """The AlexNet autoencoder of §5.2: the decoder of ``layer`` trained jointly with the AlexNet
+    layers below it (initialised from ``weights``, learning rate ``encoder_lr_scale`` × the
+    decoder's), on the images alone.
+
+    Writes the decoder like :func:`train_decoder` and the fine-tuned network's full state dict to
+    ``encoder_path``, so that ``features.create(layer, weights=encoder_path)`` computes the
+    autoencoder's code. The encoder runs in eval mode (dropout off), as when features are cached.
+    """
+    from preimage.features import create
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    encoder = create(layer, weights=weights, seed=weights_seed, crop=crop).to(device)
+    encoder.net.eval()
+    for p in encoder.net.parameters():
+        p.requires_grad_(True)
+    with store.ImageStore(images_path) as imgs:
+        count, image_size = len(imgs), imgs.size
+        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        sample = np.sort(rng.choice(train_idx, size=min(256, len(train_idx)), replace=False))
+        with torch.no_grad():
+            values = torch.cat([encoder(store.to_float(imgs.read(s, e)).to(device)).flatten(1).cpu()
+                                for s, e in _runs(sample)])
+    rms = float(values.double().pow(2).mean().sqrt())
+    scale = 1.0 / rms if rms > 0 else 1.0
+    feature_shape = tuple(encoder.output_shape(image_size, image_size))
+    kind = decoder_kind_for(layer, feature_shape)
+    model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
+    identity = encoder.identity()
+    fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,
+                                   "images_sha256": store.file_sha256(images_path),
+                                   "count": count})
+    meta = {
+        "representation": f"{layer}-ae", "kind": kind, "feature_shape": list(feature_shape),
+        "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
+        "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": json.dumps(identity),
+        "label": f"{layer} autoencoder (encoder fine-tuned from {encoder.label})", "fingerprint": fingerprint,
+        "encoder_lr_scale": encoder_lr_scale,
+    }
+
+    def inputs(x: np.ndarray) -> torch.Tensor:
+        return encoder(store.to_float(x).to(device, non_blocking=True)) * scale
+
+    def save_encoder() -> None:
+        with store.atomic_path(encoder_path) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in encoder.model.state_dict().items()}, tmp)
+
+    return _fit(f"{layer}-ae", model, (encoder, encoder_lr_scale), cfg, device, (None, images_path, train_idx, val_idx),
+                inputs, meta, out_path, log_path, checkpoint_path, stop_after_epochs, on_finish=save_encoder)
+
+
+def _fit(name: str, model, encoder, cfg: TrainConfig, device: torch.device, data: tuple, inputs, meta: Dict[str, Any],
+         out_path: str, log_path: str, checkpoint_path: str, stop_after_epochs: Optional[int],
+         on_finish=None) -> Dict[str, Any]:
+    """The training loop shared by decoders and autoencoders: Adam, schedule, checkpoints, logs.
+
+    ``inputs(batch)`` turns what the data yields into the decoder's input; ``encoder`` is
+    ``(representation, lr_scale)`` when the encoder trains too, else None.
+    """
+    out_size = model.output_size
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if encoder is not None:
+        groups.append({"params": [p for p in encoder[0].net.parameters() if p.requires_grad], "lr_scale": encoder[1]})
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    fingerprint = meta["fingerprint"]
     checkpoint = Path(checkpoint_path)
     history: List[Dict[str, Any]] = []
     start_epoch = 0
@@ -269,20 +368,24 @@ def train_decoder(
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
+            if encoder is not None:
+                encoder[0].model.load_state_dict(state["encoder"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             history, start_epoch = state["history"], state["epoch"]
-            log.info("resuming %s from %s at epoch %d/%d", representation, checkpoint, start_epoch, cfg.epochs)
+            log.info("resuming %s from %s at epoch %d/%d", name, checkpoint, start_epoch, cfg.epochs)
         else:
             log.info("ignoring checkpoint %s: it belongs to a different configuration", checkpoint)
+    features_path, images_path, train_idx, val_idx = data
     train_data = PairedData(features_path, images_path, train_idx, cfg.preload_mb)
     val_data = PairedData(features_path, images_path, val_idx, cfg.preload_mb) if len(val_idx) else None
     use_amp = cfg.amp and device.type == "cuda"
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     log.info("%s: %s decoder (%d parameters, width %.3g) from %s features to %d px; %d train / %d val images; "
-             "%d epochs on %s", representation, kind, sum(p.numel() for p in model.parameters()), cfg.width,
-             "x".join(map(str, feature_shape)), out_size, len(train_data), len(val_idx), cfg.epochs, device)
+             "%d epochs on %s%s", name, meta["kind"], sum(p.numel() for p in model.parameters()), cfg.width,
+             "x".join(map(str, meta["feature_shape"])), out_size, len(train_data), len(val_idx), cfg.epochs, device,
+             f"; encoder fine-tuned at {encoder[1]:g} x lr" if encoder is not None else "")
     from tqdm import tqdm
 
     try:
@@ -292,20 +395,19 @@ def train_decoder(
             model.train()
             rng = np.random.default_rng([cfg.seed, epoch])
             started, seen, loss_sum = time.perf_counter(), 0, 0.0
-            bar = tqdm(total=len(train_data), desc=f"{representation} epoch {epoch + 1}/{cfg.epochs}", unit="img",
+            bar = tqdm(total=len(train_data), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", unit="img",
                        disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
             for step, (f, x) in enumerate(train_data.batches(cfg.batch_size, rng)):
                 lr = learning_rate(cfg, (epoch * steps_per_epoch + step) / max(1, total_steps))
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
-                inputs = torch.from_numpy(f).to(device, non_blocking=True) * scale
+                    group["lr"] = lr * group["lr_scale"]
                 targets = to_targets(x, out_size, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    prediction = model(inputs)
+                    prediction = model(inputs(f))
                 loss = F.mse_loss(prediction.float(), targets)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(
-                        f"{representation}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
                         f"(lr {lr:.2e}); lower train.lr or check the features for extreme values"
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -317,25 +419,21 @@ def train_decoder(
                 bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
             bar.close()
             seconds = time.perf_counter() - started
-            val_loss = evaluate_loss(model, val_data, scale, out_size, device, cfg.batch_size) if val_data else float("nan")
+            val_loss = evaluate_loss(model, val_data, inputs, out_size, device, cfg.batch_size) if val_data else float("nan")
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "val_loss": val_loss,
                    "lr": lr, "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
             history.append(row)
             log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s", epoch + 1, cfg.epochs,
                      row["train_loss"], val_loss, row["images_per_s"], seconds)
-            save_checkpoint(checkpoint, {"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                                         "history": history})
+            state = {"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history}
+            if encoder is not None:
+                state["encoder"] = encoder[0].model.state_dict()
+            save_checkpoint(checkpoint, state)
     finally:
         train_data.close()
         if val_data:
             val_data.close()
-    meta = {
-        "representation": representation, "kind": kind, "feature_shape": list(feature_shape),
-        "image_size": image_size, "output_size": out_size, "width": cfg.width, "upsample": cfg.upsample,
-        "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
-        "label": feature_attrs.get("label", representation), "fingerprint": fingerprint,
-    }
     with store.atomic_path(out_path) as tmp:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp)
     with store.atomic_path(log_path) as tmp:
@@ -343,16 +441,19 @@ def train_decoder(
             writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])
             writer.writeheader()
             writer.writerows(history)
+    if on_finish is not None:
+        on_finish()
     checkpoint.unlink(missing_ok=True)
     return {"history": history, "meta": meta}
 
 
 @torch.no_grad()
-def evaluate_loss(model, data: PairedData, scale: float, out_size: int, device: torch.device, batch_size: int) -> float:
+def evaluate_loss(model, data: PairedData, inputs, out_size: int, device: torch.device, batch_size: int) -> float:
+    """Mean squared error per pixel on ``data``; ``inputs(batch)`` gives the decoder's input."""
     model.eval()
     total, n = 0.0, 0
     for f, x in data.batches(batch_size, None):
-        prediction = model(torch.from_numpy(f).to(device) * scale).float()
+        prediction = model(inputs(f)).float()
         total += F.mse_loss(prediction, to_targets(x, out_size, device), reduction="sum").item() / prediction[0].numel()
         n += len(f)
     return total / max(1, n)

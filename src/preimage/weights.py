@@ -265,6 +265,16 @@ def load_model(model_name: str, weights: str | os.PathLike = "imagenet", seed: i
     return loaded
 
 
+def categories_of(model_name: str, weights: str | os.PathLike) -> Optional[List[str]]:
+    """Class names of ``weights`` without loading them: torchvision's metadata for "imagenet",
+    None for "random" and for state-dict files (which carry no names)."""
+    spec = os.fspath(weights)
+    if spec == "imagenet" or spec.startswith("imagenet:"):
+        member = spec.split(":", 1)[1] if ":" in spec else None
+        return list(resolve_imagenet_weights(model_name, member).meta["categories"])
+    return None
+
+
 def _num_classes(state: Dict[str, Any]) -> Optional[int]:
     """Classes of a classification state dict (the output size of its last weight), if evident."""
     last = [k for k in state if k.endswith(".weight") and isinstance(state[k], torch.Tensor) and state[k].dim() == 2]

@@ -1,0 +1,43 @@
+# Stage 6: the optimisation-based inversion of Mahendran & Vedaldi (CVPR 2015) next to our decoders.
+
+MV = config["baselines"]["mahendran_vedaldi"]
+
+
+rule mahendran_vedaldi:
+    input:
+        decoder=f"{R}/{{rep}}/decoder.pt",
+        images=f"{R}/data/test.h5",
+    output:
+        csv=f"{R}/{{rep}}/mahendran_vedaldi.csv",
+        images=f"{R}/{{rep}}/mahendran_vedaldi.h5",
+        figure=report(f"{R}/figures/mahendran_vedaldi_{{rep}}.png", caption="../workflow/report/mahendran_vedaldi.rst",
+                      category="Baselines", subcategory="Mahendran & Vedaldi"),
+    wildcard_constraints:
+        rep=alternation(mv_slugs()),
+    params:
+        common=analysis_params(),
+        representation=lambda wc: representation_options(wc.rep),
+        optimisation={k: v for k, v in MV.items() if k not in ("representations", "threads", "device")},
+        device=MV["device"],
+    threads: MV["threads"]
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/baselines/mahendran_vedaldi_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/baselines/mahendran_vedaldi_{{rep}}.tsv"
+    script:
+        "../workflow/scripts/baseline_mahendran_vedaldi.py"
+
+
+rule mahendran_vedaldi_table:
+    input:
+        lambda wc: expand(f"{R}/{{rep}}/mahendran_vedaldi.csv", rep=mv_slugs()),
+    output:
+        csv=report(f"{R}/tables/mahendran_vedaldi.csv", caption="../workflow/report/mahendran_vedaldi_table.rst",
+                   category="Baselines"),
+        md=f"{R}/tables/mahendran_vedaldi.md",
+    log:
+        f"{R}/logs/tables/mahendran_vedaldi.log",
+    script:
+        "../workflow/scripts/concat_tables.py"

@@ -1,0 +1,73 @@
+"""Tables, Figure 7 with variants and perturbations, and the generated "what we found" summary."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from preimage import figures
+from preimage.findings import write_findings
+
+LAYERS = ["conv1", "conv5", "fc6"]
+
+
+def _errors():
+    rows = []
+    for i, rep in enumerate(["hog", *LAYERS, "fc6-ae", "fc6-random"]):
+        error = 0.3 + 0.05 * i
+        for method, value in (("decoder", error), ("mean_image", 0.7), ("nearest_neighbour", 0.9 if rep != "conv1" else 0.3)):
+            rows.append({"representation": rep, "method": method, "label": rep, "error": value, "ci_low": value - 0.01,
+                         "ci_high": value + 0.01, "psnr": 20.0, "ssim": 0.5, "n_test": 10, "normaliser": 30.0})
+    return pd.DataFrame(rows)
+
+
+def _perturbations():
+    rows = []
+    for rep in [*LAYERS, "fc6-ae"]:
+        for k, kind in enumerate(["none", "binarise", "dropout", "drop_small_binarise", "drop_random_binarise"]):
+            rows.append({"representation": rep, "perturbation": kind, "error": 0.4 + 0.02 * k, "ci_low": 0.3,
+                         "ci_high": 0.5, "n": 10, "fraction": 0.5, "feature_change": 0.1 * k})
+    return pd.DataFrame(rows)
+
+
+def test_error_by_layer_draws_variants_and_perturbations(tmp_path):
+    plain = figures.error_by_layer(_errors(), tmp_path / "plain.png")
+    assert plain == ["our decoder", "nearest neighbour in feature space", "mean training image", "autoencoder",
+                     "untrained AlexNet (control)"]
+    full = figures.error_by_layer(_errors(), tmp_path / "full.png", perturbations=_perturbations())
+    assert full[:5] == plain and "binarised" in full and "dropout 50 % (autoencoder)" in full and len(full) == 13
+    assert Image.open(tmp_path / "full.png").size[0] > 0
+
+
+def test_markdown_table_renders_every_row():
+    text = figures.markdown_table(pd.DataFrame({"a": ["x", "y"], "b": [0.123456, np.nan]}))
+    lines = text.strip().splitlines()
+    assert lines[0] == "| a | b |" and lines[2] == "| x | 0.1235 |" and lines[3] == "| y |  |"
+    assert figures.markdown_table(pd.DataFrame()) == "(no rows)\n"
+
+
+def test_findings_are_computed_from_the_tables(tmp_path):
+    paths = {"errors": tmp_path / "errors.csv", "perturbation": tmp_path / "perturbation.csv",
+             "mahendran_vedaldi": tmp_path / "mv.csv", "dark_knowledge": tmp_path / "dk.csv"}
+    _errors().to_csv(paths["errors"], index=False)
+    _perturbations().to_csv(paths["perturbation"], index=False)
+    pd.DataFrame([
+        {"representation": "hog", "method": "decoder", "error": 0.3, "feature_error": 0.5, "seconds_per_image": 0.002},
+        {"representation": "hog", "method": "mahendran_vedaldi", "error": 0.6, "feature_error": 0.1, "seconds_per_image": 2.0},
+    ]).to_csv(paths["mahendran_vedaldi"], index=False)
+    pd.DataFrame([{"variant": v, "k": 5, "error": e} for v, e in (("all", 0.5), ("top5", 0.7), ("all_but_top5", 0.55))]
+                 ).to_csv(paths["dark_knowledge"], index=False)
+    text = write_findings({k: str(v) for k, v in paths.items()}, str(tmp_path / "findings.md"))
+    assert (tmp_path / "findings.md").read_text() == text
+    # conv1's nearest neighbour (0.3) beats its decoder (0.35): reported, not hidden
+    assert "5 of 6 decoders beat both" in text and "`conv1` 0.350" in text
+    assert "from 0.350 at `conv1` to 0.450 at `fc6`" in text
+    assert "Autoencoder vs the decoder of the fixed features: `fc6` 0.500 vs 0.450" in text
+    assert "binarise 0.420 (+5 %)" in text
+    assert "image error 0.300 (decoder) vs 0.600 (optimisation), decoder lower" in text
+    assert "feature error 0.500 vs 0.100, optimisation lower" in text and "1,000× slower" in text
+    assert "only the top 5 0.700" in text
+
+
+def test_findings_need_the_errors_table(tmp_path):
+    with pytest.raises(KeyError):
+        write_findings({}, str(tmp_path / "f.md"))

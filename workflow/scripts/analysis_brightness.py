@@ -1,0 +1,10 @@
+"""Snakemake adapter: rule brightness → preimage.experiments.brightness."""
+from preimage import devices, experiments, logs
+from preimage.features import create
+
+logs.setup(snakemake.log[0])
+devices.configure_threads(snakemake.threads)
+common, rep = snakemake.params.common, snakemake.params.representation
+experiments.brightness(create(rep["name"], **rep["params"]), snakemake.input.decoder, snakemake.input.images,
+                       snakemake.output.csv, snakemake.output.figure, factors=snakemake.params.factors,
+                       n_show=common["n_show"], seed=common["seed"], device=common["device"])

@@ -1,0 +1,11 @@
+"""Snakemake adapter: rule hue_shift → preimage.experiments.hue_shift."""
+from preimage import devices, experiments, logs
+from preimage.features import create
+
+logs.setup(snakemake.log[0])
+devices.configure_threads(snakemake.threads)
+common, rep = snakemake.params.common, snakemake.params.representation
+representation = create(rep["name"], **rep["params"])
+experiments.hue_shift(representation, snakemake.input.decoder, snakemake.input.images, snakemake.output.csv,
+                      snakemake.output.figure, degrees=snakemake.params.degrees, categories=representation.categories,
+                      n_show=common["n_show"], seed=common["seed"], device=common["device"])
