@@ -6,6 +6,12 @@ from snakemake.utils import min_version
 
 min_version("8.0")
 
+# HDF5's file locks fail on many shared file systems (NFS, Lustre) with "unable to lock file".
+# Every store here is written under a temporary name and renamed, and never read while written,
+# so the locks protect nothing; jobs (local or on a cluster node) inherit this. Set it to TRUE in
+# the environment to keep HDF5's default.
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 

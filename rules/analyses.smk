@@ -17,6 +17,8 @@ rule perturbation:
         fraction=ANALYSES["perturbation"]["fraction"],
     threads: ANALYSES["threads"]
     resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
         gpu=1,
     log:
         f"{R}/logs/analyses/perturbation_{{rep}}.log",
@@ -51,6 +53,9 @@ rule interpolation:
         pairs=ANALYSES["interpolation"]["pairs"],
         steps=ANALYSES["interpolation"]["steps"],
     threads: ANALYSES["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
     log:
         f"{R}/logs/analyses/interpolation_{{rep}}.log",
     script:
@@ -85,6 +90,9 @@ rule random_samples:
         common=analysis_params(),
         options=ANALYSES["random_samples"],
     threads: ANALYSES["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
     log:
         f"{R}/logs/analyses/random_samples_{{rep}}.log",
     script:
@@ -104,6 +112,9 @@ rule single_units:
         common=analysis_params(),
         units=ANALYSES["single_units"]["count"],
         representation=lambda wc: representation_options(wc.rep),
+    resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
     log:
         f"{R}/logs/analyses/single_units_{{rep}}.log",
     script:
@@ -123,6 +134,9 @@ rule dark_knowledge:
         common=analysis_params(),
         k=ANALYSES["dark_knowledge"]["k"],
         representation=representation_options("fc8") if "fc8" in REPS else None,
+    resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
     log:
         f"{R}/logs/analyses/dark_knowledge.log",
     script:
@@ -143,6 +157,8 @@ rule hue_shift:
         representation=representation_options("fc8") if "fc8" in REPS else None,
     threads: ANALYSES["threads"]
     resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
         gpu=1,
     log:
         f"{R}/logs/analyses/hue_shift.log",
@@ -163,6 +179,9 @@ rule brightness:
         factors=ANALYSES["brightness"]["factors"],
         representation=representation_options("hog") if "hog" in REPS else None,
     threads: ANALYSES["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
     log:
         f"{R}/logs/analyses/brightness.log",
     script:

@@ -21,6 +21,8 @@ rule mahendran_vedaldi:
         device=MV["device"],
     threads: MV["threads"]
     resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(480),
         gpu=1,
     log:
         f"{R}/logs/baselines/mahendran_vedaldi_{{rep}}.log",

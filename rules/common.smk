@@ -37,6 +37,12 @@ RANDOM_LAYERS = [l for l in BASE_REPS if l in ALEXNET_LAYERS] if _control == "al
 REPS = {**BASE_REPS, **{f"{l}-ae": l for l in AE_LAYERS}, **{f"{l}-random": l for l in RANDOM_LAYERS}}
 
 
+def scaled_runtime(minutes):
+    """A job's time limit in minutes, growing with each retry (``--retries``): a job killed at its
+    limit is resubmitted with twice, three times … the time, and resumes from its checkpoint."""
+    return lambda wildcards, attempt: minutes * attempt
+
+
 def display_name(slug):
     """The name in tables: the configured name, or the slug of a variant (fc6-ae)."""
     return slug if variant(slug) else REPS[slug]

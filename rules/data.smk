@@ -9,6 +9,9 @@ rule extract_data:
         data=data_params(),
         log_every=DATA["log_every"],
     threads: DATA["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=scaled_runtime(120),
     log:
         f"{R}/logs/data/extract.log",
     benchmark:

@@ -23,6 +23,8 @@ rule evaluate:
         options=config["evaluate"],
     threads: config["evaluate"]["threads"]
     resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(60),
         gpu=1,
     log:
         f"{R}/logs/evaluate/{{rep}}.log",

@@ -16,6 +16,8 @@ rule features:
         log_every=DATA["log_every"],
     threads: FEATURES["threads"]
     resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(120),
         gpu=lambda wc: 1 if uses_gpu(wc.rep) else 0,
     log:
         f"{R}/logs/features/{{rep}}/{{split}}.log",

@@ -18,6 +18,8 @@ rule train:
         rep=alternation(decoder_slugs()),
     threads: config["train"]["threads"]
     resources:
+        mem_mb=16000,
+        runtime=scaled_runtime(480),
         gpu=1,
     log:
         f"{R}/logs/train/{{rep}}.log",
@@ -44,6 +46,8 @@ rule train_autoencoder:
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.layer}-ae/train.pt",
     threads: config["train"]["threads"]
     resources:
+        mem_mb=16000,
+        runtime=scaled_runtime(720),
         gpu=1,
     log:
         f"{R}/logs/train/{{layer}}-ae.log",

@@ -16,14 +16,22 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True, timeout: int = 600):
-    """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+
+
+def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None) -> list[str]:
+    """The command line that runs the project's Snakefile inside ``workdir``."""
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
     command += list(args)  # targets first: several options take a list of values
     if configfile is not None:
         command.append(f"--configfile={configfile}")
-    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    return command
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True, timeout: int = 600):
+    """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
+    command = snakemake_command(workdir, *args, configfile=configfile)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=ENV)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -3,7 +3,7 @@ from preimage import devices, experiments, logs
 from preimage.features import create
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 common, rep = snakemake.params.common, snakemake.params.representation
 representation = create(rep["name"], **rep["params"])
 experiments.hue_shift(representation, snakemake.input.decoder, snakemake.input.images, snakemake.output.csv,

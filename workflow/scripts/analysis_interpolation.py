@@ -2,7 +2,7 @@
 from preimage import devices, experiments, logs
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 common = snakemake.params.common
 experiments.interpolation(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
                           snakemake.output.strips, snakemake.output.figure, pairs=snakemake.params.pairs,

@@ -2,7 +2,7 @@
 from preimage import devices, experiments, logs
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 common, options = snakemake.params.common, snakemake.params.options
 experiments.random_samples(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
                            snakemake.output.csv, snakemake.output.figure, count=options["count"],

@@ -4,7 +4,7 @@ from preimage.features import create
 from preimage.optimize import MVConfig
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 common, rep, options = snakemake.params.common, snakemake.params.representation, dict(snakemake.params.optimisation)
 images = options.pop("images")
 config = MVConfig(**{k: v for k, v in options.items() if v is not None})

@@ -3,7 +3,7 @@ from preimage import devices, logs
 from preimage.features.cache import compute_cache
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 compute_cache(
     snakemake.params.representation,
     snakemake.params.options,

@@ -3,7 +3,7 @@ from preimage import devices, logs
 from preimage.evaluate import evaluate_decoder, reconstructions_png
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 options = snakemake.params.options
 evaluate_decoder(
     snakemake.params.representation,

@@ -3,7 +3,7 @@ from preimage import devices, logs
 from preimage.train import train_autoencoder
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 alexnet = snakemake.params.alexnet
 train_autoencoder(
     snakemake.wildcards.layer,

@@ -3,7 +3,7 @@ from preimage import devices, logs
 from preimage.train import train_decoder
 
 logs.setup(snakemake.log[0])
-devices.configure_threads(snakemake.threads)
+devices.setup_snakemake_job(snakemake)
 train_decoder(
     snakemake.params.representation,
     snakemake.input.features,

@@ -1,0 +1,84 @@
+"""The workflow on a real (single-node, local) SLURM through profiles/slurm, against a local run.
+
+Skips with the reason where a test cluster cannot be started (not root, no SLURM and no apt-get,
+a real cluster's configuration in /etc/slurm). `.ci/run` installs the packages.
+"""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from slurm_cluster import LocalSlurm, why_not_available
+from workflow import ROOT, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
+    "representations": ["hog", "fc6"],
+    "features": {"hog": {"cell_size": 8}, "alexnet": {"weights": "random"}},
+    "decoder": {"width": 0.125},
+    "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "threads": 1},
+    "evaluate": {"n_show": 2, "device": "cpu", "threads": 1},
+    "variants": {"autoencoder": []},
+    "analyses": {"perturbation": {"layers": []}, "interpolation": {"layers": []}, "random_samples": {"layers": []},
+                 "single_units": {"layers": []}, "dark_knowledge": {"enabled": False},
+                 "hue_shift": {"enabled": False}, "brightness": {"enabled": False}},
+    "baselines": {"mahendran_vedaldi": {"representations": []}},
+}
+# Only what the local test cluster needs beyond the profile: no accounting daemon.
+CLUSTER_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = why_not_available()
+    if reason:
+        pytest.skip(reason)
+    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    slurm.start()
+    yield slurm
+    slurm.cleanup()
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    local, remote = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("cluster")
+    for workdir in (local, remote):
+        write_config(workdir / "tiny.yaml", CONFIG)
+    snakemake(local, "all", configfile=local / "tiny.yaml")
+    result = snakemake(remote, "all", "--profile", str(ROOT / "profiles/slurm"), *CLUSTER_OVERRIDES,
+                       configfile=remote / "tiny.yaml", check=False, timeout=1200)
+    if result.returncode != 0:
+        raise AssertionError(f"SLURM run failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{cluster.logs()}")
+    return local, remote, result.stdout + result.stderr
+
+
+def _environment(log: Path) -> dict:
+    for line in log.read_text().splitlines():
+        if "job environment:" in line:
+            return dict(part.split("=", 1) for part in line.split("job environment:", 1)[1].split())
+    raise AssertionError(f"{log} has no job environment line")
+
+
+def test_gpu_jobs_ran_as_slurm_jobs_with_a_gpu_each(runs):
+    _, remote, output = runs
+    assert "sbatch" in output or "SLURM" in output  # the executor plugin submitted the jobs
+    logs = remote / "results/logs"
+    jobs = {}
+    for log in [logs / "train/hog.log", logs / "train/fc6.log", logs / "features/fc6/train.log"]:
+        env = _environment(log)
+        assert "SLURM_JOB_ID" in env, f"{log.name} did not run under SLURM: {env}"
+        assert env.get("CUDA_VISIBLE_DEVICES") in ("0", "1") and "SLURM_JOB_GPUS" in env, env
+        jobs[log] = env["SLURM_JOB_ID"]
+    assert len(set(jobs.values())) == len(jobs)  # one SLURM job each
+    hog_features = _environment(logs / "features/hog/train.log")
+    assert "SLURM_JOB_ID" in hog_features and "SLURM_JOB_GPUS" not in hog_features  # CPU job, no GPU asked
+
+
+def test_cluster_results_match_a_local_run(runs):
+    local, remote, _ = runs
+    for table in ("results/tables/errors.csv", "results/hog/error.csv", "results/fc6/error.csv"):
+        a, b = pd.read_csv(local / table), pd.read_csv(remote / table)
+        pd.testing.assert_frame_equal(a.drop(columns=["label"], errors="ignore"),
+                                      b.drop(columns=["label"], errors="ignore"), atol=1e-6, rtol=0)
