@@ -1,193 +1,367 @@
-"""Optimisation-based inversion after Mahendran & Vedaldi (CVPR 2015), the paper's comparison (§2, Table 2).
+"""Optimisation-based inversion after Mahendran & Vedaldi (CVPR 2015): the baseline of paper §2/Table 2.
 
-For a target code Φ0 find an image by gradient descent from noise on
+Dosovitskiy & Brox compare their decoders with the method of Mahendran & Vedaldi (M&V),
+"Understanding Deep Image Representations by Inverting Them", CVPR 2015: for a target code Φ0
+find an image by gradient descent, starting from noise, on
 
-    E(x) = C · ‖Φ(img(x)) − Φ0‖² / ‖Φ0‖²  +  Rα(x) / (H·W·B^α)  +  λTV · R_TV^β(x) / (H·W·V^β)
+    E(x) = ‖Φ(img(x)) − Φ0‖² / ‖Φ0‖²  +  λα · Rα(x)  +  λTV · R_TV^β(x)
 
-* ``x`` is the mean-subtracted image in 0-255 units (M&V's parametrisation); ``img(x) = (x + μ)/255``
-  with μ the ImageNet mean colour is what Φ sees (it takes RGB in [0, 1]). B = 128 bounds the
-  pixel range of ``x`` and V = B/6.5 is M&V's typical gradient magnitude, so both priors are about
-  one for a natural image; α = 6, β = 2 are their values.
-* Rα(x) = Σ |x|^α (the α-norm prior keeps pixels in range); R_TV^β(x) = Σ_ij ((x_{i,j+1} − x_ij)² +
-  (x_{i+1,j} − x_ij)²)^{β/2} (the total-variation prior, β = 2 as in M&V's CNN inversions).
-* The data term's weight C grows towards the lower layers, as in M&V (a strong data term where the
-  code is rich, a strong prior where it is poor). Our values in :data:`DEFAULT_LAMBDAS` are our
-  choice in that spirit, not M&V's published numbers, which were tuned for CaffeNet and their code.
-* Momentum gradient descent (M&V's μ = 0.9; 0.5 for HOG, see :data:`DEFAULT_LAMBDAS`) with a learning rate lowered ten-fold for the last third of
-  the iterations, as M&V. Each image's gradient is divided by its RMS before the step (so the step
-  is ``lr`` pixel units whatever the layer's scale), which makes one learning rate work for HOG and
-  every AlexNet layer. This normalisation is ours.
-* Batched: many images optimise at once, each with its own objective and its own seeded noise
-  start, so the result does not depend on the batch size.
+with M&V's normalised priors (their "balancing the different terms", in the form written out in
+their IJCV 2016 follow-up, "Visualizing deep convolutional neural networks using natural
+pre-images")
+
+    Rα(x)     = Σ |x|^α / (H·W·B^α)                                         α = 6
+    R_TV^β(x) = Σ_ij ((x_{i,j+1} − x_ij)² + (x_{i+1,j} − x_ij)²)^{β/2} / (H·W·V^β)   β = 2
+
+Image parametrisation (our exact choice)
+----------------------------------------
+* ``x`` is the mean-subtracted image in the ``[0, 1]`` scale of the representations' inputs:
+  ``img(x) = μ + x`` with μ the ImageNet mean colour :data:`MEAN_RGB`; no clamping during the
+  optimisation (M&V do not clamp either; the α-norm prior keeps pixels in range), the returned
+  images are clamped to ``[0, 1]`` once at the end.
+* Grey representations (:data:`GREY_REPRESENTATIONS`: ``hog``) are inverted, like M&V's HOG
+  experiments, as one grey channel ``x`` around μ = 0.5 (M&V: ``255·gray − 128``) that is
+  repeated into R, G and B; HOG sees only luma, so colour would be left to the priors alone.
+* B = :data:`PIXEL_BOUND` = 0.5, half the range of a pixel (a mean-subtracted pixel lies in about
+  ``[−0.5, 0.5]``; 128 in 0-255 units). V = :data:`TV_SCALE` = B / 6.5, M&V's typical
+  gradient magnitude. H, W are the image size; sums run over all pixels and channels.
+* The TV differences use M&V's boundary convention: the difference past the last row/column is 0
+  (replicated border), so every pixel contributes one term.
+
+Weights (details at :data:`DEFAULT_LAMBDAS`)
+--------------------------------------------
+λTV and λα are M&V's own choices, converted from their code into this normalisation: TV weight
+growing tenfold from the shallow (HOG, conv1) to the middle (conv2-conv4) to the deep layers
+(conv5-fc8), a small α-norm weight. M&V chose them for the network's input resolution (227 px).
+Our CNN representations upsample smaller images to their crop (the embedded default inverts 64-px
+images through 227-px AlexNet inputs), which multiplies image gradients by ``crop / S`` at the
+network's input; so that the prior weighs the same per network-input pixel, λTV is multiplied by
+``(S / crop)^β`` there (:func:`tv_resolution_factor`, ``MVConfig.scale_tv``; 1 when ``S >= crop``,
+e.g. 256-px images centre-cropped to 227, and for HOG, which does not resize).
+
+Optimisation (M&V's momentum gradient descent)
+----------------------------------------------
+Gradient descent with momentum 0.9 from small Gaussian noise (std :attr:`MVConfig.init_std` = 0.02,
+seeded per image), ``iterations`` steps (200 by default; M&V ran 400 for the CNN and 800 for HOG).
+The learning rate starts at ``lr`` and is divided by 10 at the fractions :attr:`MVConfig.decay_at`
+of the run: by default after 1/4 and 3/4, M&V's CNN schedule (100 + 200 + 100 iterations at rates
+1, 0.1, 0.01). As in M&V's code the momentum buffer is reset whenever the rate changes (the stale
+velocity overshoots otherwise; measured on HOG: final objective 0.273 with the reset, 0.336
+without).
+
+Gradient normalisation (ours): each image's gradient is divided by its root mean square before the
+momentum update, so ``lr`` is a step in pixel units (``[0, 1]`` scale) whatever the scale of the
+representation. M&V's absolute rates were tuned for their units (CaffeNet in MatConvNet) and do
+not carry over; with the normalisation one schedule serves HOG and every AlexNet layer
+(:data:`DEFAULT_LR`). It changes the path, not which image is optimal.
+
+Batching: batches of ``batch_size`` images run through one forward/backward; each image has its own
+objective (the energies are summed, so gradients do not mix), its own ``‖Φ0‖²``, its own gradient
+normalisation and a noise start seeded from ``(seed, image index)``. So the result does not depend
+on the batch size beyond float rounding. ``history`` holds, every ``log_every`` iterations and at the
+last, the mean over all images of the objective and its terms (evaluated before that step's update).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-#: ImageNet mean colour in 0-255 units (the mean M&V subtract).
-MEAN_RGB = (123.675, 116.28, 103.53)
-PIXEL_BOUND = 128.0  # B
-TV_SCALE = PIXEL_BOUND / 6.5  # V
+__all__ = [
+    "DEFAULT_LAMBDAS", "DEFAULT_LR", "GREY_REPRESENTATIONS", "InversionResult", "MVConfig", "alpha_norm",
+    "feature_space_error", "invert", "objective", "tv_beta",
+]
 
-#: (C, λTV, lr, momentum) per representation: the data term's weight, the TV prior's weight, the
-#: step in pixel units and the momentum (our choice, see above). HOG uses momentum 0.5: with
-#: normalised gradients 0.9 oscillated on HOG's non-smooth normalisation (embedded default, 8
-#: images, 200 iterations: feature error 0.51 with 0.9 vs 0.42 with 0.5), while on AlexNet layers
-#: M&V's 0.9 is as good or better (conv3 0.091 vs 0.096, fc6 0.27 vs 0.29).
-DEFAULT_LAMBDAS: Dict[str, tuple] = {
-    "hog": (100.0, 1.0, 2.0, 0.5),
-    "conv1": (300.0, 1.0, 4.0, 0.9),
-    "conv2": (300.0, 1.0, 4.0, 0.9),
-    "conv3": (100.0, 1.0, 4.0, 0.9),
-    "conv4": (100.0, 1.0, 4.0, 0.9),
-    "conv5": (20.0, 1.0, 4.0, 0.9),
-    "fc6": (5.0, 1.0, 4.0, 0.9),
-    "fc7": (5.0, 1.0, 4.0, 0.9),
-    "fc8": (2.0, 1.0, 4.0, 0.9),
+#: ImageNet mean colour (RGB, ``[0, 1]`` scale): μ of the parametrisation ``img(x) = μ + x``.
+MEAN_RGB = (0.485, 0.456, 0.406)
+#: Mean of the grey parametrisation (M&V invert HOG as ``255·gray − 128``).
+MEAN_GREY = 0.5
+#: B: bound of a mean-subtracted pixel (half the ``[0, 1]`` range).
+PIXEL_BOUND = 0.5
+#: V = B / 6.5: M&V's typical gradient magnitude, which normalises the TV prior.
+TV_SCALE = PIXEL_BOUND / 6.5
+#: Representations that see only luma: optimised as one grey channel repeated into RGB.
+GREY_REPRESENTATIONS = ("hog",)
+
+#: Prior weights ``{"lambda_alpha": λα, "lambda_tv": λTV}`` per representation (the data term has
+#: weight 1).
+#:
+#: λTV follows M&V's released code (``deep-goggle``, ``experiments/experiment_cnn.m`` and
+#: ``experiment_shallow.m``): TV weight 1 for CaffeNet conv1 to relu2 and for HOG (their main HOG
+#: reconstruction), 10 for pool2 to
+#: relu4, 100 for conv5 to fc8, applied as ``λ/2 · TV(x) / ‖x̄‖²`` with ``‖x̄‖`` the norm of a
+#: typical image (their ``x0_sigma``). With ``‖x̄‖² ≈ 3·H·W·s²`` for a per-pixel standard deviation
+#: s ≈ 0.23 (ImageNet's std, 58 in 0-255 units) that is ``λ/2 · V² / (3 s²) ≈ 0.019 λ`` in our
+#: normalisation: 0.02, 0.2 and 2. Our layers end at conv1 → pool1 (M&V's group 1), conv2 → pool2,
+#: conv3, conv4 (group 2), conv5 → pool5, fc6, fc7, fc8 (group 3).
+#:
+#: λα: M&V's α-norm weight ``8e-10/2`` on ``Σ x⁶`` (0-255 units) over the same ``‖x̄‖²`` is
+#: ``4e-10 · (128)⁶ / (3 · 58²) ≈ 0.17`` in our normalisation, the same for every layer (small
+#: next to the data term: it only bites on pixels beyond B).
+DEFAULT_LAMBDAS: Dict[str, Dict[str, float]] = {
+    "hog": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
+    "conv1": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
+    "conv2": {"lambda_alpha": 0.17, "lambda_tv": 0.2},
+    "conv3": {"lambda_alpha": 0.17, "lambda_tv": 0.2},
+    "conv4": {"lambda_alpha": 0.17, "lambda_tv": 0.2},
+    "conv5": {"lambda_alpha": 0.17, "lambda_tv": 2.0},
+    "fc6": {"lambda_alpha": 0.17, "lambda_tv": 2.0},
+    "fc7": {"lambda_alpha": 0.17, "lambda_tv": 2.0},
+    "fc8": {"lambda_alpha": 0.17, "lambda_tv": 2.0},
 }
-FALLBACK = (10.0, 1.0, 4.0, 0.9)
+#: Weights for representations not in :data:`DEFAULT_LAMBDAS` (e.g. ``torchvision:…`` nodes).
+FALLBACK_LAMBDAS = {"lambda_alpha": 0.17, "lambda_tv": 0.2}
+
+#: Initial learning rate per representation: pixel units (``[0, 1]`` scale) per step of the RMS-normalised
+#: gradient, before momentum (which multiplies the stationary step by 10). Chosen by us on the embedded
+#: 64-px images, 200 iterations (final mean objective; 8 images for HOG, 2 for conv3, random weights):
+#: HOG 0.284 / 0.273 / 0.289 at 0.003 / 0.01 / 0.03; conv3 0.102 / 0.098 / 0.097. One rate, 0.01,
+#: for all: HOG's best, within 1 % of the best for conv3.
+DEFAULT_LR: Dict[str, float] = {name: 0.01 for name in DEFAULT_LAMBDAS}
+FALLBACK_LR = 0.01
 
 
 @dataclasses.dataclass
 class MVConfig:
-    """Settings of the optimisation (``baselines.mahendran_vedaldi`` in the config); ``None``
-    takes the representation's entry of :data:`DEFAULT_LAMBDAS`."""
+    """Settings of the M&V optimisation (``baselines.mahendran_vedaldi`` in the workflow config).
+
+    ``lr``, ``lambda_alpha`` and ``lambda_tv`` left at ``None`` take the representation's entry of
+    :data:`DEFAULT_LR` / :data:`DEFAULT_LAMBDAS`.
+    """
 
     iterations: int = 200
-    lr: Optional[float] = None  # pixel units (0-255 scale) per step, after gradient normalisation
-    momentum: Optional[float] = None
+    lr: Optional[float] = None  # initial step, pixel units ([0, 1] scale) of the RMS-normalised gradient
+    momentum: float = 0.9
     alpha: float = 6.0
     beta: float = 2.0
-    lambda_alpha: Optional[float] = None  # None: 1 (the normalised prior)
+    lambda_alpha: Optional[float] = None
     lambda_tv: Optional[float] = None
-    data_weight: Optional[float] = None
     seed: int = 0
     batch_size: int = 16
-    decay_at: float = 2 / 3  # fraction of the iterations after which lr is divided by 10
-    log_every: int = 50
+    decay_at: Union[float, Sequence[float]] = (0.25, 0.75)  # fractions of the run where lr is divided
+    decay_factor: float = 0.1
+    reset_momentum: bool = True  # zero the velocity when the rate changes (M&V)
+    normalize_gradient: bool = True  # divide each image's gradient by its RMS
+    init_std: float = 0.02  # std of the Gaussian noise start ([0, 1] scale)
+    grey: Optional[bool] = None  # None: grey exactly for GREY_REPRESENTATIONS
+    scale_tv: bool = True  # λTV given at the network's input resolution (see tv_resolution_factor)
+    log_every: int = 25  # history every this many iterations (and the last)
 
 
 @dataclasses.dataclass
 class InversionResult:
-    images: torch.Tensor  # (N, 3, S, S) float in [0, 1]
+    """Images ``(N, 3, S, S)`` in ``[0, 1]`` (clamped at the end); ``history``: per logged iteration the
+    mean over all images of the objective and its terms; wall time in seconds; the effective settings
+    (:func:`settings`)."""
+
+    images: torch.Tensor
     history: List[Dict[str, float]]
     seconds: float
     seconds_per_image: float
+    settings: Dict[str, float] = dataclasses.field(default_factory=dict)  # effective lr, λα, λTV, grey
+
+
+# --------------------------------------------------------------------------- priors
 
 
 def alpha_norm(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Per image Σ |x|^α."""
+    """Per image ``Σ |x|^α`` over channels and pixels: ``(N, ...)`` → ``(N,)``."""
     return x.abs().pow(alpha).flatten(1).sum(dim=1)
 
 
 def tv_beta(x: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per image Σ ((x_{i,j+1} − x_ij)² + (x_{i+1,j} − x_ij)²)^{β/2} over pixels with both neighbours."""
-    dx = x[:, :, :-1, 1:] - x[:, :, :-1, :-1]
-    dy = x[:, :, 1:, :-1] - x[:, :, :-1, :-1]
+    """Per image ``Σ_ij ((x_{i,j+1} − x_ij)² + (x_{i+1,j} − x_ij)²)^{β/2}`` of ``(N, C, H, W)``, summed over
+    channels; differences past the last column/row are 0 (M&V's replicated border). Exact zero
+    for a constant image and a finite gradient there for any β > 0."""
+    dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
+    dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     squared = dx * dx + dy * dy
     if beta == 2:
-        return squared.flatten(1).sum(dim=1)
-    return (squared + 1e-8).pow(beta / 2).flatten(1).sum(dim=1)
+        values = squared
+    else:
+        nonzero = squared > 0
+        values = torch.where(nonzero, torch.where(nonzero, squared, torch.ones_like(squared)).pow(beta / 2),
+                             torch.zeros_like(squared))
+    return values.flatten(1).sum(dim=1)
 
 
-def _mean(device, dtype=torch.float32) -> torch.Tensor:
-    return torch.tensor(MEAN_RGB, device=device, dtype=dtype).view(1, 3, 1, 1)
+# --------------------------------------------------------------------------- objective
+
+
+def _mean(channels: int, device, dtype=torch.float32) -> torch.Tensor:
+    values = (MEAN_GREY,) if channels == 1 else MEAN_RGB
+    return torch.tensor(values, device=device, dtype=dtype).view(1, channels, 1, 1)
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
-    """Mean-subtracted 0-255 parametrisation → RGB in [0, 1] (unclipped)."""
-    return (x + _mean(x.device, x.dtype)) / 255.0
+    """Parametrisation → RGB image in ``[0, 1]`` scale (not clamped): ``μ + x``, grey repeated to RGB."""
+    image = x + _mean(x.shape[1], x.device, x.dtype)
+    return image.expand(-1, 3, -1, -1) if x.shape[1] == 1 else image
 
 
-def objective(representation: Callable, x: torch.Tensor, targets: torch.Tensor, data_weight: float,
-              lambda_alpha: float, lambda_tv: float, alpha: float, beta: float) -> Dict[str, torch.Tensor]:
-    """Per-image terms of M&V's energy and their sum (``total``)."""
+def from_image(images: torch.Tensor, grey: bool = False) -> torch.Tensor:
+    """RGB images in ``[0, 1]`` → the parametrisation (grey: BT.601 luma, as the HOG sees it)."""
+    if grey:
+        weights = torch.tensor((0.299, 0.587, 0.114), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        images = (images * weights).sum(dim=1, keepdim=True)
+    return images - _mean(images.shape[1], images.device, images.dtype)
+
+
+def objective(representation: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targets: torch.Tensor,
+              lambda_alpha: float, lambda_tv: float, alpha: float = 6.0, beta: float = 2.0) -> Dict[str, torch.Tensor]:
+    """Per-image terms of M&V's energy at ``x`` (the parametrisation, ``(N, 1 or 3, H, W)``).
+
+    Returns ``(N,)`` tensors: ``feature_loss`` ‖Φ(img(x)) − Φ0‖²/‖Φ0‖², the normalised priors
+    ``alpha_prior`` Rα and ``tv_prior`` R_TV^β (unweighted), and ``objective`` their weighted sum.
+    """
     h, w = x.shape[-2:]
     features = representation(to_image(x)).flatten(1)
-    t = targets.flatten(1)
-    data = (features - t).pow(2).sum(dim=1) / t.pow(2).sum(dim=1).clamp_min(1e-12)
-    prior_alpha = alpha_norm(x, alpha) / (h * w * PIXEL_BOUND ** alpha)
-    prior_tv = tv_beta(x, beta) / (h * w * TV_SCALE ** beta)
-    total = data_weight * data + lambda_alpha * prior_alpha + lambda_tv * prior_tv
-    return {"total": total, "data": data, "alpha": prior_alpha, "tv": prior_tv}
+    t = targets.to(features.device, features.dtype).flatten(1)
+    feature_loss = (features - t).pow(2).sum(dim=1) / t.pow(2).sum(dim=1).clamp_min(1e-12)
+    alpha_prior = alpha_norm(x, alpha) / (h * w * PIXEL_BOUND ** alpha)
+    tv_prior = tv_beta(x, beta) / (h * w * TV_SCALE ** beta)
+    total = feature_loss + lambda_alpha * alpha_prior + lambda_tv * tv_prior
+    return {"objective": total, "feature_loss": feature_loss, "alpha_prior": alpha_prior, "tv_prior": tv_prior}
 
 
-def _settings(layer: str, config: MVConfig) -> Dict[str, float]:
-    c, tv, lr, momentum = DEFAULT_LAMBDAS.get(layer.split("-")[0], FALLBACK)
-
-    def pick(value, default):
-        return float(default if value is None else value)
-
-    return {"data_weight": pick(config.data_weight, c), "lambda_alpha": pick(config.lambda_alpha, 1.0),
-            "lambda_tv": pick(config.lambda_tv, tv), "lr": pick(config.lr, lr), "momentum": pick(config.momentum, momentum)}
+# --------------------------------------------------------------------------- settings
 
 
-def _start(index: int, size: int, seed: int) -> torch.Tensor:
-    """The seeded noise start of image ``index`` (independent of the batch it lands in)."""
-    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
-    return torch.randn(3, size, size, generator=generator) * (PIXEL_BOUND / 20)
+def _base_name(layer: str) -> str:
+    """``fc6-ae`` → ``fc6`` (variants share their representation's defaults)."""
+    return layer.split("-")[0]
 
 
-def _invert_batch(representation, targets: torch.Tensor, starts: torch.Tensor, settings: Dict[str, float],
-                  config: MVConfig, history: List[Dict[str, float]], offset: int) -> torch.Tensor:
-    x = starts.clone().requires_grad_(True)
+def tv_resolution_factor(representation, image_size: int, beta: float = 2.0) -> float:
+    """``min(1, S / crop)^β`` for a representation that resizes its input up to ``crop`` pixels, else 1.
+
+    λTV is meant at the network's input resolution (M&V's 227 px): an ``S``-px image that a CNN
+    upsamples bilinearly to ``crop`` px has its gradients multiplied by ``crop / S`` there, so the
+    same prior strength per network-input pixel needs ``λTV · (S / crop)^β`` on the ``S``-px image.
+    """
+    crop = getattr(representation, "crop", None)
+    if not isinstance(crop, (int, float)) or crop <= 0 or image_size >= crop:
+        return 1.0
+    return float((image_size / crop) ** beta)
+
+
+def settings(layer: str, config: MVConfig, representation=None, image_size: Optional[int] = None) -> Dict[str, float]:
+    """The effective ``lr``, ``lambda_alpha``, ``lambda_tv`` (after :func:`tv_resolution_factor` when
+    ``config.scale_tv`` and a representation and image size are given) and ``grey`` for ``layer``."""
+    name = _base_name(layer)
+    lambdas = DEFAULT_LAMBDAS.get(name, FALLBACK_LAMBDAS)
+    factor = 1.0
+    if config.scale_tv and representation is not None and image_size is not None:
+        factor = tv_resolution_factor(representation, int(image_size), config.beta)
+    lambda_tv = float(lambdas["lambda_tv"] if config.lambda_tv is None else config.lambda_tv)
+    return {
+        "lr": float(DEFAULT_LR.get(name, FALLBACK_LR) if config.lr is None else config.lr),
+        "lambda_alpha": float(lambdas["lambda_alpha"] if config.lambda_alpha is None else config.lambda_alpha),
+        "lambda_tv": lambda_tv * factor,
+        "tv_resolution_factor": factor,
+        "grey": bool(name in GREY_REPRESENTATIONS if config.grey is None else config.grey),
+    }
+
+
+def lr_schedule(config: MVConfig, lr: float) -> List[float]:
+    """The learning rate of every iteration: ``lr`` divided by ``1/decay_factor`` at each decay point."""
+    points = [config.decay_at] if isinstance(config.decay_at, (int, float)) else list(config.decay_at)
+    steps = sorted(int(round(float(p) * config.iterations)) for p in points)
+    return [lr * config.decay_factor ** sum(t >= s for s in steps) for t in range(config.iterations)]
+
+
+def noise_start(index: int, channels: int, size: int, config: MVConfig) -> torch.Tensor:
+    """The seeded noise start of image ``index`` (from ``(config.seed, index)``, whatever its batch)."""
+    state = np.random.SeedSequence([int(config.seed), int(index)]).generate_state(2, dtype=np.uint64)
+    generator = torch.Generator().manual_seed(int(state[0] % (2**63)))
+    return torch.randn(channels, size, size, generator=generator) * config.init_std
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def _invert_batch(representation, targets: torch.Tensor, start: torch.Tensor, chosen: Dict[str, float],
+                  config: MVConfig, schedule: List[float], sums: Dict[int, Dict[str, float]]) -> torch.Tensor:
+    x = start.clone().requires_grad_(True)
     velocity = torch.zeros_like(x)
-    decay_step = int(round(config.iterations * config.decay_at))
-    for step in range(config.iterations):
-        terms = objective(representation, x, targets, settings["data_weight"], settings["lambda_alpha"],
-                          settings["lambda_tv"], config.alpha, config.beta)
-        (grad,) = torch.autograd.grad(terms["total"].sum(), x)
-        rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
-        lr = settings["lr"] if step < decay_step else settings["lr"] / 10
+    previous_lr = None
+    last = config.iterations - 1
+    for step, lr in enumerate(schedule):
+        if config.reset_momentum and previous_lr is not None and lr != previous_lr:
+            velocity.zero_()
+        previous_lr = lr
+        terms = objective(representation, x, targets, chosen["lambda_alpha"], chosen["lambda_tv"],
+                          config.alpha, config.beta)
+        (grad,) = torch.autograd.grad(terms["objective"].sum(), x)
+        if config.normalize_gradient:
+            rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-20)
+            grad = grad / rms.view(-1, *([1] * (grad.dim() - 1)))
         with torch.no_grad():
-            velocity.mul_(settings["momentum"]).add_(grad / rms, alpha=-lr)
+            velocity.mul_(config.momentum).add_(grad, alpha=-lr)
             x.add_(velocity)
-        if offset == 0 and (step % max(1, config.log_every) == 0 or step == config.iterations - 1):
-            history.append({"iteration": step, **{k: float(v.detach().mean()) for k, v in terms.items()}})
+        if step % max(1, config.log_every) == 0 or step == last:
+            entry = sums.setdefault(step, {"lr": lr})
+            for key, value in terms.items():
+                entry[key] = entry.get(key, 0.0) + float(value.detach().sum())
+            entry["feature_error"] = entry.get("feature_error", 0.0) + float(terms["feature_loss"].detach().sqrt().sum())
     return x.detach()
 
 
 def invert(representation, targets: torch.Tensor, image_size: int, layer: str, config: Optional[MVConfig] = None,
-           device: str | torch.device = "cpu", progress: Optional[Callable[[int, int], None]] = None) -> InversionResult:
-    """Invert the codes ``targets`` (N, *feature_shape) of ``representation`` by optimisation.
+           device: Union[str, torch.device] = "cpu",
+           progress: Optional[Callable[[int, int], None]] = None) -> InversionResult:
+    """Invert the codes ``targets`` (``(N, *feature_shape)``, Φ0) of ``representation`` by M&V's optimisation.
 
-    ``layer`` picks the default weights of :data:`DEFAULT_LAMBDAS`. Returns images in [0, 1]
-    (clipped at the end), the mean energy terms every ``log_every`` iterations of the first batch,
-    and the wall time.
+    ``image_size`` is the side S of the images sought; ``layer`` (``hog``, ``conv1`` … ``fc8``, a
+    variant such as ``fc6-ae`` counts as ``fc6``) picks the defaults of :data:`DEFAULT_LAMBDAS` and
+    :data:`DEFAULT_LR`. ``progress(done_images, total)`` is called after every batch.
     """
     config = config or MVConfig()
     if config.iterations < 1 or config.batch_size < 1:
-        raise ValueError("iterations and batch_size must be positive")
+        raise ValueError(f"iterations and batch_size must be positive (got {config.iterations}, {config.batch_size})")
     device = torch.device(device)
-    settings = _settings(layer, config)
-    targets = targets.to(device, torch.float32)
+    if hasattr(representation, "to"):
+        representation.to(device)
+    chosen = settings(layer, config, representation, image_size)
+    schedule = lr_schedule(config, chosen["lr"])
+    channels = 1 if chosen["grey"] else 3
+    n = len(targets)
     started = time.perf_counter()
-    history: List[Dict[str, float]] = []
+    sums: Dict[int, Dict[str, float]] = {}
     out = []
-    for offset in range(0, len(targets), config.batch_size):
-        batch = targets[offset:offset + config.batch_size]
-        starts = torch.stack([_start(offset + i, image_size, config.seed) for i in range(len(batch))]).to(device)
-        x = _invert_batch(representation, batch, starts, settings, config, history, offset)
-        out.append(to_image(x).clamp(0, 1).cpu())
-        if progress is not None:
-            progress(offset + len(batch), len(targets))
+    with torch.enable_grad():
+        for offset in range(0, n, config.batch_size):
+            batch = targets[offset:offset + config.batch_size].to(device, torch.float32)
+            start = torch.stack([noise_start(offset + i, channels, image_size, config) for i in range(len(batch))])
+            x = _invert_batch(representation, batch, start.to(device), chosen, config, schedule, sums)
+            out.append(to_image(x).clamp(0, 1).cpu())
+            if progress is not None:
+                progress(offset + len(batch), n)
     seconds = time.perf_counter() - started
+    history = [{"iteration": step, **{k: (v if k == "lr" else v / n) for k, v in entry.items()}}
+               for step, entry in sorted(sums.items())]
     images = torch.cat(out) if out else torch.empty(0, 3, image_size, image_size)
-    return InversionResult(images, history, seconds, seconds / max(1, len(targets)))
+    return InversionResult(images=images, history=history, seconds=seconds, seconds_per_image=seconds / max(1, n),
+                           settings=dict(chosen))
 
 
 @torch.no_grad()
-def feature_space_error(representation, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """Per image ‖Φ(x) − Φ0‖ / ‖Φ0‖ for images in [0, 1]: what the optimisation minimises."""
+def feature_space_error(representation, images: torch.Tensor, targets: torch.Tensor,
+                        batch_size: int = 32) -> np.ndarray:
+    """Per image ``‖Φ(x) − Φ0‖ / ‖Φ0‖`` for images ``(N, 3, S, S)`` in ``[0, 1]`` (any method's reconstructions)."""
+    if len(images) != len(targets):
+        raise ValueError(f"{len(images)} images but {len(targets)} targets")
+    device = getattr(representation, "device", None)
     errors = []
     for start in range(0, len(images), batch_size):
-        f = representation(images[start:start + batch_size]).flatten(1).float()
-        t = targets[start:start + batch_size].to(f.device).flatten(1).float()
-        errors.append(((f - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-12)).cpu().numpy())
+        chunk = images[start:start + batch_size].float()
+        if isinstance(device, torch.device):
+            chunk = chunk.to(device)
+        f = representation(chunk).flatten(1).float()
+        t = targets[start:start + batch_size].to(f.device, torch.float32).flatten(1)
+        errors.append(((f - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-12)).cpu().double().numpy())
     return np.concatenate(errors) if errors else np.empty(0)
