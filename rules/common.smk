@@ -43,6 +43,28 @@ def scaled_runtime(minutes):
     return lambda wildcards, attempt: minutes * attempt
 
 
+def lift_local_gpu_cap():
+    """profiles/default caps GPU jobs for one machine (``resources: gpu=1``), and Snakemake loads it
+    on top of any ``--profile``. Under a cluster executor SLURM hands out the GPUs, so the cap
+    would run one GPU job at a time on the whole cluster: raise it to ``--jobs`` there. The executor
+    is not known while the Snakefile is read; Snakemake sets ``nodes`` (from ``--jobs``) only for
+    non-local executors (its own scheduler lifts the core limit on the same sign). Locally with
+    both --cores and --jobs the cap rises too, and the per-GPU locks of preimage.devices still keep
+    one job per GPU."""
+    settings = getattr(workflow, "resource_settings", None)
+    resources = getattr(workflow, "global_resources", None)
+    if getattr(settings, "nodes", None) is None or resources is None or "gpu" not in resources:
+        return
+    try:
+        resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))
+    except Exception as err:  # a future Snakemake may keep resources elsewhere: say so
+        sys.stderr.write(f"preimage: warning: could not lift the local gpu cap ({err}); "
+                         "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n")
+
+
+lift_local_gpu_cap()
+
+
 def display_name(slug):
     """The name in tables: the configured name, or the slug of a variant (fc6-ae)."""
     return slug if variant(slug) else REPS[slug]
@@ -101,9 +123,19 @@ def uses_gpu(slug):
     return rep_family(REPS[slug]) in ("alexnet", "torchvision")
 
 
+def slug_pattern(slugs):
+    """A wildcard constraint matching exactly ``slugs`` (nothing when empty)."""
+    return "|".join(re.escape(slug) for slug in slugs) or "(?!)"
+
+
+#: Feature jobs split by device so a cluster profile can send each to its own partition.
+GPU_FEATURE_REPS = [slug for slug in REPS if uses_gpu(slug)]
+CPU_FEATURE_REPS = [slug for slug in REPS if not uses_gpu(slug)]
+
+
 wildcard_constraints:
     split="train|test",
-    rep="|".join(re.escape(slug) for slug in REPS) or "(?!)",
+    rep=slug_pattern(REPS),
 
 
 def data_params():
@@ -175,7 +207,15 @@ def single_unit_slugs():
 
 
 def mv_slugs():
-    return list(config["baselines"]["mahendran_vedaldi"]["representations"])
+    """M&V runs where its comparison decoder runs: configured names outside ``representations``
+    are skipped, with a note (as for the analyses' layer lists)."""
+    return _configured(config["baselines"]["mahendran_vedaldi"]["representations"])
+
+
+_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if r not in BASE_REPS]
+if _mv_skipped:
+    sys.stderr.write(f"preimage: note: baselines.mahendran_vedaldi skips {', '.join(_mv_skipped)} "
+                     "(not in representations, so no decoder to compare with)\n")
 
 
 def analysis_targets():

@@ -1,4 +1,6 @@
-# Stage 2: the HDF5 feature cache, one file per representation and split.
+# Stage 2: the HDF5 feature cache, one file per representation and split. Two rules with one body:
+# `features` for the CNN layers (a GPU job) and `shallow_features` for HOG/SIFT/LBP (CPU), so that
+# profiles/slurm can send each to the right partition through set-resources.
 
 
 rule features:
@@ -18,10 +20,21 @@ rule features:
     resources:
         mem_mb=8000,
         runtime=scaled_runtime(120),
-        gpu=lambda wc: 1 if uses_gpu(wc.rep) else 0,
+        gpu=1,
+    wildcard_constraints:
+        rep=slug_pattern(GPU_FEATURE_REPS),
     log:
         f"{R}/logs/features/{{rep}}/{{split}}.log",
     benchmark:
         f"{R}/benchmarks/features/{{rep}}/{{split}}.tsv"
     script:
         "../workflow/scripts/compute_features.py"
+
+
+use rule features as shallow_features with:
+    wildcard_constraints:
+        rep=slug_pattern(CPU_FEATURE_REPS),
+    resources:
+        mem_mb=8000,
+        runtime=scaled_runtime(120),
+        gpu=0,

@@ -26,8 +26,10 @@ CONFIG = {
                  "hue_shift": {"enabled": False}, "brightness": {"enabled": False}},
     "baselines": {"mahendran_vedaldi": {"representations": []}},
 }
-# Only what the local test cluster needs beyond the profile: no accounting daemon.
-CLUSTER_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4")
+# Only what the local test cluster needs beyond the profile: no accounting daemon, and status polls
+# every 2 s instead of 40 s (a polite interval on a shared cluster, minutes of idling in a test).
+CLUSTER_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4",
+                     "--slurm-init-seconds-before-status-checks", "2")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,12 @@ def _environment(log: Path) -> dict:
     raise AssertionError(f"{log} has no job environment line")
 
 
+def _slurm_gpus(env: dict) -> list:
+    """The GPUs SLURM says it allocated (the batch step sets SLURM_JOB_GPUS, an srun step SLURM_STEP_GPUS)."""
+    ids = [env[k] for k in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS") if env.get(k)]
+    return ids + ([env["SLURM_GPUS_ON_NODE"]] if env.get("SLURM_GPUS_ON_NODE", "0") != "0" else [])
+
+
 def test_gpu_jobs_ran_as_slurm_jobs_with_a_gpu_each(runs):
     _, remote, output = runs
     assert "sbatch" in output or "SLURM" in output  # the executor plugin submitted the jobs
@@ -69,11 +77,12 @@ def test_gpu_jobs_ran_as_slurm_jobs_with_a_gpu_each(runs):
     for log in [logs / "train/hog.log", logs / "train/fc6.log", logs / "features/fc6/train.log"]:
         env = _environment(log)
         assert "SLURM_JOB_ID" in env, f"{log.name} did not run under SLURM: {env}"
-        assert env.get("CUDA_VISIBLE_DEVICES") in ("0", "1") and "SLURM_JOB_GPUS" in env, env
+        assert env.get("CUDA_VISIBLE_DEVICES") in ("0", "1") and _slurm_gpus(env), env
         jobs[log] = env["SLURM_JOB_ID"]
     assert len(set(jobs.values())) == len(jobs)  # one SLURM job each
     hog_features = _environment(logs / "features/hog/train.log")
-    assert "SLURM_JOB_ID" in hog_features and "SLURM_JOB_GPUS" not in hog_features  # CPU job, no GPU asked
+    assert "SLURM_JOB_ID" in hog_features and not _slurm_gpus(hog_features), hog_features  # CPU job, no GPU asked
+    assert hog_features.get("CUDA_VISIBLE_DEVICES") not in ("0", "1"), hog_features
 
 
 def test_cluster_results_match_a_local_run(runs):
@@ -82,3 +91,13 @@ def test_cluster_results_match_a_local_run(runs):
         a, b = pd.read_csv(local / table), pd.read_csv(remote / table)
         pd.testing.assert_frame_equal(a.drop(columns=["label"], errors="ignore"),
                                       b.drop(columns=["label"], errors="ignore"), atol=1e-6, rtol=0)
+
+
+def test_gpu_jobs_are_not_serialised_by_the_local_gpu_cap(runs):
+    # profiles/default caps local runs at one GPU job at a time; on SLURM both fc6 feature jobs
+    # (train and test split) must be submitted together, before either finishes.
+    _, _, output = runs
+    lines = output.splitlines()
+    submitted = [i for i, line in enumerate(lines) if "has been submitted" in line and "rule_features/fc6_" in line]
+    finished = [i for i, line in enumerate(lines) if "Finished jobid" in line and "(Rule: features)" in line]
+    assert len(submitted) == 2 and finished and max(submitted) < min(finished), "\n".join(lines[:80])

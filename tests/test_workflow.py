@@ -114,7 +114,7 @@ def test_changing_the_seed_reruns_extraction(finished_run):
 def test_changing_a_hog_parameter_reruns_only_hog(finished_run):
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "features={hog: {cell_size: 4}}", configfile=configfile)
-    assert planned["features"] == 2 and planned["train"] == 1 and planned["evaluate"] == 1
+    assert planned["shallow_features"] == 2 and planned["train"] == 1 and planned["evaluate"] == 1
     assert "extract_data" not in planned
 
 

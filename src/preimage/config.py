@@ -136,16 +136,12 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
             problems.append(f"data.root: {root!r} does not exist or is not a folder")
     elif data.get("source") == "builtin" and isinstance(data.get("classes"), list):
         problems.append("data.classes: the builtin source takes null or a count (of training photographs), not a list")
-    reps = set(config.get("representations", []))
     alexnet = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
     mv = config.get("baselines", {}).get("mahendran_vedaldi", {}).get("representations", [])
     for name in mv:
         if name not in alexnet | {"hog"}:
             problems.append(f"baselines.mahendran_vedaldi.representations: {name!r} is not differentiable here "
                             "(hog, conv1 … fc8 are)")
-        elif name not in reps:
-            problems.append(f"baselines.mahendran_vedaldi.representations: {name!r} is not in representations "
-                            "(its decoder is the comparison)")
     analyses = config.get("analyses", {})
     for key in ("perturbation", "interpolation", "random_samples", "single_units"):
         for name in analyses.get(key, {}).get("layers") or []:

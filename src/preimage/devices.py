@@ -88,7 +88,7 @@ def claim_gpu_slot(count: Optional[int] = None, lock_dir: Optional[str] = None, 
 
 def job_environment() -> str:
     """One line naming where a job runs: host, SLURM job, visible GPUs, threads."""
-    keys = ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
     parts = [f"host={socket.gethostname()}"] + [f"{k}={os.environ[k]}" for k in keys if k in os.environ]
     return " ".join(parts + [f"torch_threads={torch.get_num_threads()}"])
 

@@ -1,0 +1,58 @@
+"""The execution profiles on the paper's configuration: a dry run plans the whole paper DAG, and
+profiles/slurm sends each job to the right partition with the right GPU request (issue: scale out)."""
+import re
+from collections import defaultdict
+
+import pytest
+
+from workflow import ROOT, planned_jobs, snakemake
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    # A dry run only needs data.root to exist; extraction lists the images when it runs.
+    root = tmp_path_factory.mktemp("imagenet")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    return root
+
+
+def _resources_by_rule(text: str) -> dict:
+    """{rule: [resources dict of each planned job]} from ``snakemake -n`` output."""
+    found = defaultdict(list)
+    rule = None
+    for line in text.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):", line)
+        if match:
+            rule = match.group(1)
+        elif rule and line.strip().startswith("resources:"):
+            pairs = [part.strip().split("=", 1) for part in line.split("resources:", 1)[1].split(",")]
+            found[rule].append({k: v for k, v in pairs})
+            rule = None
+    return found
+
+
+def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path):
+    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config/paper.yaml"),
+                           "--config", f"data={{root: {imagenet_root}}}")
+    # 11 representations + 8 untrained controls (paper.yaml: untrained_control auto, pretrained weights)
+    assert planned["train"] == 19 and planned["train_autoencoder"] == 8
+    assert planned["evaluate"] == 11 + 8 + 8
+    assert planned["features"] == 2 * (8 + 8 + 8) and planned["shallow_features"] == 2 * 3
+    assert planned["mahendran_vedaldi"] == 9 and planned["extract_data"] == 1
+
+
+def test_slurm_profile_puts_gpu_jobs_on_the_gpu_partition(imagenet_root, tmp_path):
+    result = snakemake(tmp_path, "all", "-n", "--profile", str(ROOT / "profiles/slurm"),
+                       "--configfile", str(ROOT / "config/paper.yaml"), "--config", f"data={{root: {imagenet_root}}}")
+    jobs = _resources_by_rule(result.stdout + result.stderr)
+    for rule in ("features", "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
+        assert jobs[rule], f"no {rule} jobs planned"
+        for resources in jobs[rule]:
+            assert resources["gpu"] == "1" and resources["slurm_partition"] == "gpu", (rule, resources)
+            assert int(resources["cpus_per_gpu"]) > 0 and int(resources["mem_mb"]) > 0, (rule, resources)
+    for rule in ("shallow_features", "extract_data", "errors_table", "findings"):
+        for resources in jobs[rule]:
+            assert resources.get("gpu", "0") == "0" and resources["slurm_partition"] == "cpu", (rule, resources)
+    # runtimes come from the rules (scaled by attempt) unless the profile overrides them
+    assert all(int(r["runtime"]) >= 60 for r in jobs["train"])
