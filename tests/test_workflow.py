@@ -101,6 +101,15 @@ def test_untrained_control_adds_random_weight_variants(finished_run):
     assert "train_autoencoder" not in planned
 
 
+def test_report_builds_with_the_figures(finished_run):
+    workdir, configfile = finished_run
+    snakemake(workdir, "--report", "report.html", configfile=configfile)
+    html = (workdir / "report.html").read_text(errors="replace")
+    # captions of workflow/report/*.rst and the figures they describe
+    assert "error_by_layer.png" in html and "reconstructions_alexnet.png" in html
+    assert "perturbation" in html and "mahendran_vedaldi" in html
+
+
 def test_finished_run_has_nothing_to_do(finished_run):
     workdir, configfile = finished_run
     assert planned_rules(workdir, configfile=configfile) == set()

@@ -1,0 +1,183 @@
+"""GPU-hours of config/paper.yaml, estimated from counted FLOPs and a stated GPU throughput.
+
+    python bench/estimate_paper_cost.py                     # estimate at 10 and 40 TFLOP/s
+    python bench/estimate_paper_cost.py --tflops 25         # at your card's sustained rate
+    python bench/estimate_paper_cost.py --calibrate         # also time one decoder here, to check the counts
+
+No GPU was available where this project was built, so the estimate is arithmetic, not a
+measurement: for every GPU job of the paper DAG it counts the floating-point operations with
+``torch.utils.flop_counter`` (convolutions and matrix products, forward and backward, on the
+paper's networks at 256 px, AlexNet at 227) and multiplies by the images and epochs of
+config/paper.yaml. Dividing by a sustained throughput gives GPU-hours. What it leaves out
+(data loading, optimiser steps, element-wise layers, job start-up) is small next to the
+convolutions for these networks, but makes the figures a lower bound at a given throughput.
+HOG, SIFT and LBP caches are CPU work: their core-hours come from the CPU bench figures
+(README, "Speed"). ``--calibrate`` times a training step of one paper decoder on this machine and
+prints the FLOP rate it implies, so the count can be checked against a clock.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import alexnet
+
+from preimage.decoders import build_decoder, decoder_kind_for
+from preimage.features.alexnet import truncated_alexnet
+
+ROOT = Path(__file__).resolve().parents[1]
+ALEXNET = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+#: CPU throughput of the shallow features at 256 px, images/s per process (README, "Speed").
+CPU_IMAGES_PER_SECOND = {"hog": 731.0, "sift": 39.0, "lbp": 1564.0}
+CROP = 227
+
+
+def feature_shape(rep: str, size: int, encoder) -> tuple:
+    if rep in ALEXNET:
+        with torch.no_grad():
+            return tuple(encoder[rep](torch.zeros(1, 3, CROP, CROP)).shape[1:])
+    return {"hog": (31, -(-size // 8), -(-size // 8)), "sift": (133, -(-size // 4), -(-size // 4)),
+            "lbp": (58, -(-size // 16), -(-size // 16))}[rep]
+
+
+def flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def per_image_costs(size: int, width: float, reps) -> dict:
+    """FLOPs per image: decoder training step, autoencoder step, AlexNet forward (feature
+    extraction) and forward+backward (one M&V iteration), per representation."""
+    net = alexnet(weights=None).eval()
+    encoder = {layer: truncated_alexnet(net, layer) for layer in ALEXNET}
+    batch = 2
+    out = {}
+    for rep in reps:
+        shape = feature_shape(rep, size, encoder)
+        decoder = build_decoder(decoder_kind_for(rep, shape), shape, size, width=width)
+        x = torch.randn(batch, *shape)
+        target = torch.rand(batch, 3, decoder.output_size, decoder.output_size)
+
+        def decoder_step():
+            F.mse_loss(decoder(x), target).backward()
+
+        cost = {"decoder_step": flops(decoder_step) / batch,
+                "decoder_forward": flops(lambda: decoder(x).detach()) / batch}
+        if rep in ALEXNET:
+            images = torch.rand(batch, 3, CROP, CROP, requires_grad=True)
+
+            def ae_step():
+                F.mse_loss(decoder(encoder[rep](images)), target).backward()
+
+            def mv_iteration():
+                encoder[rep](images).square().sum().backward()
+
+            with torch.no_grad():
+                cost["extract"] = flops(lambda: encoder[rep](images.detach())) / batch
+            cost["autoencoder_step"] = flops(ae_step) / batch
+            cost["mv_iteration"] = flops(mv_iteration) / batch
+        out[rep] = cost
+    return out
+
+
+def paper_jobs(config: dict, costs: dict) -> list:
+    """(job, FLOPs on the GPU) for every GPU-heavy job of config/paper.yaml."""
+    data = config["data"]
+    n_train = data["classes"] * data["train_per_class"]
+    n_test = data["classes"] * data["test_per_class"]
+    epochs = config["train"]["epochs"]
+    epochs_of = (lambda rep: epochs.get(rep, epochs["default"])) if isinstance(epochs, dict) else (lambda rep: epochs)
+    reps = config["representations"]
+    controls = [r for r in reps if r in ALEXNET] if config["variants"].get("untrained_control") != "never" else []
+    jobs = []
+    for rep in reps + [f"{r}-random" for r in controls]:
+        base = rep.split("-")[0]
+        c = costs[base]
+        if base in ALEXNET:
+            jobs.append((f"features {rep}", c["extract"] * (n_train + n_test)))
+        jobs.append((f"train {rep}", c["decoder_step"] * n_train * epochs_of(rep)))
+        jobs.append((f"evaluate {rep}", c["decoder_forward"] * n_test))
+    for layer in config["variants"].get("autoencoder", []):
+        c = costs[layer]
+        jobs.append((f"train {layer}-ae", c["autoencoder_step"] * n_train * epochs_of(f"{layer}-ae")))
+        jobs.append((f"features+evaluate {layer}-ae", (c["extract"] + c["decoder_forward"]) * n_test
+                     + c["extract"] * n_train))
+    mv = config.get("baselines", {}).get("mahendran_vedaldi", {})
+    for rep in mv.get("representations", []):
+        if rep in ALEXNET:
+            jobs.append((f"mahendran_vedaldi {rep}", costs[rep]["mv_iteration"] * mv["images"] * mv["iterations"]))
+    return jobs
+
+
+def calibrate(size: int, width: float, rep: str, threads: int, repeats: int = 3) -> None:
+    torch.set_num_threads(threads)
+    net = alexnet(weights=None).eval()
+    shape = feature_shape(rep, size, {rep: truncated_alexnet(net, rep)} if rep in ALEXNET else {})
+    decoder = build_decoder(decoder_kind_for(rep, shape), shape, size, width=width)
+    x = torch.randn(4, *shape)
+    target = torch.rand(4, 3, decoder.output_size, decoder.output_size)
+
+    def step():
+        decoder.zero_grad()
+        F.mse_loss(decoder(x), target).backward()
+
+    counted = flops(step)
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    print(f"calibration: {rep} decoder at {size} px, width {width}, batch 4 on the CPU ({threads} threads): "
+          f"{counted / 4 / 1e9:.1f} GFLOP per image per step counted, {seconds / 4:.2f} s per image measured, "
+          f"{counted / seconds / 1e9:.1f} GFLOP/s achieved\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "config/paper.yaml"))
+    parser.add_argument("--tflops", type=float, nargs="+", default=[10.0, 40.0],
+                        help="sustained GPU throughputs to convert FLOPs into hours (TFLOP/s)")
+    parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    size, width = config["data"]["size"], config.get("decoder", {}).get("width", 1.0)
+    if args.calibrate:
+        calibrate(size, width, "conv5", args.threads)
+    costs = per_image_costs(size, width, config["representations"])
+    jobs = paper_jobs(config, costs)
+    total = sum(f for _, f in jobs)
+    head = " | ".join(f"GPU-h at {t:g} TFLOP/s" for t in args.tflops)
+    print(f"{args.config}: {len(jobs)} GPU jobs\n")
+    print(f"| job | PFLOP | {head} |")
+    print("|---|---:|" + "---:|" * len(args.tflops))
+    groups = {}
+    for name, f in jobs:
+        groups.setdefault(name.split()[0], []).append(f)
+    for group, values in sorted(groups.items(), key=lambda kv: -sum(kv[1])):
+        hours = " | ".join(f"{sum(values) / (t * 1e12) / 3600:.1f}" for t in args.tflops)
+        print(f"| {group} ({len(values)} jobs) | {sum(values) / 1e15:.1f} | {hours} |")
+    hours = " | ".join(f"**{total / (t * 1e12) / 3600:.1f}**" for t in args.tflops)
+    print(f"| **total** | {total / 1e15:.1f} | {hours} |")
+    data = config["data"]
+    n_images = data["classes"] * (data["train_per_class"] + data["test_per_class"])
+    cpu = {rep: n_images / CPU_IMAGES_PER_SECOND[rep] / 3600 for rep in config["representations"]
+           if rep in CPU_IMAGES_PER_SECOND}
+    print("\nCPU feature caches (core-hours, from the CPU bench figures): "
+          + ", ".join(f"{rep} {h:.1f}" for rep, h in cpu.items()))
+    top = sorted(jobs, key=lambda j: -j[1])[:3]
+    print("largest jobs: " + ", ".join(f"{n} ({f / (args.tflops[0] * 1e12) / 3600:.1f} h at {args.tflops[0]:g})"
+                                        for n, f in top))
+
+
+if __name__ == "__main__":
+    main()
