@@ -38,6 +38,14 @@ def test_error_by_layer_draws_variants_and_perturbations(tmp_path):
     assert Image.open(tmp_path / "full.png").size[0] > 0
 
 
+def test_figure7_title_names_the_weights():
+    table = _errors()
+    table.loc[table.representation.isin(LAYERS), "label"] = "AlexNet (untrained, random:0)"
+    assert figures.figure7_title(table) == "Reconstruction error by layer of AlexNet (untrained, random:0) (cf. paper Figure 7)"
+    table.loc[table.representation == "conv1", "label"] = "AlexNet (imagenet, sha256:ab12)"
+    assert figures.figure7_title(table) == "Reconstruction error by layer of AlexNet (cf. paper Figure 7)"
+
+
 def test_markdown_table_renders_every_row():
     text = figures.markdown_table(pd.DataFrame({"a": ["x", "y"], "b": [0.123456, np.nan]}))
     lines = text.strip().splitlines()

@@ -135,6 +135,15 @@ PERTURBATION_CURVES = {"binarise": ("o--", "C0", "binarised"), "dropout": ("x--"
                        "drop_random_binarise": ("x:", "C1", "drop random 50 % + binarise")}
 
 
+def figure7_title(table: pd.DataFrame) -> str:
+    """Title of :func:`error_by_layer` naming the network's weights (e.g. "AlexNet (untrained,
+    random:0)"), read from the decoder rows' labels, so an untrained run never looks like the paper's."""
+    rows = table[(table.method == "decoder") & table.representation.isin(ALEXNET_LAYERS)]
+    labels = sorted(set(rows["label"].dropna())) if "label" in rows else []
+    network = labels[0] if len(labels) == 1 else "AlexNet"
+    return f"Reconstruction error by layer of {network} (cf. paper Figure 7)"
+
+
 def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional[str] = None,
                    perturbations: Optional[pd.DataFrame] = None) -> List[str]:
     """Figure 7 analogue: normalised error per AlexNet layer, with the reference rows, the
@@ -181,7 +190,7 @@ def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title or "Reconstruction error by AlexNet layer (cf. paper Figure 7)", fontsize=10)
+    ax.set_title(title or figure7_title(table), fontsize=10)
     labels = [line.get_label() for line in ax.get_lines()]
     _save(fig, path)
     return labels
