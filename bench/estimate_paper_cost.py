@@ -28,22 +28,15 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import alexnet
 
+from bench_decoders import feature_shapes  # bench/ is on sys.path when run as a script
 from preimage.decoders import build_decoder, decoder_kind_for
-from preimage.features.alexnet import truncated_alexnet
+from preimage.features.alexnet import LAYERS, truncated_alexnet
 
 ROOT = Path(__file__).resolve().parents[1]
-ALEXNET = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+ALEXNET = list(LAYERS)
 #: CPU throughput of the shallow features at 256 px, images/s per process (README, "Speed").
 CPU_IMAGES_PER_SECOND = {"hog": 1478.0, "sift": 41.0, "lbp": 2805.0}
 CROP = 227
-
-
-def feature_shape(rep: str, size: int, encoder) -> tuple:
-    if rep in ALEXNET:
-        with torch.no_grad():
-            return tuple(encoder[rep](torch.zeros(1, 3, CROP, CROP)).shape[1:])
-    return {"hog": (31, -(-size // 8), -(-size // 8)), "sift": (133, -(-size // 4), -(-size // 4)),
-            "lbp": (58, -(-size // 16), -(-size // 16))}[rep]
 
 
 def flops(fn) -> int:
@@ -57,10 +50,11 @@ def per_image_costs(size: int, width: float, reps) -> dict:
     extraction) and forward+backward (one M&V iteration), per representation."""
     net = alexnet(weights=None).eval()
     encoder = {layer: truncated_alexnet(net, layer) for layer in ALEXNET}
+    shapes = feature_shapes(size)
     batch = 2
     out = {}
     for rep in reps:
-        shape = feature_shape(rep, size, encoder)
+        shape = shapes[rep]
         decoder = build_decoder(decoder_kind_for(rep, shape), shape, size, width=width)
         x = torch.randn(batch, *shape)
         target = torch.rand(batch, 3, decoder.output_size, decoder.output_size)
@@ -118,8 +112,7 @@ def paper_jobs(config: dict, costs: dict) -> list:
 
 def calibrate(size: int, width: float, rep: str, threads: int, repeats: int = 3) -> None:
     torch.set_num_threads(threads)
-    net = alexnet(weights=None).eval()
-    shape = feature_shape(rep, size, {rep: truncated_alexnet(net, rep)} if rep in ALEXNET else {})
+    shape = feature_shapes(size)[rep]
     decoder = build_decoder(decoder_kind_for(rep, shape), shape, size, width=width)
     x = torch.randn(4, *shape)
     target = torch.rand(4, 3, decoder.output_size, decoder.output_size)

@@ -212,7 +212,7 @@ def mv_slugs():
     return _configured(config["baselines"]["mahendran_vedaldi"]["representations"])
 
 
-_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if r not in BASE_REPS]
+_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if r not in mv_slugs()]
 if _mv_skipped:
     sys.stderr.write(f"preimage: note: baselines.mahendran_vedaldi skips {', '.join(_mv_skipped)} "
                      "(not in representations, so no decoder to compare with)\n")

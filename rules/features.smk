@@ -1,6 +1,9 @@
 # Stage 2: the HDF5 feature cache, one file per representation and split. Two rules with one body:
 # `features` for the CNN layers (a GPU job) and `shallow_features` for HOG/SIFT/LBP (CPU), so that
-# profiles/slurm can send each to the right partition through set-resources.
+# profiles/slurm can send each to the right partition through set-resources. `use rule … with:`
+# replaces the whole resources block, hence the shared part below.
+
+FEATURE_RESOURCES = dict(mem_mb=8000, runtime=scaled_runtime(120))
 
 
 rule features:
@@ -18,8 +21,7 @@ rule features:
         log_every=DATA["log_every"],
     threads: FEATURES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(120),
+        **FEATURE_RESOURCES,
         gpu=1,
     wildcard_constraints:
         rep=slug_pattern(GPU_FEATURE_REPS),
@@ -35,6 +37,5 @@ use rule features as shallow_features with:
     wildcard_constraints:
         rep=slug_pattern(CPU_FEATURE_REPS),
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(120),
+        **FEATURE_RESOURCES,
         gpu=0,

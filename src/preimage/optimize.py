@@ -71,13 +71,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from preimage.weights import IMAGENET_MEAN
+
 __all__ = [
     "DEFAULT_LAMBDAS", "DEFAULT_LR", "GREY_REPRESENTATIONS", "InversionResult", "MVConfig", "alpha_norm",
     "feature_space_error", "invert", "objective", "tv_beta",
 ]
 
 #: ImageNet mean colour (RGB, ``[0, 1]`` scale): μ of the parametrisation ``img(x) = μ + x``.
-MEAN_RGB = (0.485, 0.456, 0.406)
+MEAN_RGB = IMAGENET_MEAN
 #: Mean of the grey parametrisation (M&V invert HOG as ``255·gray − 128``).
 MEAN_GREY = 0.5
 #: B: bound of a mean-subtracted pixel (half the ``[0, 1]`` range).
