@@ -1,4 +1,5 @@
 """Perturbations, interpolation, random sampling, dark knowledge and image operations (§4, §5.3-5.5)."""
+import math
 import time
 
 import pytest
@@ -83,8 +84,7 @@ def test_drop_small_binarise_drops_the_smallest_half_of_the_non_zeros():
     assert out[1].nonzero().flatten().tolist() == [0, 1]  # 2 and 1 are gone
     assert torch.equal(torch.sign(out[0, [1, 4, 6]]), torch.tensor([1.0, 1.0, -1.0]))
     assert torch.equal(torch.sign(out[1, [0, 1]]), torch.tensor([1.0, -1.0]))
-    kept = f * (out != 0)
-    torch.testing.assert_close(_norms(out), _norms(kept))  # norm of what is left, binarised
+    torch.testing.assert_close(_norms(out), _norms(f))  # §5.4: the original norm is kept
     assert len(_magnitudes(out[0])) == 1 and len(_magnitudes(out[1])) == 1
     assert torch.equal(out[2], f[2])
 
@@ -107,7 +107,7 @@ def test_drop_random_binarise_zeros_exactly_and_binarises():
     for row in out:
         assert len(_magnitudes(row)) == 1
     assert torch.equal(torch.sign(out[out != 0]), torch.sign(f[out != 0]))
-    torch.testing.assert_close(_norms(out), _norms(f * (out != 0)))
+    torch.testing.assert_close(_norms(out), _norms(f))  # §5.4: the original norm is kept
     assert torch.equal(out, analyses.drop_random_binarise(f, 0.5, _gen(3)))
     # the same generator draws the same positions as dropout's
     assert torch.equal(out == 0, analyses.dropout(f, 0.5, _gen(3)) == 0)
@@ -345,3 +345,18 @@ def test_single_unit_vectors():
         analyses.single_unit_vectors(4, [0, 1], [1.0])
     with pytest.raises(ValueError, match="dimension"):
         analyses.single_unit_vectors(0, [])
+
+
+def test_every_perturbation_keeps_the_original_norm_on_hand_made_vectors():
+    # §5.4: binarisation and dropout (alone or combined) keep each sample's Euclidean norm
+    f = torch.tensor([[3.0, 0.0, 4.0, 0.0, 1.0, 2.0],     # norm sqrt(30)
+                      [0.0, -2.0, 0.0, 2.0, 1.0, -4.0],   # norm 5
+                      [0.0, 0.0, 7.0, 0.0, 0.0, 0.0]])    # one non-zero
+    for kind in analyses.PERTURBATIONS:
+        out = analyses.perturb(f, kind, generator=_gen(1))
+        survivors = (out != 0).any(dim=1)
+        torch.testing.assert_close(_norms(out)[survivors], _norms(f)[survivors], msg=kind)
+    # drop-random + binarise with exactly half of six entries gone: three left, each sqrt(30/3)
+    out = analyses.drop_random_binarise(f[:1], 0.5, _gen(2))
+    nz = out[0][out[0] != 0]
+    torch.testing.assert_close(nz.abs(), torch.full_like(nz, math.sqrt(30 / len(nz))))

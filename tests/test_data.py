@@ -226,6 +226,34 @@ def test_imagenet_explicit_wnids_and_flat_val_without_labels(tmp_path):
         _extract(tmp_path, _params(source="imagenet", root=str(root), classes=["n99"], val_labels="val_labels.txt"))
 
 
+def test_imagenet_train_per_class_all_takes_every_training_image(tmp_path):
+    root = tmp_path / "ILSVRC2012"
+    _fake_imagenet(root, per_class=5)
+    (root / "train" / "n02" / "n02_broken.JPEG").write_bytes(b"\xff\xd8 truncated")
+    _, train, test = _extract(tmp_path, _params(source="imagenet", root=str(root), train_per_class="all",
+                                                test_per_class=1))
+    assert len(train) == 15 and len(test) == 3  # 3 classes x 5 readable images; the broken one skipped
+    assert sorted(Path(p).name for p in train.paths) == sorted(
+        f"{w}_{i}.JPEG" for w in ("n01", "n02", "n03") for i in range(5))
+    assert any("n02_broken" in s for s in train.attrs["skipped"])
+
+
+def test_folder_train_per_class_all_takes_what_the_test_split_leaves(tmp_path):
+    root = tmp_path / "classes"
+    for c, n in (("cat", 4), ("dog", 6)):
+        for i in range(n):
+            _save(root / c / f"{c}{i}.jpg", _photo(hash((c, i)) % 1000))
+    (root / "dog" / "dog_bad.jpg").write_bytes(b"not an image")
+    _, train, test = _extract(tmp_path, _params(root=str(root), train_per_class="all", test_per_class=2))
+    assert len(test) == 4 and len(train) == (4 - 2) + (6 - 2)
+    assert not set(train.paths) & set(test.paths)
+
+
+def test_builtin_refuses_train_per_class_all(tmp_path):
+    with pytest.raises(data.DataError, match="all"):
+        _extract(tmp_path, _params(source="builtin", train_per_class="all"))
+
+
 # --------------------------------------------------------------------------- builtin source
 
 

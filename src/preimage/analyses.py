@@ -76,13 +76,15 @@ def _random(shape: Tuple[int, ...], generator: Optional[torch.Generator], device
 # --------------------------------------------------------------------------- §5.4 perturbations
 
 
-def binarise(features: torch.Tensor) -> torch.Tensor:
+def binarise(features: torch.Tensor, norm: Optional[torch.Tensor] = None) -> torch.Tensor:
     """§5.4, Figure 7 ("Bin"): keep each entry's sign and give every non-zero entry of a sample the
     same magnitude ‖f‖ / √nnz, so the sample's Euclidean norm is unchanged. Zeros stay zero; an
-    all-zero sample stays zero."""
+    all-zero sample stays zero. ``norm`` (one value per sample) sets the norm to reach instead of
+    ‖f‖: the drop-then-binarise variants pass the norm of the features before dropping."""
     f = _flat(features)
     nonzero = (f != 0).sum(dim=1, keepdim=True)
-    magnitude = f.norm(dim=1, keepdim=True) / nonzero.clamp_min(1).to(f.dtype).sqrt()
+    target = f.norm(dim=1, keepdim=True) if norm is None else norm.reshape(len(f), 1).to(f.dtype)
+    magnitude = target / nonzero.clamp_min(1).to(f.dtype).sqrt()
     return (torch.sign(f) * magnitude).reshape(features.shape)
 
 
@@ -113,7 +115,8 @@ def dropout(features: torch.Tensor, fraction: float = 0.5,
 
 def drop_small_binarise(features: torch.Tensor, fraction: float = 0.5) -> torch.Tensor:
     """§5.4, Figure 7: per sample, among the non-zero entries zero the round(fraction·nnz) with the
-    smallest magnitude (ties broken by position), then :func:`binarise`."""
+    smallest magnitude (ties broken by position), then :func:`binarise` to the norm of the features
+    before dropping (§5.4: the perturbations keep the Euclidean norm)."""
     fraction = _check_fraction(fraction)
     f = _flat(features)
     magnitude = f.abs()
@@ -125,15 +128,16 @@ def drop_small_binarise(features: torch.Tensor, fraction: float = 0.5) -> torch.
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(f.shape[1], device=f.device).expand_as(order).contiguous())
     g = torch.where(rank < drop[:, None], torch.zeros_like(f), f)
-    return binarise(g).reshape(features.shape)
+    return binarise(g, norm=f.norm(dim=1)).reshape(features.shape)
 
 
 def drop_random_binarise(features: torch.Tensor, fraction: float = 0.5,
                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """§5.4, Figure 7: :func:`dropout`'s random zeroing of round(fraction·D) entries (no rescaling,
-    binarisation restores the norm of what is left), then :func:`binarise`."""
+    """§5.4, Figure 7: :func:`dropout`'s random zeroing of round(fraction·D) entries, then
+    :func:`binarise` to the norm of the features before dropping (§5.4: the perturbations keep the
+    Euclidean norm)."""
     f = _flat(features)
-    return binarise(f * _random_keep_mask(f, fraction, generator)).reshape(features.shape)
+    return binarise(f * _random_keep_mask(f, fraction, generator), norm=f.norm(dim=1)).reshape(features.shape)
 
 
 def perturb(features: torch.Tensor, kind: str, generator: Optional[torch.Generator] = None,

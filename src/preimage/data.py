@@ -191,13 +191,39 @@ def _worker(args: Tuple[Item, int, int]) -> Tuple[Item, Optional[np.ndarray], Op
 class Selection:
     """What to extract: class names, and per (split, class) a queue of candidates and a count.
 
-    Queues may be shared between splits (folder source): the test split draws first.
+    Queues may be shared between splits (folder source): the test split draws first. A count of
+    :data:`ALL` (``train_per_class: all``, the paper's whole training set) takes every candidate
+    left once the counted splits are complete; its unreadable files are skipped, not replaced.
     """
 
     classes: List[str]
-    needs: Dict[Tuple[str, int], int]
+    needs: Dict[Tuple[str, int], Any]
     queues: Dict[Tuple[str, int], Deque[Item]]
     notes: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def take_all(self) -> set:
+        return {key for key, need in self.needs.items() if need == ALL}
+
+    def expected_total(self) -> int:
+        """Images the extraction will write if nothing is skipped."""
+        counted = {key: need for key, need in self.needs.items() if need != ALL}
+        total = sum(counted.values())
+        for key in self.take_all:
+            queue = self.queues[key]
+            total += max(0, len(queue) - sum(n for k, n in counted.items() if self.queues[k] is queue))
+        return total
+
+    def expected(self, split: str) -> str:
+        """The planned count of one split, for the log ("all" where a split takes every image)."""
+        keys = [key for key in self.needs if key[0] == split]
+        if any(self.needs[key] == ALL for key in keys):
+            return "all"
+        return str(sum(self.needs[key] for key in keys))
+
+
+#: ``data.train_per_class`` value that takes every image of each class (paper §3: the whole set)
+ALL = "all"
 
 
 def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
@@ -340,6 +366,9 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
         raise DataError(f"data.builtin: photos used for both training and test: {sorted(overlap)}")
     if isinstance(params.get("classes"), int):
         train = train[: params["classes"]]
+    if ALL in (params["train_per_class"], params["test_per_class"]):
+        raise DataError("data.train_per_class/test_per_class: 'all' needs a finite image source (folder or "
+                        "imagenet); the builtin source draws random crops, give a count")
     min_scale = float(options.get("min_scale", 0.35))
     flip = bool(options.get("flip", True))
     jitter = float(options.get("colour_jitter", 0.0))
@@ -407,7 +436,7 @@ def extract(
     started = time.perf_counter()
     selection = SOURCES[source](params)
     size, min_side = int(params["size"]), int(params.get("min_side", 16))
-    total = sum(selection.needs.values())
+    total = selection.expected_total()
     skipped: List[str] = []
     counts = {split: 0 for split in outputs}
     attrs = {
@@ -418,7 +447,7 @@ def extract(
         **({"notes": selection.notes} if selection.notes else {}),
     }
     log.info("extracting %d images (%s) from source %r at %d px with %d workers", total,
-             ", ".join(f"{s}: {sum(n for (sp, _), n in selection.needs.items() if sp == s)}" for s in outputs),
+             ", ".join(f"{s}: {selection.expected(s)}" for s in outputs),
              source, size, threads)
     with contextlib.ExitStack() as stack:
         writers = {
@@ -428,15 +457,24 @@ def extract(
         buffers: Dict[str, List[Tuple[np.ndarray, int, str]]] = {split: [] for split in outputs}
         pool = stack.enter_context(multiprocessing.get_context("fork").Pool(threads)) if threads > 1 else None
         bar = stack.enter_context(_progress(total, f"data ({source})"))
-        needs = dict(selection.needs)
+        take_all = selection.take_all
+        needs = {key: 0 if key in take_all else need for key, need in selection.needs.items()}
         done = 0
-        while any(needs.values()):
+        while any(needs.values()) or take_all:
+            if not any(needs.values()):
+                # the counted splits are complete: the "all" splits take every candidate left
+                for key in take_all:
+                    needs[key] = len(selection.queues[key])
+                take_all = set()
+                continue
             batch = _draw(selection, needs)
             work = ((item, size, min_side) for item in batch)
             results = _bounded_imap(pool, work, window=16 * threads) if pool else map(_worker, work)
             for item, image, error in results:
                 split, label = item.key
                 if error is not None:
+                    if selection.needs[(split, label)] == ALL:
+                        needs[(split, label)] -= 1  # every candidate is drawn already: nothing to replace it
                     skipped.append(f"{item.display}: {error}")
                     log.warning("skipped %s: %s", item.display, error)
                     continue

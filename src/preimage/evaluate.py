@@ -33,7 +33,8 @@ from preimage.train import load_decoder
 
 log = logging.getLogger("preimage.evaluate")
 
-COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "psnr", "ssim", "n_test", "normaliser"]
+COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "psnr", "ssim", "n_test", "normaliser",
+           "eval_size", "output_size"]
 
 
 @torch.no_grad()
@@ -77,12 +78,13 @@ def nearest_neighbours(test: store.FeatureStore, train: store.FeatureStore, devi
 
 
 def _summary(rep: str, method: str, label: str, errors: np.ndarray, psnr: np.ndarray, ssim: np.ndarray,
-             normaliser: float, seed: int) -> Dict[str, Any]:
+             normaliser: float, seed: int, eval_size: int, output_size: int) -> Dict[str, Any]:
     low, high = metrics.bootstrap_ci(errors, seed=seed)
     finite_psnr = psnr[np.isfinite(psnr)]
     return {"representation": rep, "method": method, "label": label, "error": float(errors.mean()),
             "ci_low": low, "ci_high": high, "psnr": float(finite_psnr.mean()) if len(finite_psnr) else float("inf"),
-            "ssim": float(ssim.mean()), "n_test": int(len(errors)), "normaliser": normaliser}
+            "ssim": float(ssim.mean()), "n_test": int(len(errors)), "normaliser": normaliser,
+            "eval_size": int(eval_size), "output_size": int(output_size)}
 
 
 def evaluate_decoder(
@@ -99,15 +101,25 @@ def evaluate_decoder(
     nn_limit: Optional[int] = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Write ``error.csv`` (decoder + reference rows) and ``reconstructions.h5`` (uint8)."""
+    """Write ``error.csv`` (decoder + reference rows) and ``reconstructions.h5`` (uint8).
+
+    Every row is computed on the region the representation sees (the decoder's ``image_size``:
+    the centre crop for AlexNet, paper Table 1), the decoder's output upsampled bilinearly to it
+    when it predicts a smaller image (§5.1); ``eval_size`` and ``output_size`` in the table say
+    at which size the error was computed and at which the decoder predicts.
+    """
     target = resolve_device(device)
     model, meta = load_decoder(decoder_path, target)
     label = meta.get("label") or representation
-    with store.ImageStore(test_images_path) as test_images, store.FeatureStore(test_features_path) as test_feats, \
-            store.ImageStore(train_images_path) as train_images, store.FeatureStore(train_features_path) as train_feats:
+    crop, output_size = int(meta["image_size"]), int(meta["output_size"])
+    with store.ImageStore(test_images_path, crop) as test_images, store.FeatureStore(test_features_path) as test_feats, \
+            store.ImageStore(train_images_path, crop) as train_images, \
+            store.FeatureStore(train_features_path) as train_feats:
         size, n = test_images.size, len(test_images)
-        normaliser = metrics.mean_pairwise_distance(_FloatView(test_images.images))
-        log.info("%s: %d test images, mean pairwise distance %.3f", representation, n, normaliser)
+        normaliser = metrics.mean_pairwise_distance(test_images.float_view())
+        log.info("%s: %d test images, errors on the centre %d px of %d (decoder output %d px), "
+                 "mean pairwise distance %.3f", representation, n, size, test_images.stored_size, output_size,
+                 normaliser)
         rows, per_method = [], {}
         mean_image = mean_training_image(train_images)
         nn_index, searched = nearest_neighbours(test_feats, train_feats, target, nn_limit)
@@ -135,7 +147,8 @@ def evaluate_decoder(
               "nearest_neighbour": f"nearest neighbour in {representation} feature space ({searched} training images)"}
     for method in errs:
         rows.append(_summary(representation, method, labels[method], np.concatenate(errs[method]),
-                             np.concatenate(psnrs[method]), np.concatenate(ssims[method]), normaliser, seed))
+                             np.concatenate(psnrs[method]), np.concatenate(ssims[method]), normaliser, seed,
+                             size, output_size if method == "decoder" else size))
     table = pd.DataFrame(rows, columns=COLUMNS)
     with store.atomic_path(error_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
@@ -143,16 +156,6 @@ def evaluate_decoder(
         log.info("%-18s error %.4f [%.4f, %.4f]  PSNR %.2f dB  SSIM %.3f", row["method"], row["error"],
                  row["ci_low"], row["ci_high"], row["psnr"], row["ssim"])
     return table
-
-
-class _FloatView:
-    """A uint8 HDF5 image dataset seen as float [0, 1], read lazily in slices."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset, self.shape = dataset, dataset.shape
-
-    def __getitem__(self, key):
-        return self.dataset[key].astype(np.float64) / 255.0
 
 
 def show_indices(count: int, n_show: int) -> np.ndarray:
@@ -169,7 +172,8 @@ def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path
     """Inputs above reconstructions for the fixed test images (the per-representation figure)."""
     from preimage import figures
 
-    with store.ImageStore(test_images_path) as images, h5py.File(reconstructions_h5, "r") as handle:
+    with h5py.File(reconstructions_h5, "r") as handle, \
+            store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
         pick = show_indices(len(images), n_show)
         attrs = store.read_attrs(handle)
         recon = handle["reconstructions"][np.sort(pick)]
@@ -191,5 +195,9 @@ def group_figure(test_images_path: str, reconstructions: Dict[str, str], png_pat
             label = str(store.read_attrs(handle).get("label", ""))
             if label and label != rep:
                 labels.add(label)
+    # every row shows the centre region the smallest reconstruction covers (AlexNet: its crop)
+    side = min([inputs.shape[-1], *(r.shape[-1] for r in rows.values())])
+    inputs = store.centre_crop(inputs, side)
+    rows = {rep: store.centre_crop(r, side) for rep, r in rows.items()}
     title = "Reconstructions from " + ", ".join(rows) + (f" — {'; '.join(sorted(labels))}" if labels else "")
     figures.reconstructions_figure(inputs, rows, png_path, title=title)

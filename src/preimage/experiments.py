@@ -21,7 +21,7 @@ import torch
 
 from preimage import analyses, figures, metrics, store
 from preimage.devices import resolve_device
-from preimage.evaluate import _FloatView, show_indices
+from preimage.evaluate import show_indices
 from preimage.train import load_decoder
 
 log = logging.getLogger("preimage.experiments")
@@ -31,7 +31,11 @@ log = logging.getLogger("preimage.experiments")
 
 
 class Inverter:
-    """A trained decoder as a function from features to images (float [0, 1] at the image size)."""
+    """A trained decoder as a function from features to images (float [0, 1] at the image size).
+
+    ``image_size`` is the side of the region the decoder reconstructs (the centre crop its
+    representation sees); :meth:`images` opens a test store cropped to it.
+    """
 
     def __init__(self, decoder_path: str, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -51,10 +55,14 @@ class Inverter:
             out.append(x.clamp_(0, 1).cpu())
         return torch.cat(out) if out else torch.empty(0, 3, self.image_size, self.image_size)
 
+    def images(self, path: str) -> store.ImageStore:
+        """The image store at ``path`` as this decoder's targets: centre-cropped to its region."""
+        return store.ImageStore(path, crop=self.image_size)
+
 
 def _test_normaliser(test_images: store.ImageStore) -> float:
     """N of the paper's error: the mean distance between all pairs of test images."""
-    return metrics.mean_pairwise_distance(_FloatView(test_images.images))
+    return metrics.mean_pairwise_distance(test_images.float_view())
 
 
 def _error_row(errors: np.ndarray, seed: int, **fields: Any) -> Dict[str, Any]:
@@ -87,7 +95,7 @@ def perturbation(rep: str, decoder_path: str, test_features_path: str, test_imag
     errors: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
     changes: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
     shown: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
-    with store.ImageStore(test_images_path) as images, store.FeatureStore(test_features_path) as feats:
+    with inverter.images(test_images_path) as images, store.FeatureStore(test_features_path) as feats:
         normaliser = _test_normaliser(images)
         pick = set(show_indices(len(images), n_show).tolist())
         for offset, f in feats.batches(batch_size):
@@ -204,7 +212,7 @@ def dark_knowledge(decoder_path: str, test_features_path: str, test_images_path:
                    device: str = "auto", rep: str = "fc8") -> pd.DataFrame:
     """fc8 with all activations, only the top ``k``, all but the top ``k`` (§5.3, Figures 8, 16)."""
     inverter = Inverter(decoder_path, device)
-    with store.ImageStore(test_images_path) as images, store.FeatureStore(test_features_path) as feats:
+    with inverter.images(test_images_path) as images, store.FeatureStore(test_features_path) as feats:
         normaliser = _test_normaliser(images)
         logits = torch.from_numpy(feats.read(0, len(feats)))
         truth = store.to_float(images.read(0, len(images)))
@@ -235,7 +243,7 @@ def hue_shift(representation, decoder_path: str, test_images_path: str, csv_path
     reconstruction is closer to the rotated image than to the original."""
     inverter = Inverter(decoder_path, device)
     representation.to(inverter.device)
-    with store.ImageStore(test_images_path) as images:
+    with inverter.images(test_images_path) as images:
         normaliser = _test_normaliser(images)
         truth = store.to_float(images.read(0, len(images)))
         pick = show_indices(len(images), n_show)
@@ -275,7 +283,7 @@ def brightness(representation, decoder_path: str, test_images_path: str, csv_pat
     the original image, and its distance to the reconstruction of the unscaled image."""
     inverter = Inverter(decoder_path, device)
     representation.to(inverter.device)
-    with store.ImageStore(test_images_path) as images:
+    with inverter.images(test_images_path) as images:
         normaliser = _test_normaliser(images)
         truth = store.to_float(images.read(0, len(images)))
         pick = show_indices(len(images), n_show)
@@ -341,7 +349,7 @@ def mahendran_vedaldi(rep: str, representation, decoder_path: str, test_images_p
 
     inverter = Inverter(decoder_path, device)
     representation.to(inverter.device)
-    with store.ImageStore(test_images_path) as store_images:
+    with inverter.images(test_images_path) as store_images:
         normaliser = _test_normaliser(store_images)
         pick = show_indices(len(store_images), max(images, 1))[:images]
         truth = store.to_float(store_images.take(pick))

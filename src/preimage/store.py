@@ -149,22 +149,58 @@ def write_image_store(
             yield ImageStoreWriter(handle, size, expected)
 
 
-class ImageStore:
-    """Read-only access to an image store; iterates in batches without loading everything."""
+def centre_crop(images, side: int):
+    """The centre ``side × side`` window of images ``(..., S, S)`` (numpy or torch; a view, no copy).
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    This is the part of a stored image that a representation which centre-crops its input sees
+    (AlexNet's 227-px crop of a 256-px image, paper Table 1), and so the part a decoder can be
+    asked to reconstruct. ``side`` equal to the image size returns ``images`` itself."""
+    h, w = images.shape[-2:]
+    side = int(side)
+    if side == h and side == w:
+        return images
+    if side < 1 or side > min(h, w):
+        raise ValueError(f"cannot take a centre crop of {side} px from {h}×{w} images")
+    top, left = (h - side) // 2, (w - side) // 2
+    return images[..., top:top + side, left:left + side]
+
+
+class ImageStore:
+    """Read-only access to an image store; iterates in batches without loading everything.
+
+    With ``crop`` every image read is the centre ``crop × crop`` window (:func:`centre_crop`) and
+    :attr:`size` is ``crop``: the view of the images that a decoder's targets and errors use when
+    its representation sees only a centre crop.
+    """
+
+    def __init__(self, path: str | os.PathLike, crop: Optional[int] = None) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"image store {self.path} does not exist (run the data stage first)")
         self.handle = h5py.File(self.path, "r")
         self.images = self.handle["images"]
+        stored = int(self.images.shape[-1])
+        self.crop = stored if crop is None else int(crop)
+        if not 1 <= self.crop <= stored:
+            self.handle.close()
+            raise ValueError(f"{self.path}: cannot crop {self.crop} px from {stored}-px images")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     @property
-    def size(self) -> int:
+    def stored_size(self) -> int:
+        """Side of the images as stored."""
         return int(self.images.shape[-1])
+
+    @property
+    def size(self) -> int:
+        """Side of the images as read (the crop, when one is set)."""
+        return self.crop
+
+    def float_view(self) -> "FloatView":
+        """The (cropped) images as float in [0, 1], read lazily in slices (for pairwise distances)."""
+        return FloatView(self)
 
     @property
     def attrs(self) -> Dict[str, Any]:
@@ -183,17 +219,18 @@ class ImageStore:
         return [c.decode() if isinstance(c, bytes) else c for c in self.handle["classes"][:]]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """uint8 images ``start:stop`` as (n, 3, S, S)."""
-        return self.images[start:stop]
+        """uint8 images ``start:stop`` as (n, 3, S, S) (S = :attr:`size`)."""
+        return np.ascontiguousarray(centre_crop(self.images[start:stop], self.crop))
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 images at arbitrary ``indices`` (any order)."""
         indices = np.asarray(indices)
         order = np.argsort(indices)
         out = np.empty((len(indices), 3, self.size, self.size), dtype=np.uint8)
-        out[order] = self.images[np.sort(indices)] if len(np.unique(indices)) == len(indices) else np.stack(
+        rows = self.images[np.sort(indices)] if len(np.unique(indices)) == len(indices) else np.stack(
             [self.images[i] for i in np.sort(indices)]
         )
+        out[order] = centre_crop(rows, self.crop)
         return out
 
     def batches(self, batch_size: int, start: int = 0, stop: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
@@ -210,6 +247,25 @@ class ImageStore:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class FloatView:
+    """An :class:`ImageStore` seen as a float array in [0, 1] of shape (N, 3, S, S), read lazily
+    by slices (what :func:`preimage.metrics.mean_pairwise_distance` iterates over)."""
+
+    def __init__(self, images: ImageStore) -> None:
+        self.images = images
+        self.shape = (len(images), 3, images.size, images.size)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                return self.images.read(start, stop).astype(np.float64) / 255.0
+        return self.images.take(np.arange(len(self))[key]).astype(np.float64) / 255.0
 
 
 def to_float(images: np.ndarray):

@@ -8,8 +8,12 @@
 * Features are multiplied by one scalar, ``1 / RMS`` of the training features, so that every
   representation enters the decoder at a similar scale (a fixed linear map: no information is
   lost); the scale is stored with the decoder.
-* fc decoders predict a smaller image (§5.1); their targets are the images downsampled
-  (antialiased bilinear) to ``decoder.output_size``.
+* Targets are what the representation sees: the centre crop of each image that Φ was computed
+  on (``target_size`` of the feature cache; paper Table 1: AlexNet sees 227 of 256 px), never
+  pixels outside it.
+* Decoders that predict a smaller image (§3 "we predict downsampled images"; Table 6: 192 px,
+  Table 7: 128 px) are trained against that crop downsampled (antialiased bilinear) to
+  ``decoder.output_size``.
 * Validation: a seeded ``val_fraction`` of the training images is held out (the test set is
   never looked at during training).
 * CUDA when available with bfloat16 autocast, else the CPU with the job's threads.
@@ -94,14 +98,15 @@ class PairedData:
     features from the images.
     """
 
-    def __init__(self, features_path: Optional[str], images_path: str, indices: np.ndarray, preload_mb: int) -> None:
-        self.images = store.ImageStore(images_path)
+    def __init__(self, features_path: Optional[str], images_path: str, indices: np.ndarray, preload_mb: int,
+                 crop: Optional[int] = None) -> None:
+        self.images = store.ImageStore(images_path, crop=crop)
         self.features = store.FeatureStore(features_path) if features_path is not None else self.images
         if len(self.features) != len(self.images):
             raise ValueError(f"{features_path} has {len(self.features)} rows but {images_path} has {len(self.images)} images")
         self.indices = np.sort(np.asarray(indices))
         feature_bytes = 4 * int(np.prod(self.features.shape)) if features_path is not None else 0
-        per_image = feature_bytes + self.images.images[0].nbytes
+        per_image = feature_bytes + 3 * self.images.size ** 2
         self.in_memory = per_image * len(self.indices) <= preload_mb * (1 << 20)
         if self.in_memory:
             self._imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(self.indices)])
@@ -258,8 +263,14 @@ def train_decoder(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     with store.FeatureStore(features_path) as feats, store.ImageStore(images_path) as imgs:
-        count, image_size, feature_shape = len(feats), imgs.size, feats.shape
+        count, feature_shape = len(feats), feats.shape
         feature_attrs = feats.attrs
+        if "target_size" not in feature_attrs:
+            raise ValueError(f"{features_path} does not record the image region its features see (target_size): "
+                             "it was written by an older preimage; delete it and rerun")
+        image_size = int(feature_attrs["target_size"])
+        if image_size > imgs.size:
+            raise ValueError(f"{features_path} sees {image_size}-px images but {images_path} holds {imgs.size}-px ones")
         train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
     kind = decoder_kind_for(representation, feature_shape)
@@ -312,7 +323,7 @@ def train_autoencoder(
     for p in encoder.net.parameters():
         p.requires_grad_(True)
     with store.ImageStore(images_path) as imgs:
-        count, image_size = len(imgs), imgs.size
+        count, image_size = len(imgs), int(encoder.target_size(imgs.size))
         train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         sample = np.sort(rng.choice(train_idx, size=min(256, len(train_idx)), replace=False))
@@ -377,8 +388,9 @@ def _fit(name: str, model, encoder, cfg: TrainConfig, device: torch.device, data
         else:
             log.info("ignoring checkpoint %s: it belongs to a different configuration", checkpoint)
     features_path, images_path, train_idx, val_idx = data
-    train_data = PairedData(features_path, images_path, train_idx, cfg.preload_mb)
-    val_data = PairedData(features_path, images_path, val_idx, cfg.preload_mb) if len(val_idx) else None
+    crop = int(meta["image_size"])
+    train_data = PairedData(features_path, images_path, train_idx, cfg.preload_mb, crop)
+    val_data = PairedData(features_path, images_path, val_idx, cfg.preload_mb, crop) if len(val_idx) else None
     use_amp = cfg.amp and device.type == "cuda"
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs

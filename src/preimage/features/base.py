@@ -48,6 +48,13 @@ class Representation:
     def compute(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def target_size(self, image_size: int) -> int:
+        """Side of the centre square of an ``image_size`` image that Φ sees: the part a decoder
+        can be asked to reconstruct (its training target and the region its error is computed
+        on). The whole image for HOG, SIFT and LBP; networks that centre-crop their input
+        override it (paper Table 1: AlexNet sees a 227-px crop)."""
+        return int(image_size)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.compute(images)
 

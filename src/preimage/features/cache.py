@@ -54,6 +54,8 @@ def compute_cache(
         "images": os.path.abspath(images_path),
         "images_sha256": store.file_sha256(images_path),
         "image_size": size,
+        # the centre window of each image that Φ sees: decoders reconstruct and are scored on it
+        "target_size": int(rep.target_size(size)),
         "device": str(target),
     }
     shape = tuple(int(s) for s in rep.output_shape(size, size))

@@ -102,6 +102,11 @@ class CNNRepresentation(Representation):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def target_size(self, image_size: int) -> int:
+        """The centre ``crop`` window of larger images; smaller images are upscaled whole
+        (:func:`fit_crop`), so the network sees all of them."""
+        return min(int(image_size), self.crop)
+
     def output_shape(self, height: int, width: int) -> Tuple[int, ...]:
         """Per-image output shape. Every image is cropped/resized to ``crop × crop`` first, so
         the shape does not depend on ``height``/``width``; found once by a forward pass of one
