@@ -1,23 +1,30 @@
-"""GPU-hours of config/paper.yaml, estimated from counted FLOPs and a stated GPU throughput.
+"""GPU-hours and feature-cache disk of config/paper.yaml and config/paper-lite.yaml, estimated
+from counted FLOPs and a stated GPU throughput.
 
-    python bench/estimate_paper_cost.py                     # estimate at 10 and 40 TFLOP/s
-    python bench/estimate_paper_cost.py --tflops 25         # at your card's sustained rate
+    python bench/estimate_paper_cost.py                     # both configs at 10 and 40 TFLOP/s
+    python bench/estimate_paper_cost.py --config config/paper.yaml --tflops 25   # one config, your card's rate
     python bench/estimate_paper_cost.py --calibrate         # also time one decoder here, to check the counts
 
 No GPU was available where this project was built, so the estimate is arithmetic, not a
 measurement: for every GPU job of the paper DAG it counts the floating-point operations with
 ``torch.utils.flop_counter`` (convolutions and matrix products, forward and backward, on the
-paper's networks at 256 px, AlexNet at 227) and multiplies by the images and epochs of
-config/paper.yaml. Dividing by a sustained throughput gives GPU-hours. What it leaves out
+paper's networks at 256 px, AlexNet's decoders on its 227-px crop) and multiplies by the images
+and epochs of the config (``train_per_class: all`` = the 1,281,167 images of the ILSVRC2012
+training set). Dividing by a sustained throughput gives GPU-hours. What it leaves out
 (data loading, optimiser steps, element-wise layers, job start-up) is small next to the
 convolutions for these networks, but makes the figures a lower bound at a given throughput.
 HOG, SIFT and LBP caches are CPU work: their core-hours come from the CPU bench figures
 (README, "Speed"). ``--calibrate`` times a training step of one paper decoder on this machine and
 prints the FLOP rate it implies, so the count can be checked against a clock.
+
+The disk table gives, per feature cache, the bytes per image (float16 dense maps; SIFT's sparse
+keypoint table at the keypoint density measured on scikit-image's photographs at the config's
+size) times the training and test images: what ``results/features/`` holds at full scale.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +44,8 @@ ALEXNET = list(LAYERS)
 #: CPU throughput of the shallow features at 256 px, images/s per process (README, "Speed").
 CPU_IMAGES_PER_SECOND = {"hog": 1478.0, "sift": 41.0, "lbp": 2805.0}
 CROP = 227
+#: Images in the ILSVRC2012 training set (``train_per_class: all`` with all 1,000 classes).
+IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
 def flops(fn) -> int:
@@ -55,7 +64,8 @@ def per_image_costs(size: int, width: float, reps) -> dict:
     out = {}
     for rep in reps:
         shape = shapes[rep]
-        decoder = build_decoder(decoder_kind_for(rep, shape), shape, size, width=width)
+        target = min(size, CROP) if rep in ALEXNET else size  # AlexNet's decoders reconstruct its crop
+        decoder = build_decoder(decoder_kind_for(rep, shape), shape, target, width=width)
         x = torch.randn(batch, *shape)
         target = torch.rand(batch, 3, decoder.output_size, decoder.output_size)
 
@@ -81,11 +91,18 @@ def per_image_costs(size: int, width: float, reps) -> dict:
     return out
 
 
-def paper_jobs(config: dict, costs: dict) -> list:
-    """(job, FLOPs on the GPU) for every GPU-heavy job of config/paper.yaml."""
+def image_counts(config: dict) -> tuple:
+    """(training images, test images) of an ImageNet config; ``all`` is the whole training set."""
     data = config["data"]
-    n_train = data["classes"] * data["train_per_class"]
-    n_test = data["classes"] * data["test_per_class"]
+    classes = data["classes"]
+    n_train = (IMAGENET_TRAIN_IMAGES * classes // 1000 if data["train_per_class"] == "all"
+               else classes * data["train_per_class"])
+    return n_train, classes * data["test_per_class"]
+
+
+def paper_jobs(config: dict, costs: dict) -> list:
+    """(job, FLOPs on the GPU) for every GPU-heavy job of a paper config."""
+    n_train, n_test = image_counts(config)
     epochs = config["train"]["epochs"]
     epochs_of = (lambda rep: epochs.get(rep, epochs["default"])) if isinstance(epochs, dict) else (lambda rep: epochs)
     reps = config["representations"]
@@ -134,42 +151,89 @@ def calibrate(size: int, width: float, rep: str, threads: int, repeats: int = 3)
           f"{counted / seconds / 1e9:.1f} GFLOP/s achieved\n")
 
 
+def sift_bytes_per_image(size: int, images: int = 4) -> float:
+    """Bytes per image of the sparse SIFT cache (float32 rows of ``sparse_width`` values, one per
+    keypoint cell), at the keypoint density of scikit-image's photographs resized to ``size``."""
+    import numpy as np
+    import skimage.data
+    from skimage.transform import resize
+
+    from preimage.features import create
+
+    sift = create("sift")
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()][:images]
+    batch = np.stack([(resize(p, (size, size), anti_aliasing=True) * 255).astype(np.uint8).transpose(2, 0, 1)
+                      for p in photos])
+    table, offsets = sift.compute_sparse(batch, workers=1)
+    return len(table) / len(batch) * sift.sparse_width * 4
+
+
+def cache_disk(config: dict, size: int) -> list:
+    """(cache, bytes per image, images, bytes) of every feature cache of the config."""
+    n_train, n_test = image_counts(config)
+    shapes = feature_shapes(size)
+    reps = list(config["representations"])
+    controls = [r for r in reps if r in ALEXNET] if config["variants"].get("untrained_control") != "never" else []
+    rows = []
+    sift = None
+    for rep in reps + [f"{r}-random" for r in controls] + [f"{r}-ae" for r in config["variants"].get("autoencoder", [])]:
+        base = rep.split("-")[0]
+        if base == "sift":
+            sift = sift if sift is not None else sift_bytes_per_image(size)
+            per_image = sift
+        else:
+            per_image = 2.0 * math.prod(shapes[base])  # float16
+        rows.append((rep, per_image, n_train + n_test, per_image * (n_train + n_test)))
+    return rows
+
+
+def report(path: str, tflops, calibrate_here: bool, threads: int) -> None:
+    config = yaml.safe_load(Path(path).read_text())
+    size, width = config["data"]["size"], config.get("decoder", {}).get("width", 1.0)
+    if calibrate_here:
+        calibrate(size, width, "conv5", threads)
+    costs = per_image_costs(size, width, config["representations"])
+    jobs = paper_jobs(config, costs)
+    total = sum(f for _, f in jobs)
+    n_train, n_test = image_counts(config)
+    head = " | ".join(f"GPU-h at {t:g} TFLOP/s" for t in tflops)
+    print(f"## {Path(path).name}: {n_train:,} training and {n_test:,} test images, {len(jobs)} GPU jobs\n")
+    print(f"| job | PFLOP | {head} |")
+    print("|---|---:|" + "---:|" * len(tflops))
+    groups = {}
+    for name, f in jobs:
+        groups.setdefault(name.split()[0], []).append(f)
+    for group, values in sorted(groups.items(), key=lambda kv: -sum(kv[1])):
+        hours = " | ".join(f"{sum(values) / (t * 1e12) / 3600:.1f}" for t in tflops)
+        print(f"| {group} ({len(values)} jobs) | {sum(values) / 1e15:.1f} | {hours} |")
+    hours = " | ".join(f"**{total / (t * 1e12) / 3600:.1f}**" for t in tflops)
+    print(f"| **total** | {total / 1e15:.1f} | {hours} |")
+    cpu = {rep: (n_train + n_test) / CPU_IMAGES_PER_SECOND[rep] / 3600 for rep in config["representations"]
+           if rep in CPU_IMAGES_PER_SECOND}
+    print("\nCPU feature caches (core-hours, from the CPU bench figures): "
+          + ", ".join(f"{rep} {h:.1f}" for rep, h in cpu.items()))
+    top = sorted(jobs, key=lambda j: -j[1])[:3]
+    print("largest jobs: " + ", ".join(f"{n} ({f / (tflops[0] * 1e12) / 3600:.1f} h at {tflops[0]:g})"
+                                        for n, f in top))
+    disk = cache_disk(config, size)
+    print("\n| feature cache | KB per image | images | GB |\n|---|---:|---:|---:|")
+    for rep, per_image, images, total_bytes in disk:
+        print(f"| {rep} | {per_image / 1e3:.1f} | {images:,} | {total_bytes / 1e9:.1f} |")
+    pixels = 3 * size * size * (n_train + n_test)
+    print(f"| **all caches** | | | **{sum(r[3] for r in disk) / 1e9:.0f}** |")
+    print(f"\n(the images themselves: {3 * size * size / 1e3:.0f} KB per image uncompressed, {pixels / 1e9:.0f} GB)\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "config/paper.yaml"))
+    parser.add_argument("--config", nargs="+", default=[str(ROOT / "config/paper.yaml"), str(ROOT / "config/paper-lite.yaml")])
     parser.add_argument("--tflops", type=float, nargs="+", default=[10.0, 40.0],
                         help="sustained GPU throughputs to convert FLOPs into hours (TFLOP/s)")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    config = yaml.safe_load(Path(args.config).read_text())
-    size, width = config["data"]["size"], config.get("decoder", {}).get("width", 1.0)
-    if args.calibrate:
-        calibrate(size, width, "conv5", args.threads)
-    costs = per_image_costs(size, width, config["representations"])
-    jobs = paper_jobs(config, costs)
-    total = sum(f for _, f in jobs)
-    head = " | ".join(f"GPU-h at {t:g} TFLOP/s" for t in args.tflops)
-    print(f"{args.config}: {len(jobs)} GPU jobs\n")
-    print(f"| job | PFLOP | {head} |")
-    print("|---|---:|" + "---:|" * len(args.tflops))
-    groups = {}
-    for name, f in jobs:
-        groups.setdefault(name.split()[0], []).append(f)
-    for group, values in sorted(groups.items(), key=lambda kv: -sum(kv[1])):
-        hours = " | ".join(f"{sum(values) / (t * 1e12) / 3600:.1f}" for t in args.tflops)
-        print(f"| {group} ({len(values)} jobs) | {sum(values) / 1e15:.1f} | {hours} |")
-    hours = " | ".join(f"**{total / (t * 1e12) / 3600:.1f}**" for t in args.tflops)
-    print(f"| **total** | {total / 1e15:.1f} | {hours} |")
-    data = config["data"]
-    n_images = data["classes"] * (data["train_per_class"] + data["test_per_class"])
-    cpu = {rep: n_images / CPU_IMAGES_PER_SECOND[rep] / 3600 for rep in config["representations"]
-           if rep in CPU_IMAGES_PER_SECOND}
-    print("\nCPU feature caches (core-hours, from the CPU bench figures): "
-          + ", ".join(f"{rep} {h:.1f}" for rep, h in cpu.items()))
-    top = sorted(jobs, key=lambda j: -j[1])[:3]
-    print("largest jobs: " + ", ".join(f"{n} ({f / (args.tflops[0] * 1e12) / 3600:.1f} h at {args.tflops[0]:g})"
-                                        for n, f in top))
+    for k, path in enumerate(args.config):
+        report(path, args.tflops, args.calibrate and k == 0, args.threads)
 
 
 if __name__ == "__main__":

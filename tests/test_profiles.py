@@ -32,8 +32,9 @@ def _resources_by_rule(text: str) -> dict:
     return found
 
 
-def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path):
-    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config/paper.yaml"),
+@pytest.mark.parametrize("name", ["paper.yaml", "paper-lite.yaml"])
+def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
+    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config" / name),
                            "--config", f"data={{root: {imagenet_root}}}")
     # 11 representations + 8 untrained controls (paper.yaml: untrained_control auto, pretrained weights)
     assert planned["train"] == 19 and planned["train_autoencoder"] == 8

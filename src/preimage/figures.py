@@ -88,8 +88,8 @@ def errors_table(frames: Sequence[pd.DataFrame], csv_path: str | os.PathLike, md
 
 def errors_markdown(table: pd.DataFrame) -> str:
     """Markdown rendering: decoder error with its 95 % interval, the references, the paper's value."""
-    lines = ["| representation | decoder error (95% CI) | nearest neighbour | mean image | PSNR dB | SSIM | paper |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| representation | decoder error (95% CI) | nearest neighbour | mean image | PSNR dB | SSIM | px | paper |",
+             "|---|---|---|---|---|---|---|---|"]
 
     def fmt(v):
         return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
@@ -105,12 +105,21 @@ def errors_markdown(table: pd.DataFrame) -> str:
             f"| {name} | {fmt(dec['error'])} ({fmt(dec['ci_low'])}–{fmt(dec['ci_high'])}) | "
             f"{fmt(by['nearest_neighbour']['error']) if 'nearest_neighbour' in by else ''} | "
             f"{fmt(by['mean_image']['error']) if 'mean_image' in by else ''} | {dec['psnr']:.2f} | {dec['ssim']:.3f} | "
-            f"{fmt(dec.get('paper'))} |"
+            f"{_size(dec)} | {fmt(dec.get('paper'))} |"
         )
         for method in ("hoggles", "mahendran_vedaldi"):
             if method in by:
-                lines.append(f"| {rep}: {by[method]['label']} |  |  |  |  |  | {fmt(by[method]['paper'])} |")
+                lines.append(f"| {rep}: {by[method]['label']} |  |  |  |  |  |  | {fmt(by[method]['paper'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _size(row) -> str:
+    """"227" where the error is computed at the decoder's own output size, "128→227" where the
+    output is upsampled to the evaluated region first (§5.1)."""
+    size, out = row.get("eval_size"), row.get("output_size")
+    if size is None or pd.isna(size):
+        return ""
+    return f"{int(size)}" if pd.isna(out) or int(out) == int(size) else f"{int(out)}→{int(size)}"
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
