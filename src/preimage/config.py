@@ -137,6 +137,10 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
     elif data.get("source") == "builtin" and isinstance(data.get("classes"), list):
         problems.append("data.classes: the builtin source takes null or a count (of training photographs), not a list")
     alexnet = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    net = config.get("features", {}).get("alexnet", {})
+    if net.get("arch") == "caffenet" and str(net.get("weights", "")).startswith("imagenet"):
+        problems.append("features.alexnet.weights: caffenet has no downloadable imagenet weights; give the path of a "
+                        "state dict converted from bvlc_reference_caffenet.caffemodel, or random")
     mv = config.get("baselines", {}).get("mahendran_vedaldi", {}).get("representations", [])
     for name in mv:
         if name not in alexnet | {"hog"}:

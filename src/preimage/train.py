@@ -304,13 +304,14 @@ def train_autoencoder(
     crop: int = 227,
     encoder_lr_scale: float = 0.1,
     stop_after_epochs: Optional[int] = None,
+    arch: str = "torchvision",
 ) -> Dict[str, Any]:
     """The AlexNet autoencoder of §5.2: the decoder of ``layer`` trained jointly with the AlexNet
-    layers below it (initialised from ``weights``, learning rate ``encoder_lr_scale`` × the
-    decoder's), on the images alone.
+    layers below it (initialised from ``weights`` on network ``arch``, learning rate
+    ``encoder_lr_scale`` × the decoder's), on the images alone.
 
     Writes the decoder like :func:`train_decoder` and the fine-tuned network's full state dict to
-    ``encoder_path``, so that ``features.create(layer, weights=encoder_path)`` computes the
+    ``encoder_path``, so that ``features.create(layer, weights=encoder_path, arch=arch)`` computes the
     autoencoder's code. The encoder runs in eval mode (dropout off), as when features are cached.
     """
     from preimage.features import create
@@ -318,7 +319,7 @@ def train_autoencoder(
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = create(layer, weights=weights, seed=weights_seed, crop=crop).to(device)
+    encoder = create(layer, weights=weights, seed=weights_seed, crop=crop, arch=arch).to(device)
     encoder.net.eval()
     for p in encoder.net.parameters():
         p.requires_grad_(True)

@@ -16,5 +16,6 @@ train_autoencoder(
     weights=alexnet["weights"],
     weights_seed=alexnet["seed"],
     crop=alexnet["crop"],
+    arch=alexnet["arch"],
     encoder_lr_scale=snakemake.params.encoder_lr_scale,
 )

@@ -1,9 +1,18 @@
-"""AlexNet layers ``conv1`` … ``fc8`` (paper §2, Table 1), on torchvision's AlexNet.
+"""AlexNet layers ``conv1`` … ``fc8`` (paper §2, Table 1), on torchvision's AlexNet or on CaffeNet.
 
-The paper inverts CaffeNet (Caffe's reference AlexNet) on 227×227 crops. There are no
-CaffeNet weights in torchvision, so this module uses ``torchvision.models.alexnet`` (the
-"one weird trick" variant of Krizhevsky 2014) with torchvision's ImageNet weights, on
-227×227 centre crops (parameter ``crop``, default 227).
+The paper inverts CaffeNet (Caffe's reference AlexNet) on 227×227 crops. Parameter ``arch``
+chooses the network:
+
+``arch="torchvision"`` (default)
+    ``torchvision.models.alexnet`` (the "one weird trick" variant of Krizhevsky 2014) with
+    torchvision's ImageNet weights, on 227×227 centre crops (parameter ``crop``, default 227).
+    Downloadable, but not the paper's network; the rest of this docstring describes it.
+``arch="caffenet"``
+    The paper's CaffeNet, rebuilt in :mod:`preimage.features.caffenet` (96/256/384/384/256
+    channels, LRN, grouped convolutions, Table 1's shapes), with Caffe's preprocessing (BGR,
+    0-255, mean pixel subtracted). Weights: a local state dict converted from
+    ``bvlc_reference_caffenet.caffemodel`` (key layout in that module) or ``random``;
+    ``imagenet`` is an error, since there is nothing to download.
 
 Layer semantics (paper Table 1: a layer's output is its last processing step)
 -----------------------------------------------------------------------------
@@ -49,20 +58,27 @@ Images (N, 3, H, W), RGB in [0, 1], of any size: they are centre-cropped to ``cr
 an image whose shorter side is below ``crop`` is first resized up (bilinear, aspect ratio
 kept) to a shorter side of ``crop``. Then normalised with the weights' mean/std (ImageNet's).
 
-Parameters: ``weights`` ("imagenet" | "random" | path, see :mod:`preimage.weights`),
-``seed`` (for ``random``), ``crop`` (default 227). Devices via :meth:`to`.
+Parameters: ``weights`` ("imagenet" | "random" | path, see :mod:`preimage.weights`; for
+CaffeNet see :func:`preimage.features.caffenet.load_caffenet`), ``seed`` (for ``random``),
+``crop`` (default 227), ``arch`` ("torchvision" | "caffenet"). Devices via :meth:`to`. The
+identity records ``arch``, so caches made with one network are never taken for the other's.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
+import torch
 from torch import nn
 
+from preimage.features import caffenet
 from preimage.features.base import register
-from preimage.features.torchvision_net import CNNRepresentation
+from preimage.features.torchvision_net import CNNRepresentation, fit_crop
 
-__all__ = ["AlexNetRepresentation", "LAYERS"]
+__all__ = ["AlexNetRepresentation", "LAYERS", "ARCHS"]
+
+#: The networks ``arch`` chooses between.
+ARCHS = ("torchvision", "caffenet")
 
 # How many modules of ``features`` / ``classifier`` each layer runs (see the table above).
 LAYERS: Dict[str, tuple] = {
@@ -89,19 +105,51 @@ def truncated_alexnet(model: nn.Module, layer: str) -> nn.Sequential:
 class AlexNetRepresentation(CNNRepresentation):
     """One AlexNet layer (``conv1`` … ``fc8``) as a representation."""
 
-    def __init__(self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 227, **extra: Any) -> None:
+    def __init__(
+        self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 227, arch: str = "torchvision",
+        **extra: Any,
+    ) -> None:
         if name not in LAYERS:
             raise ValueError(f"unknown AlexNet layer {name!r}; known: {', '.join(LAYERS)}")
         if extra:
-            raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop")
-        super().__init__(weights=weights, seed=seed, crop=crop)
+            raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop, arch")
+        if arch not in ARCHS:
+            raise ValueError(f"{name}: unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+        super().__init__(weights=weights, seed=seed, crop=crop, arch=arch)
         self.name = self.layer = name
-        loaded = self._load("alexnet", weights, int(seed), int(crop))
+        self.arch = arch
+        if arch == "caffenet":
+            sizes = caffenet.caffenet_sizes(int(crop))
+            if name.startswith("fc") and sizes["pool5"] != 6:
+                lo, hi = caffenet.fc_crops()
+                raise ValueError(
+                    f"{name} with arch caffenet needs pool5 to be 6×6 (fc6 takes 256·6·6 inputs, as in Caffe); "
+                    f"crop {crop} gives {sizes['pool5']}×{sizes['pool5']}. Use a crop from {lo} to {hi} (the paper's is 227)"
+                )
+            loaded = self._load("caffenet", weights, int(seed), int(crop), loader=caffenet.load_caffenet)
+            self.net = caffenet.truncated_caffenet(loaded.model, name).eval()
+        else:
+            loaded = self._load("alexnet", weights, int(seed), int(crop))
+            self.net = truncated_alexnet(loaded.model, name).eval()
         self.model = loaded.model  # the full network (eval, frozen), e.g. for fc8 class names
-        self.net = truncated_alexnet(loaded.model, name).eval()
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB in [0, 1] → the network's input (N, 3, crop, crop): torchvision's
+        mean/std normalisation, or for CaffeNet Caffe's BGR, 0-255, mean-pixel-subtracted input."""
+        if self.arch == "torchvision":
+            return super().preprocess(images)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        x = fit_crop(images.to(self.device, torch.float32), self.crop)
+        return caffenet.caffe_preprocess(x, self._mean) / self._std
 
     def identity(self) -> Dict[str, str]:
         ident = super().identity()
         ident["layer"] = self.layer
-        ident["model"] = "torchvision alexnet"
+        ident["arch"] = self.arch
+        if self.arch == "caffenet":
+            ident["model"] = "caffenet (bvlc_reference_caffenet architecture)"
+            ident["input"] = "BGR, 0-255, minus mean pixel (normalize_mean is B,G,R)"
+        else:
+            ident["model"] = "torchvision alexnet"
         return ident

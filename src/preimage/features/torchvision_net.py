@@ -32,7 +32,7 @@ this module: weights, crop, normalisation, devices, identity.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,11 +66,18 @@ class CNNRepresentation(Representation):
     differentiable = True
     takes_name = True
 
-    def _load(self, model_name: str, weights: Any, seed: int, crop: int) -> LoadedModel:
+    def _load(
+        self, model_name: str, weights: Any, seed: int, crop: int, loader: Optional[Callable[..., LoadedModel]] = None
+    ) -> LoadedModel:
+        """Load the network (``loader(weights, seed=seed)``, default torchvision's ``model_name``
+        through :func:`preimage.weights.load_model`) and set up crop and normalisation."""
         if int(crop) < 1:
             raise ValueError(f"crop must be a positive image size, not {crop!r}")
         self.crop = int(crop)
-        self.loaded = load_model(model_name, weights, seed=seed)
+        if loader is None:
+            self.loaded = load_model(model_name, weights, seed=seed)
+        else:
+            self.loaded = loader(weights, seed=seed)
         self._mean = torch.tensor(self.loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(self.loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._shape_cache: Dict[int, Tuple[int, ...]] = {}
