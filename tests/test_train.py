@@ -162,7 +162,9 @@ def test_autoencoder_fine_tunes_the_encoder_and_its_code_is_a_representation(tin
         code = tuned(images)
     assert code.shape[1:] == tuple(result["meta"]["feature_shape"])
     model, meta = train.load_decoder(tiny / "ae.pt")
-    assert model(code * meta["feature_scale"]).shape == (2, 3, SIZE, SIZE)
+    # A conv decoder predicts its native F·2^n pixels (decoders.ConvDecoder); evaluation upsamples.
+    assert model.output_size == meta["output_size"] and model.image_size == SIZE
+    assert model(code * meta["feature_scale"]).shape == (2, 3, model.output_size, model.output_size)
 
 
 def test_autoencoder_resumes_to_the_same_weights(tiny):

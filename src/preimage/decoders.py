@@ -1,72 +1,110 @@
-"""Up-convolutional decoders that invert a feature representation (paper §3).
+"""Up-convolutional decoders that invert a feature representation (paper §3, supplementary Tables 3-7).
 
-Dosovitskiy & Brox, "Inverting Visual Representations with Convolutional Networks",
-CVPR 2016, train one decoder network per representation Φ to minimise
-``Σ_i ‖x_i − f(Φ(x_i), w)‖²`` (§3, eq. 2).  The architectures are given in the
-supplementary material:
+Dosovitskiy & Brox, "Inverting Visual Representations with Convolutional Networks", CVPR 2016,
+train one decoder network per representation Φ to minimise ``Σ_i ‖x_i − f(Φ(x_i), w)‖²`` (§3,
+eq. 2).  This module builds those networks.
 
-* Table 3 — HOG (32×32×31 at 256 px): two streams joined, then up-convolutions.
-* Table 4 — SIFT (64×64×133 at 256 px, 4-px cells): strided convolutions, then
-  up-convolutions to the image size.
-* Table 5 — LBP (16×16×58 at 256 px): same two-stream design as HOG.
-* Table 6 — AlexNet conv1 … conv5: three 3×3 convolutions at the feature resolution,
-  then up-convolutions to the image size.
-* Table 7 — AlexNet fc6, fc7, fc8 (vectors): three fully connected layers (4096 each),
-  reshape to 4×4×256, five up-convolutions to a 128×128 image.
+What is the paper's
+-------------------
+* **The layer tables.**  At ``width=1.0`` and the paper's feature sizes the networks built here are,
+  row for row (name, input, kernel K, stride S, output size and channels), the supplementary tables:
 
-Provenance of the numbers below
--------------------------------
-The supplementary tables themselves could not be read from the reference corpora available
-while this module was written: only the beginnings of the arXiv / ar5iv / arxiv-vanity
-pages for 1506.02753 were retrievable, and no reimplementation that copies the tables was
-found.  What is certain from the paper text is the overall design (listed above), leaky
-ReLU with negative slope 0.2 after every layer except the last, and "up-convolution" =
-unpooling by a factor of 2 followed by a convolution (Dosovitskiy et al., "Learning to
-generate chairs", CVPR 2015).  The fc network (Table 7) and the conv network (Table 6)
-follow the paper's description exactly in structure and their channel counts (256, 128,
-64, 32 halving towards the image) are the common ones of that family of networks; the
-kernel sizes and the channel counts of the HOG/LBP streams and of the SIFT network are our
-reconstruction, chosen in the same spirit (5×5 then 3×3 strided convolutions with doubling
-channels on the way down, 4×4 up-convolutions with halving channels on the way up).
-:func:`Decoder.describe` prints the layer table that is actually built.
+  - Table 3, HOG 32×32×31 (256-px image, 8-px cells): stream A ``convA1`` 5/2 → 256,
+    ``convA2`` 5/2 → 512, ``convA3`` 3/2 → 1024 (4×4), ``upconvA1-3`` 4/2 → 512, 256, 128;
+    stream B ``convB1`` 5/1 → 128, ``convB2`` 3/1 → 128; join ``convJ1`` on {upconvA3, convB2}
+    (256 channels) 3/1 → 256, ``convJ2`` 3/1 → 128, ``upconvJ4-6`` 4/2 → 64, 32, 3 (256×256).
+  - Table 5, LBP 16×16×58 (16-px cells): the same two streams, but ``convA3`` has stride 1 (the
+    map is already 4×4), two up-convolutions in A (512, 256), so ``convJ1`` sees 384 channels, and
+    four join up-convolutions ``upconvJ3-6`` → 128, 64, 32, 3.
+  - Table 4, SIFT 64×64×133 (4-px cells): ``conv1`` 5/2 → 256, ``conv2-4`` 3/2 → 512, 1024, 2048
+    (4×4), ``conv5`` 3/1 → 2048, ``conv6`` 3/1 → 1024, ``upconv1-6`` 4/2 → 512, 256, 128, 64, 32, 3.
+  - Table 6, AlexNet conv5 6×6×256: ``conv1-3`` 3/1 → 256, ``upconv1-5`` 5/2 → 256, 128, 64, 32, 3
+    (192×192).
+  - Table 7, AlexNet fc8 (1000): ``fc1-3`` → 4096, ``reshape`` to 4×4×256, ``upconv1-5`` 5/2 →
+    256, 128, 64, 32, 3 (128×128; §5.1: the fc networks predict a downsampled image).
 
-Design choices (apply to every decoder)
----------------------------------------
-* **Up-convolution.**  Default ``upsample="deconv"``: ``ConvTranspose2d(k=4, s=2, p=1)``.
-  A stride-2 transposed convolution is exactly "zero-unpooling" (each input value placed in
-  one corner of a 2×2 block, zeros elsewhere) followed by a 4×4 convolution — this is what
-  the Caffe "Deconvolution"/``uconv`` layer of the paper computes, and it doubles the size
-  exactly.  ``upsample="nearest"`` (nearest-neighbour ×2 then a 3×3 convolution; fewer
-  checkerboard artefacts) is offered as an option, not the paper's choice.
-* **Output size.**  Every decoder up-convolves (×2 per layer) from the feature resolution
-  until it reaches at least its ``output_size``, then crops (when the excess comes from
-  rounding up odd sizes on the way down) or bilinearly resizes (``align_corners=False``,
-  antialiased when shrinking) to exactly ``output_size``.  So feature resolutions that are
-  not powers of two (AlexNet 6×6, 13×13, 27×27, HOG at 96 or 227 px …) and image sizes
-  like 64, 96, 128, 227, 256 work.
-* **fc decoders predict a smaller image** (§5.1: the fc networks predict a downsampled
-  image, which is upsampled bilinearly for evaluation).  The rule is
-  :func:`fc_output_size`: ``4·2^n`` with ``n = max(1, round(log2(image_size / 8)))``, i.e.
-  the power-of-two multiple of 4 nearest to ``image_size / 2`` (256 → 128, 227 → 128,
-  128 → 64, 96 → 64, 64 → 32).  All other kinds predict ``image_size`` directly.  Training
-  targets for an fc decoder must be resized to ``decoder.output_size``; evaluation uses
-  :func:`preimage.metrics.upsample_to`.
-* **Output range.**  The last layer is linear (no activation, no clamp): the decoder
-  predicts in the space of its training targets — in this project images ``(N, 3, s, s)``
-  with values in ``[0, 1]``.  Clamp to ``[0, 1]`` only for display/evaluation.
-* **Width.**  ``width`` multiplies every hidden channel count (and fc hidden size) of the
-  paper's networks, rounded, with a floor of :data:`MIN_CHANNELS`; the 3 output channels
-  are never scaled.  ``width=1.0`` is the paper's scale, ``width=0.125`` trains on a CPU.
+  :attr:`Decoder.layers` holds the built network's rows as data (the feature input is called
+  ``"input"``), :meth:`Decoder.describe` prints them (with ``pad``/``crop`` rows where the sizes
+  below need them); the module names in the state dict are the tables' layer names.
+* **Leaky ReLU** with negative slope 0.2 after every layer except the last (supplementary
+  material); the last layer is linear, so the decoder predicts in the space of its targets (here
+  images in [0, 1]; clamp only for display/evaluation).
+* **Up-convolution** (§3): upsampling ×2 by placing each value in the top-left of a 2×2 block of
+  zeros, followed by a convolution.  The tables' ``upconv`` with K=4, S=2 is
+  ``ConvTranspose2d(k=4, s=2, p=1)``: exactly that unpooling followed by a 4×4 convolution (padded
+  2 at the top/left, 1 at the bottom/right), doubling the size.  The K=5, S=2 up-convolutions of
+  Tables 6 and 7 are ``ConvTranspose2d(k=5, s=2, p=2, output_padding=1)``: zero-unpooling followed
+  by a 5×5 convolution, up to the kernel's alignment on the 2×2 blocks (here: centred, padding 2
+  on every side), with the size exactly doubled.  Both identities are checked in the tests.
+* **Strided convolutions** use padding ``K // 2`` (the tables' sizes: 32 → 16 with K=5, S=2;
+  8 → 4 with K=3, S=2); stride-1 convolutions keep the size.
+
+What is derived (ours)
+----------------------
+* **Other feature/image sizes for HOG, LBP, SIFT** (kinds ``"two_stream"`` and ``"sift"``).  With
+  ``R`` the feature side (the larger of H, W) and ``s = image_size``:
+
+  - ``n_up = max(1, round(log2(s / R)))`` is the cell size as a power of two — the number of
+    join up-convolutions (two-stream) resp. the net upscaling (SIFT): HOG 3, LBP 4, SIFT 2 at the
+    paper's sizes;
+  - ``n_down = max(1, round(log2(R / 4)))`` strided convolutions compress to the tables' 4×4
+    bottleneck (HOG 3, LBP 2, SIFT 4).  The tables' convolutions are kept with their kernels
+    and channels; the first ``n_down`` of them have stride 2, the others stride 1 (Table 5's
+    ``convA3`` is exactly such a stride-1 case of Table 3's layer).  When ``n_down`` exceeds the
+    table's strided layers, extra 3×3 stride-2 convolutions with the deepest width are inserted;
+  - two-stream: stream A has ``n_down`` up-convolutions with 512, 256, 128, … channels (floor
+    32) back to ``R``; the join has ``n_up`` up-convolutions with the tables' channels counted from
+    the end (…, 128, 64, 32, 3; more than four keep 128), numbered as in the tables so that the
+    last is ``upconvJ6`` (``upconvJ3``, ``upconvJ4``, … when there are more than four);
+  - SIFT: ``n_down + n_up`` up-convolutions with channels counted from the end (…, 512, 256, 128,
+    64, 32, 3; doubling up to 1024 beyond six);
+  - **padding/cropping**: the features are zero-padded at the bottom/right to the side
+    ``R'`` = the smallest multiple of ``2^n_down`` with ``R' ≥ R`` and ``R'·2^n_up ≥ s``, the
+    network predicts ``R'·2^n_up`` pixels and the output is cropped at the bottom/right to ``s``.
+    Feature cell ``i`` thus stays aligned with pixels ``[i·c, (i+1)·c)`` for a power-of-two cell
+    size ``c = 2^n_up`` (HOG of a 227-px image, 28×28 cells of 8 px: padded to 32, 256 px
+    predicted, cropped to 227).  At the paper's sizes nothing is padded or cropped.
+  ``output_size`` is always ``image_size`` for these kinds.
+* **AlexNet conv1-conv4 and other spatial CNN features** (kind ``"conv"``).  The paper only
+  says "three convolutional and several up-convolutional layers, the number depending on the
+  layer".  We use Table 6's pattern for every layer: three 3×3 stride-1 convolutions with 256
+  channels (Table 6's width, whatever the input channels: 64/192/384/256 for torchvision's
+  AlexNet, 96/256/384/384 for CaffeNet), then ``n = max(1, round(log2(s / F)))`` K=5, S=2
+  up-convolutions whose channels are the last ``n`` entries of Table 6's 256, 128, 64, 32, 3
+  (more than five: leading 256s).  ``F`` is the feature side (a non-square map is zero-padded at
+  the bottom/right to ``F×F``) and ``s = image_size`` the side of the target image (for AlexNet
+  the 227-px crop it sees).  There is no resize inside the network: the native
+  ``output_size = F·2^n`` (conv5 at 227: 6·2^5 = 192 as Table 6; conv1 27×27 → 216; conv2-4
+  13×13 → 208).  Training targets are resized to ``output_size`` (``train.to_targets``) and
+  predictions upsampled bilinearly to ``image_size`` for evaluation
+  (``evaluate.reconstruct_batches`` via :func:`preimage.metrics.upsample_to`).
+* **fc output size** (kind ``"fc"``, also fc6/fc7 and any vector feature; input is flattened):
+  :func:`fc_output_size` ``= 4·2^n`` with ``n = max(1, round(log2(image_size / 8)))``, the
+  power-of-two multiple of the 4×4 seed nearest to half the image (256 → 128 and 227 → 128 as in
+  the paper; 128 → 64, 96 → 64, 64 → 32).  Smaller outputs use fewer up-convolutions, the last
+  ``n`` of Table 7's (64 px: 4×4×256 → 64, 32, 3 at 32 px).  An explicit ``output_size``
+  (``4·2^n``) may be given.
+* **Width.**  ``width`` multiplies every hidden channel count and fc size of the same topology
+  (:func:`scale_channels`: rounded, at least :data:`MIN_CHANNELS`); the input and the 3 output
+  channels are never scaled.  ``width=1.0`` is the paper's scale; the embedded default uses 0.25
+  with 64-px images (HOG/LBP with 4-px cells: 16×16 features, streams A and B as in Table 5,
+  then ``upconvJ5-6``; SIFT 16×16×133: ``conv1-2`` strided, ``conv3-6`` at 4×4,
+  ``upconv1-4``).
+* ``upsample="nearest"`` (not the paper's): each up-convolution becomes nearest-neighbour ×2
+  upsampling followed by a stride-1 convolution with kernel K (K−1 when K is even, 3 for the
+  tables' 4), which avoids checkerboard artefacts.  The default ``"deconv"`` is the paper's.
 
 Public API: :func:`build_decoder`, :func:`decoder_kind_for`, :func:`count_parameters`,
-:func:`fc_output_size`, :func:`scale_channels`.
+:func:`fc_output_size`, :func:`scale_channels`; :class:`Decoder` (``kind``, ``feature_shape``,
+``image_size``, ``output_size``, ``width``, ``upsample``, ``layers``, ``describe()``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -77,6 +115,7 @@ __all__ = [
     "LEAKY_SLOPE",
     "MIN_CHANNELS",
     "Decoder",
+    "Layer",
     "TwoStreamDecoder",
     "SiftDecoder",
     "ConvDecoder",
@@ -92,8 +131,21 @@ LEAKY_SLOPE = 0.2
 MIN_CHANNELS = 8
 DECODER_KINDS = ("two_stream", "sift", "conv", "fc")
 UPSAMPLE_MODES = ("deconv", "nearest")
+BOTTLENECK = 4  # spatial side the HOG/LBP stream A and the SIFT encoder compress to (Tables 3-5)
 
-Size2 = Tuple[int, int]
+# Channel counts transcribed from the tables (width 1).
+_TWO_STREAM_A = [(5, 256), (5, 512), (3, 1024)]  # convA1-3 (K, channels), Tables 3 and 5
+_TWO_STREAM_A_UP = 512  # upconvA1; halved per layer (Table 3: 512, 256, 128)
+_TWO_STREAM_B = [(5, 128), (3, 128)]  # convB1-2
+_TWO_STREAM_J = [(3, 256), (3, 128)]  # convJ1-2
+_TWO_STREAM_J_UP = [128, 64, 32, 3]  # upconvJ3-6 (Table 5; Table 3 has J4-6)
+_SIFT_DOWN = [(5, 256), (3, 512), (3, 1024), (3, 2048)]  # conv1-4, Table 4
+_SIFT_MID = [(3, 2048), (3, 1024)]  # conv5-6
+_SIFT_UP = [512, 256, 128, 64, 32, 3]  # upconv1-6
+_CONV_CONVS = [(3, 256)] * 3  # conv1-3, Table 6
+_CONV_UP = [256, 128, 64, 32, 3]  # upconv1-5, Tables 6 and 7
+_FC_HIDDEN = 4096  # fc1-3, Table 7
+_FC_SEED = (4, 256)  # reshape to 4×4×256
 
 
 # --------------------------------------------------------------------------- helpers
@@ -108,7 +160,7 @@ def fc_output_size(image_size: int) -> int:
     """Native output size of the fc decoder for images of ``image_size`` pixels.
 
     ``4·2^n`` with ``n = max(1, round(log2(image_size / 8)))`` — the power-of-two multiple
-    of the 4×4 seed nearest to half the image size (paper §5.1: 128 px for 256-px images).
+    of the 4×4 seed nearest to half the image size (Table 7 and §5.1: 128 px for 256-px images).
     """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
@@ -121,118 +173,45 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _act() -> nn.Module:
-    return nn.LeakyReLU(LEAKY_SLOPE)
+def _log2_round(x: float) -> int:
+    return int(round(math.log2(x)))
 
 
-def _conv_out(n: int, k: int, s: int) -> int:
-    p = k // 2
-    return (n + 2 * p - k) // s + 1
+def _last(channels: Sequence[int], n: int, pad_value: int) -> List[int]:
+    """The last ``n`` entries of ``channels``, preceded by ``pad_value`` when ``n`` is larger."""
+    if n <= len(channels):
+        return list(channels[len(channels) - n:])
+    return [pad_value] * (n - len(channels)) + list(channels)
 
 
-def _n_doublings(src: int, dst: int) -> int:
-    """Smallest n ≥ 0 with src·2^n ≥ dst."""
-    n = 0
-    while src * 2**n < dst:
-        n += 1
-    return n
+@dataclass(frozen=True)
+class Layer:
+    """One row of a layer table (the supplementary tables' columns).
 
-
-def _conv_plan(feature_size: int, output_size: int) -> Tuple[int, int]:
-    """(number of ×2 up-convolutions n, start size s) for a conv decoder.
-
-    The feature map (after the three convolutions) is resized bilinearly to
-    ``s = ceil(output_size / 2^n)`` with the largest ``n`` that keeps ``s ≥ feature_size``, so the
-    up-convolutions end at (or within rounding of) the output size instead of overshooting it by
-    up to 2× per axis (27×27 conv1 → 64 px: 27→32→64, not 27→54→108→64).
+    ``in_shape``/``out_shape`` are ``(H, W, C)`` for maps and ``(D,)`` for vectors, as printed in
+    the paper; ``kernel``/``stride`` are ``None`` for fully connected and reshape rows; ``inputs``
+    names the rows (or ``"input"``) whose outputs are concatenated along channels ("J").
     """
-    n = 0
-    while math.ceil(output_size / 2 ** (n + 1)) >= feature_size:
-        n += 1
-    return n, math.ceil(output_size / 2**n)
 
+    name: str
+    inputs: Tuple[str, ...]
+    in_shape: Tuple[int, ...]
+    kernel: Optional[int]
+    stride: Optional[int]
+    out_shape: Tuple[int, ...]
 
-def _up_channels(start: int, n: int, width: float, floor: int = 32) -> List[int]:
-    """Output channels of ``n`` up-convolutions: start, start/2, … (≥ floor), last = 3."""
-    if n <= 0:
-        return []
-    hidden = [scale_channels(max(floor, start >> i), width) for i in range(n - 1)]
-    return hidden + [3]
-
-
-def _fit(x: torch.Tensor, size: Size2) -> torch.Tensor:
-    """Make the spatial size of ``x`` exactly ``size``.
-
-    Exact match: unchanged.  Larger by at most one pixel per axis (the ceil-rounding of a
-    strided convolution undone by a ×2 up-convolution): crop the bottom/right.  Otherwise:
-    bilinear resize (``align_corners=False``; antialiased when shrinking).
-    """
-    h, w = x.shape[-2:]
-    if (h, w) == tuple(size):
-        return x
-    if 0 <= h - size[0] <= 1 and 0 <= w - size[1] <= 1:
-        return x[..., : size[0], : size[1]]
-    shrink = h > size[0] and w > size[1]
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
-
-
-class _Up(nn.Module):
-    """×2 up-convolution (see module docstring for the two modes)."""
-
-    def __init__(self, cin: int, cout: int, mode: str = "deconv") -> None:
-        super().__init__()
-        if mode == "deconv":
-            self.op = nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1)
-            self.kernel = 4
-        elif mode == "nearest":
-            self.op = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1))
-            self.kernel = 3
-        else:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {mode!r}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-class _Table:
-    """Collects the layer table (paper format: name, input, in-size, K, S, out-size)."""
-
-    def __init__(self) -> None:
-        self.rows: List[Tuple[str, str, str, str, str, str]] = []
-
-    def add(self, name: str, inp: str, in_shape: Sequence[int], k, s, out_shape: Sequence[int]) -> None:
+    def row(self) -> Tuple[str, str, str, str, str, str]:
         fmt = lambda sh: "×".join(str(v) for v in sh)  # noqa: E731
-        self.rows.append((name, inp, fmt(in_shape), str(k), str(s), fmt(out_shape)))
-
-    def render(self) -> str:
-        head = ("Layer", "Input", "InSize", "K", "S", "OutSize")
-        rows = [head] + self.rows
-        widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        inp = self.inputs[0] if len(self.inputs) == 1 else "{" + ", ".join(self.inputs) + "}"
+        dash = lambda v: "—" if v is None else str(v)  # noqa: E731
+        return (self.name, inp, fmt(self.in_shape), dash(self.kernel), dash(self.stride), fmt(self.out_shape))
 
 
-class _UpPath(nn.Module):
-    """A chain of ×2 up-convolutions (leaky ReLU after all but the last)."""
-
-    def __init__(self, cin: int, channels: Sequence[int], mode: str) -> None:
-        super().__init__()
-        layers: List[nn.Module] = []
-        for i, cout in enumerate(channels):
-            layers.append(_Up(cin, cout, mode))
-            if i < len(channels) - 1:
-                layers.append(_act())
-            cin = cout
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-def _conv(cin: int, cout: int, k: int, s: int, act: bool = True) -> nn.Sequential:
-    layers: List[nn.Module] = [nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)]
-    if act:
-        layers.append(_act())
-    return nn.Sequential(*layers)
+def _render(rows: Sequence[Tuple[str, ...]]) -> str:
+    head = ("Layer", "Input", "InSize", "K", "S", "OutSize")
+    rows = [head] + list(rows)
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _spatial(feature_shape: Sequence[int], kind: str) -> Tuple[int, int, int]:
@@ -244,15 +223,30 @@ def _spatial(feature_shape: Sequence[int], kind: str) -> Tuple[int, int, int]:
     return c, h, w
 
 
+class _Reshape(nn.Module):
+    def __init__(self, channels: int, side: int) -> None:
+        super().__init__()
+        self.shape = (channels, side, side)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
 # --------------------------------------------------------------------------- decoders
 
 
 class Decoder(nn.Module):
-    """Base class: maps ``(N, *feature_shape)`` to ``(N, 3, output_size, output_size)``.
+    """A layer graph built from table rows: maps ``(N, *feature_shape)`` to
+    ``(N, 3, output_size, output_size)``.
 
     Attributes: ``kind``, ``feature_shape``, ``image_size`` (the evaluation image size),
-    ``output_size`` (the size predicted natively; equals ``image_size`` except for fc),
-    ``width``, ``upsample``.
+    ``output_size`` (the size predicted natively), ``width``, ``upsample``, ``layers`` (the
+    :class:`Layer` rows, in order), ``pad`` (bottom/right zero padding of the features, (H, W))
+    and ``blocks`` (the modules, keyed by the rows' names; each an ``nn.Sequential`` of the layer
+    and its leaky ReLU, without the activation for the last layer).
     """
 
     kind: str = ""
@@ -261,22 +255,121 @@ class Decoder(nn.Module):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        if width <= 0:
+        if not width > 0:
             raise ValueError(f"width must be positive, got {width}")
         self.feature_shape = tuple(int(v) for v in feature_shape)
         self.image_size = int(image_size)
         self.output_size = int(image_size)
         self.width = float(width)
         self.upsample = upsample
-        self._table = _Table()
+        self.pad: Tuple[int, int] = (0, 0)
+        self.layers: List[Layer] = []
+        self.blocks = nn.ModuleDict()
+        self._shapes: Dict[str, Tuple[int, ...]] = {}
+
+    # ---- construction helpers
+
+    def _ch(self, channels: int) -> int:
+        """Hidden channel count at this width (the 3 image channels are never scaled)."""
+        return channels if channels == 3 else scale_channels(channels, self.width)
+
+    def _add(self, name: str, inputs: Sequence[str], op: str, cout: int, k: Optional[int] = None,
+             s: Optional[int] = None) -> str:
+        """Append a row: ``op`` ∈ {"conv", "upconv", "fc", "reshape"}; returns ``name``."""
+        inputs = tuple(inputs)
+        shapes = [self._shapes[i] for i in inputs]
+        if op == "fc":
+            (din,) = shapes[0]
+            module: nn.Module = nn.Linear(din, cout)
+            in_shape, out_shape = (din,), (cout,)
+        elif op == "reshape":
+            (din,) = shapes[0]
+            side = int(round(math.sqrt(din // cout)))
+            assert side * side * cout == din
+            module, in_shape, out_shape = _Reshape(cout, side), (din,), (side, side, cout)
+        else:
+            h, w = shapes[0][:2]
+            if any(sh[:2] != (h, w) for sh in shapes):
+                raise AssertionError(f"{name}: inputs of different sizes {shapes}")
+            cin = sum(sh[2] for sh in shapes)
+            in_shape = (h, w, cin)
+            if op == "conv":
+                module = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+                out_shape = ((h + s - 1) // s, (w + s - 1) // s, cout)
+            elif op == "upconv":
+                if self.upsample == "deconv":
+                    module = nn.ConvTranspose2d(cin, cout, k, stride=2, padding=(k - 1) // 2, output_padding=k % 2)
+                else:
+                    kk = k if k % 2 else k - 1
+                    module = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                           nn.Conv2d(cin, cout, kk, padding=kk // 2))
+                    k = kk
+                out_shape = (2 * h, 2 * w, cout)
+                s = 2
+            else:
+                raise ValueError(op)
+        if op != "reshape":
+            module = nn.Sequential(module, nn.LeakyReLU(LEAKY_SLOPE))
+        self.blocks[name] = module
+        self._shapes[name] = out_shape
+        self.layers.append(Layer(name, inputs, in_shape, k, s, out_shape))
+        return name
+
+    def _finish(self) -> None:
+        """Drop the activation after the last layer; plan when intermediate outputs can be freed."""
+        last = self.layers[-1].name
+        block = self.blocks[last]
+        assert isinstance(block, nn.Sequential) and isinstance(block[-1], nn.LeakyReLU)
+        self.blocks[last] = nn.Sequential(block[0])
+        last_use: Dict[str, int] = {}
+        for i, layer in enumerate(self.layers):
+            for name in layer.inputs:
+                last_use[name] = i
+        self._free = [[n for n in layer.inputs if last_use[n] == i] for i, layer in enumerate(self.layers)]
+        out = self.layers[-1].out_shape
+        if out[-1] != 3 or out[0] < self.output_size:
+            raise AssertionError(f"{type(self).__name__}: last layer gives {out}, output_size {self.output_size}")
+
+    def _pad_input(self, channels: int, h: int, w: int, side: int) -> None:
+        self.pad = (side - h, side - w)
+        self._shapes["input"] = (side, side, channels)
+
+    # ---- use
 
     def describe(self) -> str:
-        """The layer table as built (same columns as the paper's supplementary tables)."""
-        return self._table.render()
+        """The layer table as built (the supplementary tables' columns), with padding/cropping rows."""
+        rows = [layer.row() for layer in self.layers]
+        if any(self.pad):
+            c, h, w = self.feature_shape
+            side = self._shapes["input"][0]
+            rows.insert(0, ("pad", "input", f"{h}×{w}×{c}", "—", "—", f"{side}×{side}×{c}"))
+        out = self.layers[-1].out_shape
+        if out[0] != self.output_size:
+            rows.append(("crop", self.layers[-1].name, "×".join(map(str, out)), "—", "—",
+                         f"{self.output_size}×{self.output_size}×3"))
+        return _render(rows)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.feature_shape:
             raise ValueError(f"{type(self).__name__} expects (N, {self.feature_shape}), got {tuple(x.shape)}")
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pad):
+            x = F.pad(x, (0, self.pad[1], 0, self.pad[0]))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        outputs = {"input": self._prepare(x)}
+        for layer, free in zip(self.layers, self._free):
+            xs = [outputs[n] for n in layer.inputs]
+            y = self.blocks[layer.name](xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))
+            for n in free:
+                del outputs[n]
+            outputs[layer.name] = y
+        y = outputs[self.layers[-1].name]
+        s = self.output_size
+        return y if y.shape[-1] == s and y.shape[-2] == s else y[..., :s, :s]
 
     def extra_repr(self) -> str:
         return (
@@ -285,21 +378,27 @@ class Decoder(nn.Module):
         )
 
 
+def _shallow_plan(h: int, w: int, image_size: int) -> Tuple[int, int, int]:
+    """``(n_down, n_up, padded side)`` for HOG/LBP/SIFT features of ``h×w`` (module docstring)."""
+    r = max(h, w)
+    n_up = max(1, _log2_round(image_size / r))
+    n_down = max(1, _log2_round(r / BOTTLENECK))
+    step = 2**n_down
+    need = max(r, -(-image_size // 2**n_up))
+    side = -(-need // step) * step
+    return n_down, n_up, side
+
+
 class TwoStreamDecoder(Decoder):
-    """HOG / LBP decoder (supplementary Tables 3 and 5).
+    """HOG / LBP decoder (supplementary Tables 3 and 5; other sizes: module docstring).
 
-    Layers at width 1 (``R`` = feature resolution, ``s`` = image size):
-
-    * Stream A (compress): strided convolutions ``convA1`` 5×5/2 → 256, ``convA2`` 5×5/2 →
-      512, ``convA3…`` 3×3/2 → 1024 until the map is ≤ 4×4 (at least one), then ×2
-      up-convolutions back to ``R×R`` with channels 512, 256, 128 (last one 128).
-    * Stream B (keep resolution): ``convB1`` 3×3/1 → 256, ``convB2`` 3×3/1 → 128.
-    * Join J: concatenate A and B (256 channels at ``R×R``), then ×2 up-convolutions with
-      128, 64, 32, … (floor 32) channels, the last one to 3 channels, until ≥ ``s``; crop /
-      resize to ``s``.
-
-    HOG at 256 px (31×32×32): A 32→16→8→4→8→16→32, B at 32, J 32→64→128→256.
-    LBP at 256 px (58×16×16): A 16→8→4→8→16, B at 16, J 16→32→64→128→256.
+    Stream A: ``convA1`` 5×5 → 256, ``convA2`` 5×5 → 512, ``convA3`` 3×3 → 1024 (the first
+    ``n_down`` strided, compressing to 4×4), then ``n_down`` up-convolutions 4×4/2 with 512,
+    256, 128, … channels.  Stream B: ``convB1`` 5×5/1 → 128, ``convB2`` 3×3/1 → 128.  Join:
+    ``convJ1`` on {A, B} 3×3/1 → 256, ``convJ2`` → 128, then ``n_up`` up-convolutions ending
+    with …, 128, 64, 32, 3 (``upconvJ6``).
+    HOG at 256 px (32×32×31): A 32→16→8→4→8→16→32, J 32→64→128→256 (Table 3).
+    LBP at 256 px (16×16×58): A 16→8→4→4→8→16, J 16→32→64→128→256 (Table 5).
     """
 
     kind = "two_stream"
@@ -307,70 +406,37 @@ class TwoStreamDecoder(Decoder):
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
         super().__init__(feature_shape, image_size, width, upsample)
         c, h, w = _spatial(feature_shape, "two_stream")
-        ch = lambda n: scale_channels(n, width)  # noqa: E731
-        t = self._table
+        n_down, n_up, side = _shallow_plan(h, w, self.image_size)
+        self._pad_input(c, h, w, side)
 
-        # Stream A: compress to ≤ 4×4.
-        down: List[nn.Module] = []
-        self._a_sizes: List[Size2] = [(h, w)]
-        a_ch: List[int] = []
-        cin, size, prev = c, (h, w), "input"
-        i = 0
-        while i == 0 or max(size) > 4:
-            k = 5 if i < 2 else 3
-            cout = ch(min(256 * 2**i, 1024))
-            nsize = (_conv_out(size[0], k, 2), _conv_out(size[1], k, 2))
-            down.append(_conv(cin, cout, k, 2))
-            t.add(f"convA{i + 1}", prev, (*size, cin), k, 2, (*nsize, cout))
-            prev, cin, size = f"convA{i + 1}", cout, nsize
-            self._a_sizes.append(size)
-            a_ch.append(cout)
-            i += 1
-        self.stream_a_down = nn.ModuleList(down)
-        up_ch = list(reversed(a_ch[:-1])) + [ch(128)]
-        ups: List[nn.Module] = []
-        for j, cout in enumerate(up_ch):
-            target = self._a_sizes[-2 - j]
-            ups.append(nn.Sequential(_Up(cin, cout, upsample), _act()))
-            t.add(f"uconvA{j + 1}", prev, (*size, cin), ups[-1][0].kernel, 2, (*target, cout))
-            prev, cin, size = f"uconvA{j + 1}", cout, target
-        self.stream_a_up = nn.ModuleList(ups)
-        a_out = cin
+        convs = _TWO_STREAM_A + [_TWO_STREAM_A[-1]] * max(0, n_down - len(_TWO_STREAM_A))
+        prev = "input"
+        for i, (k, ch) in enumerate(convs):
+            prev = self._add(f"convA{i + 1}", [prev], "conv", self._ch(ch), k, 2 if i < n_down else 1)
+        for j in range(n_down):
+            ch = max(32, _TWO_STREAM_A_UP >> j)
+            prev = self._add(f"upconvA{j + 1}", [prev], "upconv", self._ch(ch), 4)
+        a_out = prev
 
-        # Stream B: keep the feature resolution.
-        b1, b2 = ch(256), ch(128)
-        self.stream_b = nn.Sequential(_conv(c, b1, 3, 1), _conv(b1, b2, 3, 1))
-        t.add("convB1", "input", (h, w, c), 3, 1, (h, w, b1))
-        t.add("convB2", "convB1", (h, w, b1), 3, 1, (h, w, b2))
-
-        # Join and up-convolve to the image.
-        cj = a_out + b2
-        t.add("join", f"{prev}+convB2", (h, w, cj), "-", "-", (h, w, cj))
-        n_up = _n_doublings(min(h, w), self.output_size)
-        chans = _up_channels(128, n_up, width)
-        self.join = _build_tail(self, cj, chans, (h, w), "join", "uconvJ")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        a = x
-        for layer in self.stream_a_down:
-            a = layer(a)
-        for j, layer in enumerate(self.stream_a_up):
-            a = _fit(layer(a), self._a_sizes[-2 - j])
-        b = self.stream_b(x)
-        y = self.join(torch.cat([a, b], dim=1))
-        return _fit(y, (self.output_size, self.output_size))
+        prev = "input"
+        for i, (k, ch) in enumerate(_TWO_STREAM_B):
+            prev = self._add(f"convB{i + 1}", [prev], "conv", self._ch(ch), k, 1)
+        prev = [a_out, prev]
+        for i, (k, ch) in enumerate(_TWO_STREAM_J):
+            prev = [self._add(f"convJ{i + 1}", prev, "conv", self._ch(ch), k, 1)]
+        first = 3 + len(_TWO_STREAM_J_UP) - n_up if n_up <= len(_TWO_STREAM_J_UP) else 3
+        for j, ch in enumerate(_last(_TWO_STREAM_J_UP, n_up, _TWO_STREAM_J_UP[0])):
+            prev = [self._add(f"upconvJ{first + j}", prev, "upconv", self._ch(ch), 4)]
+        self._finish()
 
 
 class SiftDecoder(Decoder):
-    """Dense-SIFT decoder (supplementary Table 4; analogue, see module docstring).
+    """Dense-SIFT decoder (supplementary Table 4; other sizes: module docstring).
 
-    Layers at width 1: strided convolutions ``conv1`` 5×5/2 → 256, ``conv2`` 5×5/2 → 512,
-    ``conv3…`` 3×3/2 → 1024 until the map is ≤ 8×8 (at least one), ``conv_mid`` 3×3/1 with
-    the same channels, then ×2 up-convolutions with halving channels (512, 256, 128, 64,
-    floor 32), the last one to 3 channels, until ≥ image size; crop / resize.
-
-    At 256 px (133×64×64): 64→32→16→8, conv at 8×8×1024, 8→16→32→64→128→256.
+    ``conv1`` 5×5 → 256, ``conv2-4`` 3×3 → 512, 1024, 2048 (the first ``n_down`` strided,
+    compressing to 4×4), ``conv5`` 3×3/1 → 2048, ``conv6`` 3×3/1 → 1024, then ``n_down + n_up``
+    up-convolutions 4×4/2 ending with …, 512, 256, 128, 64, 32, 3.
+    At 256 px (64×64×133): 64→32→16→8→4, 4→8→…→256 (Table 4).
     """
 
     kind = "sift"
@@ -378,41 +444,27 @@ class SiftDecoder(Decoder):
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
         super().__init__(feature_shape, image_size, width, upsample)
         c, h, w = _spatial(feature_shape, "sift")
-        t = self._table
-        layers: List[nn.Module] = []
-        cin, size, prev, i = c, (h, w), "input", 0
-        top = 256
-        while i == 0 or max(size) > 8:
-            k = 5 if i < 2 else 3
-            top = min(256 * 2**i, 1024)
-            cout = scale_channels(top, width)
-            nsize = (_conv_out(size[0], k, 2), _conv_out(size[1], k, 2))
-            layers.append(_conv(cin, cout, k, 2))
-            t.add(f"conv{i + 1}", prev, (*size, cin), k, 2, (*nsize, cout))
-            prev, cin, size = f"conv{i + 1}", cout, nsize
-            i += 1
-        layers.append(_conv(cin, cin, 3, 1))
-        t.add("conv_mid", prev, (*size, cin), 3, 1, (*size, cin))
-        self.encoder = nn.Sequential(*layers)
-        n_up = _n_doublings(min(size), self.output_size)
-        chans = _up_channels(top // 2, n_up, width)
-        self.tail = _build_tail(self, cin, chans, size, "conv_mid", "uconv")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return _fit(self.tail(self.encoder(x)), (self.output_size, self.output_size))
+        n_down, n_up, side = _shallow_plan(h, w, self.image_size)
+        self._pad_input(c, h, w, side)
+        down = _SIFT_DOWN + [_SIFT_DOWN[-1]] * max(0, n_down - len(_SIFT_DOWN))
+        prev = "input"
+        for i, (k, ch) in enumerate(down + _SIFT_MID):
+            prev = self._add(f"conv{i + 1}", [prev], "conv", self._ch(ch), k, 2 if i < n_down else 1)
+        n = n_down + n_up
+        ups = _last(_SIFT_UP, n, 0)
+        ups = [u or min(1024, _SIFT_UP[0] << (n - len(_SIFT_UP) - j)) for j, u in enumerate(ups)]
+        for j, ch in enumerate(ups):
+            prev = self._add(f"upconv{j + 1}", [prev], "upconv", self._ch(ch), 4)
+        self._finish()
 
 
 class ConvDecoder(Decoder):
     """Decoder for spatial CNN features: AlexNet conv1…conv5 (supplementary Table 6) and any
-    spatial torchvision node.
+    spatial torchvision node (derived parts: module docstring).
 
-    Layers at width 1: ``conv1``, ``conv2``, ``conv3`` 3×3/1 → 256 channels each at the
-    feature resolution, a bilinear resize to the start size of :func:`_conv_plan`, then ×2
-    up-convolutions with 256, 128, 64, 32 (floor 32) channels, the last one to 3 channels.
-
-    AlexNet conv5 (256×6×6) at 256 px: resize 6→8, then 8→16→32→64→128→256 (five
-    up-convolutions, as in the paper); conv1 (27×27) at 256 px: 27→32→…→256 (three).
+    ``conv1-3`` 3×3/1 → 256 at the feature resolution ``F``, then ``n`` up-convolutions 5×5/2
+    with the last ``n`` of 256, 128, 64, 32, 3; ``output_size = F·2^n``,
+    ``n = max(1, round(log2(image_size / F)))``.  conv5 (6×6×256) at 227: 6→…→192 (Table 6).
     """
 
     kind = "conv"
@@ -420,35 +472,24 @@ class ConvDecoder(Decoder):
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
         super().__init__(feature_shape, image_size, width, upsample)
         c, h, w = _spatial(feature_shape, "conv")
-        t = self._table
-        cc = scale_channels(256, width)
-        self.convs = nn.Sequential(_conv(c, cc, 3, 1), _conv(cc, cc, 3, 1), _conv(cc, cc, 3, 1))
-        t.add("conv1", "input", (h, w, c), 3, 1, (h, w, cc))
-        t.add("conv2", "conv1", (h, w, cc), 3, 1, (h, w, cc))
-        t.add("conv3", "conv2", (h, w, cc), 3, 1, (h, w, cc))
-        n_up, start = _conv_plan(min(h, w), self.output_size)
-        self.start_size = start
-        if (h, w) != (start, start):
-            t.add("resize", "conv3", (h, w, cc), "-", "-", (start, start, cc))
-        chans = _up_channels(256, n_up, width)
-        self.tail = _build_tail(self, cc, chans, (start, start), "conv3", "uconv")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        z = self.convs(x)
-        if z.shape[-2:] != (self.start_size, self.start_size):
-            z = F.interpolate(z, size=(self.start_size, self.start_size), mode="bilinear", align_corners=False)
-        return _fit(self.tail(z), (self.output_size, self.output_size))
+        side = max(h, w)
+        self._pad_input(c, h, w, side)
+        n = max(1, _log2_round(self.image_size / side))
+        self.output_size = side * 2**n
+        prev = "input"
+        for i, (k, ch) in enumerate(_CONV_CONVS):
+            prev = self._add(f"conv{i + 1}", [prev], "conv", self._ch(ch), k, 1)
+        for j, ch in enumerate(_last(_CONV_UP, n, _CONV_UP[0])):
+            prev = self._add(f"upconv{j + 1}", [prev], "upconv", self._ch(ch), 5)
+        self._finish()
 
 
 class FCDecoder(Decoder):
     """Decoder for vector features: AlexNet fc6, fc7, fc8 (supplementary Table 7).
 
-    Layers at width 1: ``fc1`` D → 4096, ``fc2`` 4096 → 4096, ``fc3`` 4096 → 4096,
-    reshape to 256×4×4, then ×2 up-convolutions ``uconv1`` → 256, ``uconv2`` → 128,
-    ``uconv3`` → 64, ``uconv4`` → 32, ``uconv5`` → 3 (4→8→16→32→64→128).  The native
-    output size is :func:`fc_output_size` (128 for 256-px images, §5.1); evaluation
-    upsamples bilinearly to ``image_size``.  Any input shape is flattened.
+    ``fc1`` D → 4096, ``fc2``, ``fc3`` → 4096, ``reshape`` to 4×4×256, then ``n`` up-convolutions
+    5×5/2 with the last ``n`` of 256, 128, 64, 32, 3 to ``output_size = 4·2^n``
+    (:func:`fc_output_size`: 128 for 227/256-px images, Table 7).  Any input shape is flattened.
     """
 
     kind = "fc"
@@ -456,45 +497,27 @@ class FCDecoder(Decoder):
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv", output_size: Optional[int] = None) -> None:
         super().__init__(feature_shape, image_size, width, upsample)
         d = int(math.prod(self.feature_shape))
-        if d < 1:
+        if d < 1 or not self.feature_shape:
             raise ValueError(f"invalid feature shape {self.feature_shape}")
-        self.output_size = int(output_size) if output_size is not None else fc_output_size(self.image_size)
-        t = self._table
-        hid = scale_channels(4096, width)
-        self.seed_channels = scale_channels(256, width)
-        seed = 16 * self.seed_channels
-        self.fcs = nn.Sequential(
-            nn.Linear(d, hid), _act(), nn.Linear(hid, hid), _act(), nn.Linear(hid, seed), _act()
-        )
-        t.add("fc1", "input", (d,), "-", "-", (hid,))
-        t.add("fc2", "fc1", (hid,), "-", "-", (hid,))
-        t.add("fc3", "fc2", (hid,), "-", "-", (seed,))
-        t.add("reshape", "fc3", (seed,), "-", "-", (4, 4, self.seed_channels))
-        n_up = _n_doublings(4, self.output_size)
-        chans = _up_channels(256, n_up, width)
-        self.tail = _build_tail(self, self.seed_channels, chans, (4, 4), "reshape", "uconv")
+        seed_side, seed_ch = _FC_SEED
+        out = int(output_size) if output_size is not None else fc_output_size(self.image_size)
+        n = int(round(math.log2(max(out, 1) / seed_side)))
+        if n < 1 or seed_side * 2**n != out:
+            raise ValueError(f"fc output_size must be {seed_side}·2^n with n ≥ 1, got {output_size}")
+        self.output_size = out
+        self._shapes["input"] = (d,)
+        seed = self._ch(seed_ch)
+        prev = "input"
+        for i in range(3):
+            cout = self._ch(_FC_HIDDEN) if i < 2 else seed * seed_side**2
+            prev = self._add(f"fc{i + 1}", [prev], "fc", cout)
+        prev = self._add("reshape", [prev], "reshape", seed)
+        for j, ch in enumerate(_last(_CONV_UP, n, _CONV_UP[0])):
+            prev = self._add(f"upconv{j + 1}", [prev], "upconv", self._ch(ch), 5)
+        self._finish()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        z = self.fcs(x.reshape(x.shape[0], -1)).reshape(x.shape[0], self.seed_channels, 4, 4)
-        return _fit(self.tail(z), (self.output_size, self.output_size))
-
-
-def _build_tail(dec: Decoder, cin: int, chans: List[int], size: Size2, prev: str, prefix: str) -> nn.Module:
-    """Up-convolution chain to 3 channels (or a 3×3 conv when no upsampling is needed)."""
-    t = dec._table
-    if not chans:  # feature map already at least as large as the output
-        t.add(f"{prefix}_out", prev, (*size, cin), 3, 1, (*size, 3))
-        return nn.Conv2d(cin, 3, 3, padding=1)
-    path = _UpPath(cin, chans, dec.upsample)
-    k = 4 if dec.upsample == "deconv" else 3
-    for j, cout in enumerate(chans):
-        nsize = (size[0] * 2, size[1] * 2)
-        t.add(f"{prefix}{j + 1}", prev, (*size, cin), k, 2, (*nsize, cout))
-        prev, cin, size = f"{prefix}{j + 1}", cout, nsize
-    if size != (dec.output_size, dec.output_size):
-        t.add("resize", prev, (*size, 3), "-", "-", (dec.output_size, dec.output_size, 3))
-    return path
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)
 
 
 # --------------------------------------------------------------------------- factory
@@ -506,9 +529,9 @@ def build_decoder(kind: str, feature_shape: Sequence[int], image_size: int, widt
     """Build the decoder ``kind`` ∈ {"two_stream", "sift", "conv", "fc"}.
 
     ``feature_shape`` is the per-image feature shape, ``(C, H, W)`` or ``(D,)``;
-    ``image_size`` the side of the (square) training/evaluation images.  Keyword options:
-    ``upsample`` ("deconv" — default, the paper's — or "nearest"), and for ``fc`` an
-    explicit ``output_size``.  The result maps ``(N, *feature_shape)`` to
+    ``image_size`` the side of the (square) target images.  Keyword options: ``upsample``
+    ("deconv" — default, the paper's — or "nearest"), and for ``fc`` an explicit ``output_size``
+    (``4·2^n``).  The result maps ``(N, *feature_shape)`` to
     ``(N, 3, d.output_size, d.output_size)``.
     """
     if kind not in _BUILDERS:
