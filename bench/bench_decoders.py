@@ -16,7 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from preimage.decoders import build_decoder, decoder_kind_for
+from preimage.decoders import build_decoder
+from preimage.features.base import lookup
 
 PAPER_MS_PER_IMAGE = 5.0
 
@@ -69,7 +70,7 @@ def main() -> None:
     for rep, shape in feature_shapes(args.size).items():
         if args.only and rep not in args.only:
             continue
-        kind = decoder_kind_for(rep, shape)
+        kind = lookup(rep).decoder_kind(shape)
         model = build_decoder(kind, shape, args.size, width=args.width).to(device)
         x = torch.randn(args.batch, *shape, device=device)
         target = torch.rand(args.batch, 3, model.output_size, model.output_size, device=device)

@@ -36,7 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import alexnet
 
 from bench_decoders import feature_shapes  # bench/ is on sys.path when run as a script
-from preimage.decoders import build_decoder, decoder_kind_for
+from preimage.decoders import build_decoder
+from preimage.features.base import lookup
 from preimage.features.alexnet import LAYERS, truncated_alexnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def per_image_costs(size: int, width: float, reps) -> dict:
     for rep in reps:
         shape = shapes[rep]
         target = min(size, CROP) if rep in ALEXNET else size  # AlexNet's decoders reconstruct its crop
-        decoder = build_decoder(decoder_kind_for(rep, shape), shape, target, width=width)
+        decoder = build_decoder(lookup(rep).decoder_kind(shape), shape, target, width=width)
         x = torch.randn(batch, *shape)
         target = torch.rand(batch, 3, decoder.output_size, decoder.output_size)
 
@@ -130,7 +131,7 @@ def paper_jobs(config: dict, costs: dict) -> list:
 def calibrate(size: int, width: float, rep: str, threads: int, repeats: int = 3) -> None:
     torch.set_num_threads(threads)
     shape = feature_shapes(size)[rep]
-    decoder = build_decoder(decoder_kind_for(rep, shape), shape, size, width=width)
+    decoder = build_decoder(lookup(rep).decoder_kind(shape), shape, size, width=width)
     x = torch.randn(4, *shape)
     target = torch.rand(4, 3, decoder.output_size, decoder.output_size)
 

@@ -7,12 +7,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from preimage.features.base import lookup
 from preimage.decoders import (
     LEAKY_SLOPE,
     Decoder,
     build_decoder,
     count_parameters,
-    decoder_kind_for,
     fc_output_size,
     scale_channels,
 )
@@ -139,7 +139,6 @@ def meta_decoder(kind, fs, size, width=1.0, **kw):
 @pytest.mark.parametrize("rep", list(PAPER))
 def test_paper_tables_row_for_row(rep):
     table, kind, fs, size = PAPER[rep]
-    assert decoder_kind_for(rep) == kind
     d = meta_decoder(kind, fs, size)
     assert built_rows(d) == normalised(table)
     assert d.pad == (0, 0)
@@ -420,29 +419,22 @@ def test_input_shape_checked():
 
 
 @pytest.mark.parametrize(
-    "name,kind",
+    "name,shape,kind",
     [
-        ("hog", "two_stream"), ("HOG", "two_stream"), ("hog-uoctti", "two_stream"), ("lbp", "two_stream"),
-        ("lbp_8", "two_stream"), ("sift", "sift"), ("sift-dense", "sift"),
-        ("conv1", "conv"), ("conv5", "conv"), ("conv5-random", "conv"), ("pool5", "conv"), ("norm2", "conv"),
-        ("fc6", "fc"), ("fc6-random", "fc"), ("fc6-ae", "fc"), ("fc7", "fc"), ("fc8", "fc"), ("prob", "fc"),
-        ("torchvision:resnet18:layer4", "conv"), ("torchvision:resnet18:layer2.1.relu", "conv"),
-        ("torchvision:alexnet:features.12", "conv"), ("torchvision:resnet18:avgpool", "fc"),
-        ("torchvision:resnet18:fc", "fc"), ("torchvision:alexnet:classifier.4", "fc"),
-        ("torchvision:vgg16:classifier", "fc"),
+        ("hog", (31, 32, 32), "two_stream"), ("lbp", (58, 16, 16), "two_stream"), ("sift", (133, 64, 64), "sift"),
+        ("conv1", (64, 27, 27), "conv"), ("conv5", (256, 6, 6), "conv"), ("fc6", (4096,), "fc"),
+        ("fc8", (1000,), "fc"), ("torchvision:resnet18:layer4", (512, 7, 7), "conv"),
+        ("torchvision:resnet18:avgpool", (512, 1, 1), "fc"), ("torchvision:vit_b_16:encoder", (768,), "fc"),
     ],
 )
-def test_decoder_kind_for(name, kind):
-    assert decoder_kind_for(name) == kind
+def test_each_representation_declares_its_decoder(name, shape, kind):
+    # the representation class decides (supplementary Tables 3-7), not its name
+    assert lookup(name).decoder_kind(shape) == kind
 
 
-def test_decoder_kind_for_with_shape():
-    assert decoder_kind_for("torchvision:vit_b_16:encoder", (768,)) == "fc"
-    assert decoder_kind_for("torchvision:resnet18:layer4", (512, 1, 1)) == "fc"
-    assert decoder_kind_for("torchvision:resnet18:avgpool", (512, 7, 7)) == "conv"
-    assert decoder_kind_for("mystery", (64, 8, 8)) == "conv"
-    with pytest.raises(ValueError):
-        decoder_kind_for("mystery")
+def test_no_decoder_for_features_of_other_ranks():
+    with pytest.raises(ValueError, match="no decoder"):
+        lookup("torchvision:resnet18:layer4").decoder_kind((4, 5))
 
 
 def test_tiny_decoder_fits_a_batch():

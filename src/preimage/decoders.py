@@ -94,7 +94,7 @@ What is derived (ours)
   upsampling followed by a stride-1 convolution with kernel K (K−1 when K is even, 3 for the
   tables' 4), which avoids checkerboard artefacts.  The default ``"deconv"`` is the paper's.
 
-Public API: :func:`build_decoder`, :func:`decoder_kind_for`, :func:`count_parameters`,
+Public API: :func:`build_decoder`, :func:`count_parameters`,
 :func:`fc_output_size`, :func:`scale_channels`; :class:`Decoder` (``kind``, ``feature_shape``,
 ``image_size``, ``output_size``, ``width``, ``upsample``, ``layers``, ``describe()``).
 """
@@ -122,7 +122,6 @@ __all__ = [
     "FCDecoder",
     "build_decoder",
     "count_parameters",
-    "decoder_kind_for",
     "fc_output_size",
     "scale_channels",
 ]
@@ -541,51 +540,3 @@ def build_decoder(kind: str, feature_shape: Sequence[int], image_size: int, widt
     if kind != "fc" and "output_size" in kwargs:
         raise TypeError("output_size is only configurable for the fc decoder")
     return _BUILDERS[kind](tuple(feature_shape), int(image_size), width=width, **kwargs)
-
-
-_FC_TOKENS = re.compile(r"^(fc\d*|prob|softmax|logits?|classifier.*|avgpool|flatten|head|pre_logits|pool)$")
-_CONV_TOKENS = re.compile(r"^(conv\d*|pool\d+|norm\d+|relu\d+|features.*|layer\d*.*|stage\d*.*|block\d*.*|mixed.*)$")
-
-
-def decoder_kind_for(representation_name: str, feature_shape: Optional[Sequence[int]] = None) -> str:
-    """Decoder kind for a representation name (suffixes after ``-`` / ``_`` ignored).
-
-    ``hog*``, ``lbp*`` → "two_stream"; ``sift*`` / ``dsift*`` → "sift"; ``conv1``…``conv5``
-    (also ``pool*``, ``norm*``) and spatial ``torchvision:<model>:<node>`` nodes → "conv";
-    ``fc6``…``fc8``, ``prob`` and vector nodes → "fc".  Examples: ``fc6-random`` → fc,
-    ``torchvision:resnet18:layer4`` → conv, ``torchvision:resnet18:fc`` → fc.
-
-    When ``feature_shape`` is given it decides for CNN/torchvision names: a vector
-    (``(D,)`` or ``(C, 1, 1)``) → "fc", a map → "conv".  Unknown names without a shape
-    raise ``ValueError``.
-    """
-    name = representation_name.strip().lower()
-    if not name:
-        raise ValueError("empty representation name")
-    is_vector = None
-    if feature_shape is not None:
-        fs = tuple(int(v) for v in feature_shape)
-        is_vector = len(fs) == 1 or (len(fs) == 3 and fs[1] * fs[2] == 1)
-
-    if name.startswith("torchvision:") or name.count(":") >= 2:
-        if is_vector is not None:
-            return "fc" if is_vector else "conv"
-        node = name.split(":")[-1]
-        last = node.split(".")[0] if node.split(".")[0] in ("classifier", "head", "heads", "fc") else node
-        leaf = node.split(".")[-1]
-        if _FC_TOKENS.match(last) or _FC_TOKENS.match(node) or leaf in ("avgpool", "flatten", "fc", "logits"):
-            return "fc"
-        return "conv"
-
-    base = re.split(r"[-_:/\s]", name, maxsplit=1)[0]
-    if base.startswith(("hog", "lbp")):
-        return "two_stream"
-    if base in ("sift", "dsift", "densesift") or base.startswith("sift"):
-        return "sift"
-    if re.fullmatch(r"fc\d*|prob|softmax|logits?", base):
-        return "fc"
-    if _CONV_TOKENS.match(base):
-        return "conv"
-    if is_vector is not None:
-        return "fc" if is_vector else "conv"
-    raise ValueError(f"cannot infer a decoder kind for representation {representation_name!r}")

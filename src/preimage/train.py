@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from preimage import store
-from preimage.decoders import build_decoder, decoder_kind_for
+from preimage.decoders import build_decoder
 from preimage.devices import resolve_device
 
 log = logging.getLogger("preimage.train")
@@ -265,15 +265,16 @@ def train_decoder(
     with store.FeatureStore(features_path) as feats, store.ImageStore(images_path) as imgs:
         count, feature_shape = len(feats), feats.shape
         feature_attrs = feats.attrs
-        if "target_size" not in feature_attrs:
-            raise ValueError(f"{features_path} does not record the image region its features see (target_size): "
-                             "it was written by an older preimage; delete it and rerun")
+        missing = [key for key in ("target_size", "decoder_kind") if key not in feature_attrs]
+        if missing:
+            raise ValueError(f"{features_path} does not record {' and '.join(missing)}: it was written by an older "
+                             "preimage; delete it and rerun")
         image_size = int(feature_attrs["target_size"])
         if image_size > imgs.size:
             raise ValueError(f"{features_path} sees {image_size}-px images but {images_path} holds {imgs.size}-px ones")
         train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
-    kind = decoder_kind_for(representation, feature_shape)
+    kind = feature_attrs["decoder_kind"]
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
     fingerprint = cfg.fingerprint({"representation": representation, "features": feature_attrs.get("identity"),
                                    "images_sha256": feature_attrs.get("images_sha256"), "count": count})
@@ -334,7 +335,7 @@ def train_autoencoder(
     rms = float(values.double().pow(2).mean().sqrt())
     scale = 1.0 / rms if rms > 0 else 1.0
     feature_shape = tuple(encoder.output_shape(image_size, image_size))
-    kind = decoder_kind_for(layer, feature_shape)
+    kind = encoder.decoder_kind(feature_shape)
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
     identity = encoder.identity()
     fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,

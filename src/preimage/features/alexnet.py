@@ -105,6 +105,8 @@ def truncated_alexnet(model: nn.Module, layer: str) -> nn.Sequential:
 class AlexNetRepresentation(CNNRepresentation):
     """One AlexNet layer (``conv1`` … ``fc8``) as a representation."""
 
+    family = "alexnet"
+
     def __init__(
         self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 227, arch: str = "torchvision",
         **extra: Any,

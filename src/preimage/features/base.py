@@ -35,6 +35,8 @@ class Representation:
     """Base class of a feature representation Φ."""
 
     name: str = ""
+    #: the section under ``features:`` in the config that holds this representation's parameters
+    family: str = ""
     differentiable: bool = False
     sparse: bool = False
     sparse_width: int = 0
@@ -47,6 +49,18 @@ class Representation:
 
     def compute(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def decoder_kind(cls, feature_shape: Tuple[int, ...]) -> str:
+        """The decoder (:mod:`preimage.decoders`) that inverts features of ``feature_shape``: feature
+        maps get the convolutional decoder (supplementary Table 6), vectors and 1×1 maps the fully
+        connected one (Table 7). HOG, LBP and SIFT declare their own (Tables 3-5)."""
+        shape = tuple(int(v) for v in feature_shape)
+        if len(shape) == 1 or (len(shape) == 3 and shape[1] * shape[2] == 1):
+            return "fc"
+        if len(shape) == 3:
+            return "conv"
+        raise ValueError(f"{cls.__name__}: no decoder for features of per-image shape {shape}")
 
     def target_size(self, image_size: int) -> int:
         """Side of the centre square of an ``image_size`` image that Φ sees: the part a decoder

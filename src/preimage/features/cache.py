@@ -59,6 +59,7 @@ def compute_cache(
         "device": str(target),
     }
     shape = tuple(int(s) for s in rep.output_shape(size, size))
+    attrs["decoder_kind"] = rep.decoder_kind(shape)  # declared by the representation
     log.info("%s on %d images of %d px → %s per image (%s, %s, device %s)", representation, count, size, shape,
              "sparse" if rep.sparse else "dense", attrs["dtype"], target)
     bar = tqdm(total=count, desc=representation, unit="img", disable=not sys.stderr.isatty(), dynamic_ncols=True)

@@ -312,6 +312,13 @@ def _normalise(h: torch.Tensor) -> torch.Tensor:
 class HOG(Representation):
     """UoCTTI HOG (31 channels) as VLFeat ``vl_hog``; parameter ``cell_size`` (default 8)."""
 
+    family = "hog"
+
+    @classmethod
+    def decoder_kind(cls, feature_shape) -> str:
+        """Supplementary Table 3."""
+        return "two_stream"
+
     name = "hog"
     differentiable = True
 

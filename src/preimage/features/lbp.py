@@ -310,6 +310,13 @@ def _cell_counts(height: int, width: int, cell_size: int, cells: str) -> Tuple[i
 class LBP(Representation):
     """Uniform LBP histograms (VLFeat ``vl_lbp``), output ``(N, 58, ceil(H/cell), ceil(W/cell))``."""
 
+    family = "lbp"
+
+    @classmethod
+    def decoder_kind(cls, feature_shape) -> str:
+        """Supplementary Table 5."""
+        return "two_stream"
+
     name = "lbp"
     differentiable = False
     sparse = False

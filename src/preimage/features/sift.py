@@ -198,6 +198,13 @@ def densify(
 class SIFT(Representation):
     """SIFT on a 4×4 grid (OpenCV detector, VLFeat-like settings), ``(N, 133, ceil(H/4), ceil(W/4))``."""
 
+    family = "sift"
+
+    @classmethod
+    def decoder_kind(cls, feature_shape) -> str:
+        """Supplementary Table 4."""
+        return "sift"
+
     name = "sift"
     differentiable = False
     sparse = True

@@ -65,6 +65,8 @@ class CNNRepresentation(Representation):
 
     differentiable = True
     takes_name = True
+    #: a network with weights: GPU jobs, an untrained control (``weights: random``)
+    has_weights = True
 
     def _load(
         self, model_name: str, weights: Any, seed: int, crop: int, loader: Optional[Callable[..., LoadedModel]] = None
@@ -157,6 +159,8 @@ class CNNRepresentation(Representation):
 @register("torchvision", prefix=True)
 class TorchvisionRepresentation(CNNRepresentation):
     """``torchvision:<model>:<node>`` — the output of graph node ``<node>`` of torchvision's ``<model>``."""
+
+    family = "torchvision"
 
     def __init__(
         self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 224, **extra: Any

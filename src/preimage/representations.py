@@ -1,0 +1,227 @@
+"""Every representation a configuration asks for, resolved in one place.
+
+A configured name (``hog``, ``fc6``, ``torchvision:resnet50:layer4``) and the variants the
+workflow derives from it (``fc6-ae``: the autoencoder of §5.2, ``fc6-random``: the same layer of
+an untrained network) each become one :class:`RepresentationSpec`: its file-system slug, the name
+to show in tables, its family (the ``features:`` section that parameterises it), the base
+representation it derives from, its variant, the parameters that create it and whether its
+features are computed on a GPU. What a representation *is* (decoder kind, crop, differentiability)
+is declared by its class in :mod:`preimage.features`; this module only asks.
+
+:class:`Catalog` holds the specs of one configuration and answers the workflow's questions (which
+slugs get a decoder, which AlexNet layers are configured, which layers an analysis runs on). The
+rule files and the library both use it, so no name is parsed anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from preimage.features.base import lookup
+
+__all__ = ["ALEXNET_LAYERS", "SHALLOW", "VARIANTS", "Catalog", "RepresentationSpec", "per_rep", "slug_of"]
+
+#: The layers of AlexNet in depth order (paper Table 1).
+ALEXNET_LAYERS: Tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+#: The shallow representations of paper §2, in the order of Table 2.
+SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp")
+#: Variant suffixes: the autoencoder of §5.2 and the untrained-network control.
+VARIANTS: Dict[str, str] = {"ae": "autoencoder", "random": "untrained network"}
+
+
+def slug_of(name: str) -> str:
+    """File-system name of a configured representation: ``torchvision:resnet50:layer4`` →
+    ``resnet50@layer4``, ``family:node`` → ``family@node``; plain names are their own slug."""
+    parts = name.split(":")
+    if parts[0] == "torchvision" and len(parts) == 3:
+        return f"{parts[1]}@{parts[2]}"
+    return "@".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class RepresentationSpec:
+    """One representation of a configuration (a configured name or a variant of one)."""
+
+    slug: str  #: file-system name: ``hog``, ``fc6-ae``, ``resnet50@layer4``
+    name: str  #: the configured name of the base representation: ``fc6``, ``torchvision:resnet50:layer4``
+    family: str  #: the ``features:`` section holding its parameters: ``hog``, ``alexnet``, ``torchvision``
+    variant: Optional[str]  #: None, or a key of :data:`VARIANTS`
+    params: Mapping[str, Any]  #: keyword arguments of ``preimage.features.create(name, **params)``
+    uses_gpu: bool  #: a network: its features, decoder and analyses are GPU jobs
+
+    @property
+    def base(self) -> str:
+        """Slug of the representation this one derives from (itself when not a variant)."""
+        return self.slug[: -len(self.variant) - 1] if self.variant else self.slug
+
+    @property
+    def display(self) -> str:
+        """The name in tables and figures: the configured name, or the slug of a variant."""
+        return self.slug if self.variant else self.name
+
+    @property
+    def is_alexnet_layer(self) -> bool:
+        return self.family == "alexnet" and self.name in ALEXNET_LAYERS
+
+    def create(self):
+        """The representation itself (loads its network's weights)."""
+        from preimage.features import create
+
+        return create(self.name, **self.params)
+
+
+def per_rep(value: Any, spec: RepresentationSpec) -> Any:
+    """A config value that is one value for all, or a mapping ``{default: v, <name>: v}``: the
+    entry of the slug (``fc6-ae``), else of the base representation (``fc6``), else ``default``."""
+    if isinstance(value, Mapping):
+        for key in (spec.slug, spec.display, spec.base, spec.name):
+            if key in value:
+                return value[key]
+        return value.get("default")
+    return value
+
+
+class Catalog:
+    """The representations of one validated configuration, variants included, in a fixed order:
+    the configured names, then the autoencoders, then the untrained controls."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        features = config["features"]
+        self.notes: List[str] = []
+        specs: Dict[str, RepresentationSpec] = {}
+        for name in config["representations"]:
+            cls = lookup(name)
+            family = cls.family or name
+            spec = RepresentationSpec(slug_of(name), name, family, None, dict(features.get(family, {})),
+                                      uses_gpu=bool(getattr(cls, "has_weights", False)))
+            specs[spec.slug] = spec
+        self._base = dict(specs)
+        variants = config["variants"]
+        for layer in self.configured(variants["autoencoder"], "variants.autoencoder"):
+            base = specs[slug_of(layer)]
+            if base.family != "alexnet":
+                raise ValueError(f"variants.autoencoder: {layer} is not an AlexNet layer; autoencoders fine-tune "
+                                 f"AlexNet ({', '.join(ALEXNET_LAYERS)})")
+            specs[f"{base.slug}-ae"] = dataclasses.replace(base, slug=f"{base.slug}-ae", variant="ae")
+        for base in self._controlled(variants["untrained_control"]):
+            params = {**base.params, "weights": "random"}
+            specs[f"{base.slug}-random"] = dataclasses.replace(base, slug=f"{base.slug}-random", variant="random",
+                                                               params=params)
+        self.specs = specs
+
+    def _controlled(self, mode: str) -> List[RepresentationSpec]:
+        """Networks that get an untrained control: ``always``, or ``auto`` where the configured
+        weights are trained ones (never for ``never``)."""
+        if mode == "never":
+            return []
+        return [s for s in self._base.values()
+                if s.uses_gpu and (mode == "always" or str(s.params.get("weights", "random")) != "random")]
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def __getitem__(self, slug: str) -> RepresentationSpec:
+        return self.specs[slug]
+
+    def __contains__(self, slug: str) -> bool:
+        return slug in self.specs
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @property
+    def slugs(self) -> List[str]:
+        return list(self.specs)
+
+    @property
+    def base_slugs(self) -> List[str]:
+        """The configured representations (no variants)."""
+        return list(self._base)
+
+    def configured(self, names: Optional[Iterable[str]], key: str) -> List[str]:
+        """Slugs of ``names`` (a list from the config under ``key``) that are configured
+        representations; the others are skipped with a note, so that a shorter
+        ``representations`` list never makes the rest of a config invalid."""
+        if names is None:
+            return []
+        kept, skipped = [], []
+        for name in dict.fromkeys(names):
+            slug = slug_of(name)
+            (kept if slug in self._base else skipped).append(slug if slug in self._base else name)
+        if skipped:
+            self.notes.append(f"{key} skips {', '.join(skipped)} (not in representations)")
+        return kept
+
+    def with_variant(self, variant: Optional[str]) -> List[str]:
+        return [slug for slug, spec in self.specs.items() if spec.variant == variant]
+
+    def alexnet_layers(self) -> List[str]:
+        """The configured AlexNet layers (no variants), in depth order."""
+        return [layer for layer in ALEXNET_LAYERS if layer in self._base and self._base[layer].family == "alexnet"]
+
+    def shallow(self) -> List[str]:
+        return [slug for slug in SHALLOW if slug in self._base]
+
+    def decoder_slugs(self) -> List[str]:
+        """Representations whose decoder the ``train`` rule makes (autoencoders train their own)."""
+        return [slug for slug, spec in self.specs.items() if spec.variant != "ae"]
+
+    def feature_slugs(self, gpu: bool) -> List[str]:
+        """Feature caches computed on a GPU (networks) or on the CPU (HOG, SIFT, LBP)."""
+        return [slug for slug, spec in self.specs.items() if spec.uses_gpu == gpu]
+
+    # -- parameters -----------------------------------------------------------------------
+
+    def feature_params(self, slug: str, results: str) -> Dict[str, Any]:
+        """``create`` parameters of one representation: only its own family's keys, so that a
+        HOG parameter reruns HOG's cache and nothing else. An autoencoder's network is its
+        fine-tuned encoder, written by its training job under ``results``."""
+        spec = self.specs[slug]
+        params = dict(spec.params)
+        if spec.variant == "ae":
+            params["weights"] = f"{results}/{slug}/encoder.pt"
+        return params
+
+    def train_params(self, slug: str) -> Dict[str, Any]:
+        """Training and decoder parameters of one representation (only its own epochs/width)."""
+        spec = self.specs[slug]
+        cfg = {k: v for k, v in self.config["train"].items() if k != "threads"}
+        cfg["epochs"] = per_rep(cfg["epochs"], spec)
+        cfg["width"] = per_rep(self.config["decoder"]["width"], spec)
+        cfg["upsample"] = self.config["decoder"]["upsample"]
+        return cfg
+
+    # -- analyses (paper §4, §5.3-5.5) -----------------------------------------------------
+
+    def perturbation_slugs(self) -> List[str]:
+        """§5.4: the configured layers (all AlexNet layers when unset) and their autoencoders."""
+        layers = self.config["analyses"]["perturbation"]["layers"]
+        layers = self.alexnet_layers() if layers is None else self.configured(layers, "analyses.perturbation.layers")
+        return layers + [f"{l}-ae" for l in layers if f"{l}-ae" in self.specs]
+
+    def analysis_slugs(self, analysis: str) -> List[str]:
+        """The configured layers of ``analyses.<analysis>.layers`` that are representations."""
+        return self.configured(self.config["analyses"][analysis]["layers"], f"analyses.{analysis}.layers")
+
+    def single_unit_slugs(self) -> List[str]:
+        """Supplementary Figure 17: vector layers only."""
+        return [s for s in self.analysis_slugs("single_units") if s.startswith("fc")]
+
+    def mahendran_vedaldi_slugs(self) -> List[str]:
+        """Where the optimisation baseline runs beside a decoder of the same representation."""
+        return self.configured(self.config["baselines"]["mahendran_vedaldi"]["representations"],
+                               "baselines.mahendran_vedaldi.representations")
+
+    def options(self, slug: str, results: str) -> Dict[str, Any]:
+        """(name, parameters) that recreate a representation inside an analysis job."""
+        return {"name": self.specs[slug].name, "params": self.feature_params(slug, results)}
+
+
+def describe(catalog: Catalog) -> Sequence[str]:
+    """One line per representation, for logs and tests."""
+    return [f"{s.slug}: {s.family}" + (f" ({VARIANTS[s.variant]} of {s.base})" if s.variant else "")
+            for s in catalog.specs.values()]
