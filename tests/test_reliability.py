@@ -5,6 +5,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -188,6 +189,28 @@ def test_job_logs_its_fatal_error_with_the_traceback(tmp_path, capsys):
     assert "demo failed: ValueError: the reason it failed" in err and f"traceback in {log}" in err
 
 
+def test_sigterm_is_logged_and_partial_outputs_removed(tmp_path):
+    log, out = tmp_path / "logs" / "demo.log", tmp_path / "out" / "features.h5"
+    code = (
+        "import time, types\nfrom preimage import logs, store\n"
+        f"smk = types.SimpleNamespace(log=[{str(log)!r}], output=[{str(out)!r}], params=types.SimpleNamespace(), "
+        "rule='demo')\n"
+        "with logs.job(smk):\n"
+        f"    with store.atomic_path({str(out)!r}) as tmp:\n"
+        "        open(tmp, 'w').write('partial')\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(120)\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), ENV.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode == 143
+    assert "demo failed: Terminated: stopped by signal SIGTERM" in log.read_text()
+    assert list(out.parent.iterdir()) == []
+
+
 def test_every_script_uses_the_common_job_setup():
     for script in (ROOT / "workflow" / "scripts").glob("*.py"):
         text = script.read_text()
@@ -243,7 +266,8 @@ def _folder(root, counts):
 
 def test_folder_with_too_few_images_is_refused(tmp_path):
     root = _folder(tmp_path / "images", {"cats": 5, "dogs": 2})
-    config = {"data": {"source": "folder", "root": str(root), "train_per_class": 3, "test_per_class": 1}}
+    config = {"results": str(tmp_path / "results"),
+              "data": {"source": "folder", "root": str(root), "train_per_class": 3, "test_per_class": 1}}
     with pytest.raises(Exception) as info:
         validate_config(config, deep=True)
     message = str(info.value)
@@ -253,11 +277,23 @@ def test_folder_with_too_few_images_is_refused(tmp_path):
     validate_config(config, deep=True)
 
 
+def test_images_are_not_counted_again_once_extracted(tmp_path):
+    root = _folder(tmp_path / "images", {"cats": 1})
+    config = {"results": str(tmp_path / "results"),
+              "data": {"source": "folder", "root": str(root), "train_per_class": 3, "test_per_class": 1}}
+    with pytest.raises(Exception, match="class 'cats' has 1"):
+        validate_config(config, deep=True)
+    (tmp_path / "results/data").mkdir(parents=True)
+    for split in ("train", "test"):
+        (tmp_path / "results/data" / f"{split}.h5").write_bytes(b"")
+    validate_config(config, deep=True)
+
+
 def test_imagenet_counts_train_and_val_separately(tmp_path):
     root = tmp_path / "ilsvrc"
     _folder(root / "train", {"n01": 4, "n02": 4})
     _folder(root / "val", {"n01": 2, "n02": 1})
-    config = {"data": {"source": "imagenet", "root": str(root), "train_per_class": 4, "test_per_class": 2}}
+    config = {"results": str(tmp_path / "results"), "data": {"source": "imagenet", "root": str(root), "train_per_class": 4, "test_per_class": 2}}
     with pytest.raises(Exception, match=r"data.test_per_class: class 'n02' has 1 candidate image file\(s\) in val/"):
         validate_config(config, deep=True)
     config["data"]["train_per_class"] = 5

@@ -11,7 +11,9 @@ With ``deep=True`` (the main Snakemake process; not the jobs it starts) two more
 that would otherwise fail only inside a job, possibly after hours of extraction:
 ``torchvision:<model>:<node>`` names are checked against torchvision's models and the model's
 graph nodes (traced on the ``meta`` device, no weights), and for ``data.source`` ``folder`` and
-``imagenet`` the candidate image files of every class are counted (listing only, nothing decoded).
+``imagenet`` the candidate image files of every class are counted (listing only, nothing decoded;
+skipped once ``{results}/data/train.h5`` and ``test.h5`` exist, so that later runs on ImageNet do
+not list 1.28 M files each time; extraction itself still stops early when a class is short).
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ def deep_problems(config: Mapping[str, Any]) -> List[str]:
             if problem:
                 problems.append(f"representations: {problem}")
     data = config.get("data", {})
-    if data.get("source") in ("folder", "imagenet"):
+    results = Path(config.get("results", "results")) / "data"
+    extracted = (results / "train.h5").exists() and (results / "test.h5").exists()
+    if data.get("source") in ("folder", "imagenet") and not extracted:
         from preimage.data import candidate_shortfalls
 
         problems.extend(candidate_shortfalls(data))

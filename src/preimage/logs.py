@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Any, Iterator, List, Optional, Sequence
@@ -80,6 +81,15 @@ def log_failure(err: BaseException, logger: logging.Logger = LOG, where: str = "
         sys.stderr.flush()
 
 
+class Terminated(BaseException):
+    """The job received SIGTERM (a cluster time limit, ``scancel``, Snakemake stopping)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name} (a time limit, a cancel or Snakemake "
+                     "stopping); rerun to continue (training resumes from its last checkpoint)")
+
+
 def _own_outputs(smk: Any) -> List[str]:
     """The job's outputs and its checkpoint (``params.checkpoint``, outside the outputs)."""
     paths = [str(p) for p in getattr(smk, "output", [])]
@@ -98,11 +108,17 @@ def job(smk: Any, outputs: Optional[Sequence[str]] = None) -> Iterator[logging.L
 
     Opens the job's log (``snakemake.log[0]``), removes stale temporaries of the job's own
     outputs (and checkpoint), takes threads and a GPU slot, logs where the job runs. An error in
-    the body is logged (one line, then the traceback) and the script exits with status 1.
+    the body is logged (one line, then the traceback) and the script exits with status 1. SIGTERM
+    becomes :class:`Terminated`, so it is logged too and partial outputs are removed on the way
+    out (exit status 143).
     """
     log_paths = list(getattr(smk, "log", []) or [])
     logger = setup(str(log_paths[0]) if log_paths else None)
     rule = getattr(smk, "rule", None) or "job"
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         from preimage import devices, store
 
@@ -120,6 +136,12 @@ def job(smk: Any, outputs: Optional[Sequence[str]] = None) -> Iterator[logging.L
     except KeyboardInterrupt as err:
         log_failure(err, logger, rule)
         raise
+    except Terminated as err:
+        log_failure(err, logger, rule)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except BaseException as err:  # noqa: BLE001 - every failure must reach the job's log
         log_failure(err, logger, rule)
         raise SystemExit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
