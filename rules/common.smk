@@ -4,8 +4,11 @@ import sys
 
 from preimage.config import ConfigError, load_schema, validate_config
 
+# deep: torchvision model/node names and image counts, checked once by the main process (not again
+# by every job a cluster executor starts).
 try:
-    _validated = validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")))
+    _validated = validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")),
+                                 deep=getattr(workflow, "is_main_process", True))
 except ConfigError as _err:
     sys.stderr.write(f"preimage: {_err}\n")
     raise SystemExit(1)
@@ -13,6 +16,13 @@ config.clear()
 config.update(_validated)
 
 R = config["results"]
+
+
+def workflow_is_main():
+    """True in the Snakemake process the user started (notes are printed there only)."""
+    return getattr(workflow, "is_main_process", True)
+
+
 DATA = config["data"]
 FEATURES = config["features"]
 
@@ -28,8 +38,13 @@ def rep_slug(name):
 ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 #: The configured representations, by file-system name.
 BASE_REPS = {rep_slug(name): name for name in config["representations"]}
-#: Variants of AlexNet layers (§5.2): {layer}-ae autoencoders, {layer}-random untrained controls.
-AE_LAYERS = list(dict.fromkeys(config["variants"]["autoencoder"]))
+#: Variants of AlexNet layers (§5.2): {layer}-ae autoencoders, {layer}-random untrained controls,
+#: only for layers in ``representations`` (as the analyses' layer lists; the rest are noted).
+AE_LAYERS = [l for l in dict.fromkeys(config["variants"]["autoencoder"]) if l in BASE_REPS]
+_ae_skipped = [l for l in config["variants"]["autoencoder"] if l not in BASE_REPS]
+if _ae_skipped and workflow_is_main():
+    sys.stderr.write(f"preimage: note: variants.autoencoder skips {', '.join(_ae_skipped)} "
+                     "(not in representations)\n")
 _control = config["variants"]["untrained_control"]
 _trained = FEATURES["alexnet"]["weights"] != "random"
 RANDOM_LAYERS = [l for l in BASE_REPS if l in ALEXNET_LAYERS] if _control == "always" or (_control == "auto" and _trained) else []

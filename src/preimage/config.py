@@ -4,7 +4,16 @@
 ``workflow/schemas/config.schema.yaml``; defaults there are filled in (recursively), then the
 result is validated; semantic checks that a schema cannot express (a data root that must exist)
 follow. Errors are collected into one :class:`ConfigError` whose message names every offending
-key as a dotted path (``data.size``), so a user sees what to fix instead of a traceback.
+key as a dotted path (``data.size``), so a user sees what to fix instead of a traceback; a
+single problem is one line.
+
+With ``deep=True`` (the main Snakemake process; not the jobs it starts) two more checks run
+that would otherwise fail only inside a job, possibly after hours of extraction:
+``torchvision:<model>:<node>`` names are checked against torchvision's models and the model's
+graph nodes (traced on the ``meta`` device, no weights), and for ``data.source`` ``folder`` and
+``imagenet`` the candidate image files of every class are counted (listing only, nothing decoded;
+skipped once ``{results}/data/train.h5`` and ``test.h5`` exist, so that later runs on ImageNet do
+not list 1.28 M files each time; extraction itself still stops early when a class is short).
 """
 
 from __future__ import annotations
@@ -108,8 +117,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
-def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> Dict[str, Any]:
-    """Return a validated deep copy of ``config`` with defaults filled in, or raise :class:`ConfigError`."""
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None,
+                    deep: bool = False) -> Dict[str, Any]:
+    """Return a validated deep copy of ``config`` with defaults filled in, or raise :class:`ConfigError`.
+
+    ``deep`` adds :func:`deep_problems` (torchvision names, image counts), run only once the
+    rest is valid."""
     schema = schema if schema is not None else load_schema()
     result = coerce_command_line_strings(copy.deepcopy(dict(config)), schema)
     fill_defaults(result, schema)
@@ -119,9 +132,34 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     )
     if not problems:
         problems.extend(semantic_problems(result))
+    if not problems and deep:
+        problems.extend(deep_problems(result))
+    if len(problems) == 1:
+        raise ConfigError(f"invalid configuration: {problems[0]}")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return result
+
+
+def deep_problems(config: Mapping[str, Any]) -> List[str]:
+    """Checks that look outside the config: torchvision model and node names, and (for the folder
+    and imagenet sources) whether every class has enough candidate image files."""
+    problems = []
+    for name in config.get("representations", []):
+        if name.startswith("torchvision:"):
+            from preimage.features.torchvision_net import name_problem
+
+            problem = name_problem(name)
+            if problem:
+                problems.append(f"representations: {problem}")
+    data = config.get("data", {})
+    results = Path(config.get("results", "results")) / "data"
+    extracted = (results / "train.h5").exists() and (results / "test.h5").exists()
+    if data.get("source") in ("folder", "imagenet") and not extracted:
+        from preimage.data import candidate_shortfalls
+
+        problems.extend(candidate_shortfalls(data))
+    return problems
 
 
 def semantic_problems(config: Mapping[str, Any]) -> List[str]:

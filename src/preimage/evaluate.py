@@ -22,7 +22,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -126,7 +125,7 @@ def evaluate_decoder(
         errs = {m: [] for m in ("decoder", "mean_image", "nearest_neighbour")}
         psnrs = {m: [] for m in errs}
         ssims = {m: [] for m in errs}
-        with store.atomic_path(reconstructions_h5) as tmp, h5py.File(tmp, "w") as out:
+        with store.atomic_path(reconstructions_h5) as tmp, store.create_h5(tmp) as out:
             dataset = out.create_dataset("reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
                                          chunks=(1, 3, size, size), compression=store.COMPRESSION)
             store.write_attrs(out, store.provenance(representation=representation, label=label,
@@ -164,7 +163,7 @@ def show_indices(count: int, n_show: int) -> np.ndarray:
 
 
 def _label_of(reconstructions_h5: str) -> str:
-    with h5py.File(reconstructions_h5, "r") as handle:
+    with store.reading(reconstructions_h5) as handle:
         return str(store.read_attrs(handle).get("label", ""))
 
 
@@ -172,7 +171,7 @@ def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path
     """Inputs above reconstructions for the fixed test images (the per-representation figure)."""
     from preimage import figures
 
-    with h5py.File(reconstructions_h5, "r") as handle, \
+    with store.reading(reconstructions_h5) as handle, \
             store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
         pick = show_indices(len(images), n_show)
         attrs = store.read_attrs(handle)
@@ -190,7 +189,7 @@ def group_figure(test_images_path: str, reconstructions: Dict[str, str], png_pat
         pick = show_indices(len(images), n_show)
         inputs = images.take(pick)
     for rep, path in reconstructions.items():
-        with h5py.File(path, "r") as handle:
+        with store.reading(path) as handle:
             rows[rep] = handle["reconstructions"][np.sort(pick)]
             label = str(store.read_attrs(handle).get("label", ""))
             if label and label != rep:

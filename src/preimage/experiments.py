@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -144,7 +143,7 @@ def interpolation(rep: str, decoder_path: str, test_features_path: str, h5_path:
         strips = np.stack([_uint8(inverter(analyses.interpolate(torch.from_numpy(feats.take([a])[0]),
                                                                 torch.from_numpy(feats.take([b])[0]), steps)))
                            for a, b in chosen])
-    with store.atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as handle:
+    with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
         handle.create_dataset("strips", data=strips, compression=store.COMPRESSION)
         handle.create_dataset("pairs", data=np.array(chosen))
         store.write_attrs(handle, store.provenance(representation=rep, label=inverter.label, steps=steps))
@@ -157,7 +156,7 @@ def interpolation_overview(strips: Mapping[str, str], png_path: str) -> None:
     """The first interpolation pair of every layer, one row each (Figure 10 layout)."""
     rows = []
     for rep, path in strips.items():
-        with h5py.File(path, "r") as handle:
+        with store.reading(path) as handle:
             rows.append((rep, handle["strips"][0]))
     figures.image_grid(rows, png_path, title="Interpolation between the features of two test images (cf. paper Figure 10)")
 
@@ -378,7 +377,7 @@ def mahendran_vedaldi(rep: str, representation, decoder_path: str, test_images_p
         rows.append(row)
     table = pd.DataFrame(rows)
     _write_csv(table, csv_path)
-    with store.atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as handle:
+    with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
         handle.create_dataset("indices", data=np.asarray(pick))
         handle.create_dataset("decoder", data=_uint8(decoded), compression=store.COMPRESSION)
         handle.create_dataset("mahendran_vedaldi", data=_uint8(optimised), compression=store.COMPRESSION)

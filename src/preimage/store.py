@@ -8,18 +8,33 @@ Two kinds of file share these helpers (design.md, "Data flow"):
   (N, C, H, W) or (N, D), or for sparse representations a keypoint ``table`` plus ``offsets``.
 
 Every file is written under a temporary name in the same folder and renamed when complete
-(:func:`atomic_path`), so a killed job never leaves a file that looks finished. Attributes hold
-the parameters (as JSON), the package version and whatever identity the writer adds.
-Readers stream in batches; nothing here loads a whole dataset unless asked to.
+(:func:`atomic_path`), so a killed job never leaves a file that looks finished; a job removes
+the temporaries that killed runs left beside its own outputs (:func:`remove_stale_temporaries`).
+Attributes hold the parameters (as JSON), the package version and whatever identity the writer
+adds. Readers stream in batches; nothing here loads a whole dataset unless asked to.
+
+Failures are named (our choice, for users of a shared results folder):
+
+* a store that cannot be opened or read raises :class:`DamagedFile`
+  (``<path> is damaged (<h5py's reason>); delete it and rerun``);
+* a write that runs out of disk space raises :class:`NoSpaceLeft`
+  (``no space left on device writing <path>``) after removing the partial file. HDF5 cannot
+  close a file whose buffered data it failed to write (and crashes the process when it tries
+  again at exit), so :func:`create_h5` discards the unwritten data of an abandoned file instead;
+* ``.pt`` files are read only through :func:`load_torch` (``torch.load(weights_only=True)``:
+  tensors and plain values, never pickled code) and written through :func:`save_torch`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import pickle
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
@@ -35,12 +50,74 @@ COMPRESSION = "lzf"
 STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
 
 
+class DamagedFile(OSError):
+    """A file the workflow wrote earlier cannot be opened or read."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, advice: str = "delete it and rerun") -> None:
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{self.path} is damaged ({reason}); {advice}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class NoSpaceLeft(OSError):
+    """A write ran out of disk space (or quota); the partial file has been removed."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"no space left on device writing {self.path}; free some space (or set results: to a "
+                         "larger disk) and rerun")
+        self.errno = errno.ENOSPC
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class UnsafeFile(ValueError):
+    """A ``.pt`` file holds pickled Python objects (which could run code when loaded), not only
+    tensors and plain values."""
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it arose from) is ENOSPC or EDQUOT.
+
+    ``torch.save`` reports a failed write as a RuntimeError; written through a Python file
+    object (:func:`save_torch`) it carries the OSError as its context, which is found here.
+    """
+    for cause in _causes(err):
+        if isinstance(cause, NoSpaceLeft):
+            return True
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(cause)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+    return False
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     On an exception (or a kill) the temporary file is removed (or left with a ``.tmp-`` name
-    that no rule declares), never mistaken for a finished output.
+    that no rule declares, removed when the job runs again: :func:`remove_stale_temporaries`),
+    never mistaken for a finished output. A full disk becomes :class:`NoSpaceLeft` naming ``path``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -48,9 +125,201 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except BaseException as err:
+        _remove(tmp)
+        if is_disk_full(err) and not isinstance(err, NoSpaceLeft):
+            raise NoSpaceLeft(final) from err
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
+
+
+def temporaries_of(path: str | os.PathLike) -> list[Path]:
+    """The temporaries a killed writer of ``path`` may have left: ``.{name}.tmp-*``
+    (:func:`atomic_path`) and ``{name}.tmp`` (training checkpoints)."""
+    final = Path(path)
+    if not final.parent.is_dir():
+        return []
+    found = list(final.parent.glob(f".{glob_escape(final.name)}.tmp-*"))
+    legacy = final.with_name(final.name + ".tmp")
+    return sorted(found + ([legacy] if legacy.is_file() else []))
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped (``resnet18@layer1`` has none; ``[x]`` would)."""
+    import glob
+
+    return glob.escape(name)
+
+
+def remove_stale_temporaries(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Remove the temporaries of ``paths`` left by killed jobs; returns what was removed.
+
+    Only call it for the outputs of the job that is starting (Snakemake runs one job per
+    output at a time, so nothing else can be writing them); other jobs' temporaries may be
+    live and are not touched.
+    """
+    removed = []
+    for path in paths:
+        for tmp in temporaries_of(path):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass
+    return removed
+
+
+# --------------------------------------------------------------------------- HDF5 files
+
+
+def _h5py_reason(err: BaseException) -> str:
+    """h5py's message, on one line (its driver errors span several)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError):
+        text = text.strip("\"'")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _from_h5py(err: BaseException) -> bool:
+    tb = err.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "h5py" in name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def open_h5(path: str | os.PathLike) -> h5py.File:
+    """Open an HDF5 file for reading; an unreadable file raises :class:`DamagedFile`."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if not Path(path).exists():
+            raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path)) from None
+        raise DamagedFile(path, _h5py_reason(err)) from None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, handle: Optional[h5py.File] = None) -> Iterator[h5py.File]:
+    """Open ``path`` (or use its open ``handle``) for reading; any h5py error raised while the
+    block reads it (a truncated or corrupt file, a missing dataset) becomes :class:`DamagedFile`.
+    Keep only reads of this file in the block."""
+    own = handle is None
+    handle = open_h5(path) if own else handle
+    try:
+        yield handle
+    except (OSError, KeyError) as err:
+        if isinstance(err, (DamagedFile, NoSpaceLeft)) or not _from_h5py(err):
+            raise
+        raise DamagedFile(path, _h5py_reason(err)) from err
+    finally:
+        if own:
+            handle.close()
+
+
+def _discard(handle: h5py.File) -> None:
+    """Close an HDF5 file being abandoned without writing what HDF5 still buffers.
+
+    After a failed write (a full disk) HDF5 cannot flush a file, and a failed close leaves its
+    state half torn down (the process then crashes when the file is closed again at exit).
+    Pointing the file's descriptor at an in-memory file (or /dev/null) lets the close complete
+    and releases the disk space at once; the caller deletes the path.
+    """
+    try:
+        fd = handle.id.get_vfd_handle()
+    except Exception:  # noqa: BLE001 - not the default (sec2) driver: close as usual
+        fd = None
+    if isinstance(fd, int) and fd >= 0:
+        try:
+            sink = os.memfd_create("preimage-discard") if hasattr(os, "memfd_create") else os.open(
+                os.devnull, os.O_RDWR)
+            os.dup2(sink, fd)
+            os.close(sink)
+        except OSError:
+            pass
+    try:
+        handle.close()
+    except Exception:  # noqa: BLE001 - the file is being deleted; its contents do not matter
+        pass
+
+
+@contextlib.contextmanager
+def create_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """``h5py.File(path, "w")`` for a temporary file of :func:`atomic_path`: flushed and closed
+    when the block succeeds; on any error (a full disk above all) discarded without another
+    write (see :func:`_discard`), so the error reaches the caller instead of a crash."""
+    handle = h5py.File(path, "w")
+    try:
+        yield handle
+        handle.flush()
+    except BaseException:
+        _discard(handle)
+        raise
+    handle.close()
+
+
+# --------------------------------------------------------------------------- torch files
+
+
+def save_torch(obj: Any, path: str | os.PathLike, tmp: Optional[str | os.PathLike] = None) -> None:
+    """``torch.save`` atomically; a full disk raises :class:`NoSpaceLeft` and leaves nothing.
+
+    Written through a Python file object so that a failed write keeps its errno (``torch.save``
+    to a path reports only ``basic_ios::clear: iostream error``). ``tmp`` names the temporary
+    (default: :func:`atomic_path`'s hidden name).
+    """
+    import torch
+
+    if tmp is None:
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            torch.save(obj, handle)
+        return
+    final, tmp = Path(path), Path(tmp)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, final)
+    except BaseException as err:
+        _remove(tmp)
+        if is_disk_full(err):
+            raise NoSpaceLeft(final) from err
+        raise
+
+
+def load_torch(path: str | os.PathLike, map_location: Any = "cpu", advice: str = "delete it and rerun") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, containers and plain values only.
+
+    A file whose unpickling would build other Python objects (and could run code) is refused
+    with :class:`UnsafeFile` before anything in it runs; an unreadable file raises
+    :class:`DamagedFile`. ``advice`` ends both messages.
+    """
+    import torch
+
+    try:
+        return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        first = " ".join(str(err).split("\n")[0].split()) or type(err).__name__
+        reason = first if "Weights only load failed" not in first else (
+            "it holds pickled Python objects, not only tensors and plain values, and loading them could run code")
+        detail = _unsafe_detail(str(err))
+        raise UnsafeFile(f"refusing to load {path}: {reason}{detail}; {advice}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise DamagedFile(path, " ".join(str(err).split())[:300] or type(err).__name__, advice) from None
+
+
+def _unsafe_detail(text: str) -> str:
+    """The global torch's weights-only unpickler refused (e.g. ``builtins.open``), if it says."""
+    import re
+
+    match = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|[Uu]nsupported [^.\n]{0,80})", text)
+    return f" ({match.group(1)})" if match else ""
 
 
 def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
@@ -143,7 +412,7 @@ def write_image_store(
     ``writer.handle.attrs`` before the block ends.
     """
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
+        with create_h5(tmp) as handle:
             handle.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=STRING_DTYPE)
             write_attrs(handle, provenance(**attrs))
             yield ImageStoreWriter(handle, size, expected)
@@ -177,8 +446,13 @@ class ImageStore:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"image store {self.path} does not exist (run the data stage first)")
-        self.handle = h5py.File(self.path, "r")
-        self.images = self.handle["images"]
+        self.handle = open_h5(self.path)
+        try:
+            with reading(self.path, self.handle):
+                self.images = self.handle["images"]
+        except DamagedFile:
+            self.handle.close()
+            raise
         stored = int(self.images.shape[-1])
         self.crop = stored if crop is None else int(crop)
         if not 1 <= self.crop <= stored:
@@ -204,32 +478,38 @@ class ImageStore:
 
     @property
     def attrs(self) -> Dict[str, Any]:
-        return read_attrs(self.handle)
+        with reading(self.path, self.handle):
+            return read_attrs(self.handle)
 
     @property
     def labels(self) -> np.ndarray:
-        return self.handle["labels"][:]
+        with reading(self.path, self.handle):
+            return self.handle["labels"][:]
 
     @property
     def paths(self) -> list[str]:
-        return [p.decode() if isinstance(p, bytes) else p for p in self.handle["paths"][:]]
+        with reading(self.path, self.handle):
+            return [p.decode() if isinstance(p, bytes) else p for p in self.handle["paths"][:]]
 
     @property
     def classes(self) -> list[str]:
-        return [c.decode() if isinstance(c, bytes) else c for c in self.handle["classes"][:]]
+        with reading(self.path, self.handle):
+            return [c.decode() if isinstance(c, bytes) else c for c in self.handle["classes"][:]]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """uint8 images ``start:stop`` as (n, 3, S, S) (S = :attr:`size`)."""
-        return np.ascontiguousarray(centre_crop(self.images[start:stop], self.crop))
+        with reading(self.path, self.handle):
+            return np.ascontiguousarray(centre_crop(self.images[start:stop], self.crop))
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 images at arbitrary ``indices`` (any order)."""
         indices = np.asarray(indices)
         order = np.argsort(indices)
         out = np.empty((len(indices), 3, self.size, self.size), dtype=np.uint8)
-        rows = self.images[np.sort(indices)] if len(np.unique(indices)) == len(indices) else np.stack(
-            [self.images[i] for i in np.sort(indices)]
-        )
+        with reading(self.path, self.handle):
+            rows = self.images[np.sort(indices)] if len(np.unique(indices)) == len(indices) else np.stack(
+                [self.images[i] for i in np.sort(indices)]
+            )
         out[order] = centre_crop(rows, self.crop)
         return out
 
@@ -347,7 +627,7 @@ def write_feature_store(path: str | os.PathLike, count: int, shape: Optional[Tup
                         attrs: Mapping[str, Any], sparse_width: Optional[int] = None) -> Iterator[FeatureStoreWriter]:
     """Create a feature cache atomically (dense ``shape`` per image, or sparse rows of ``sparse_width``)."""
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
+        with create_h5(tmp) as handle:
             write_attrs(handle, provenance(**attrs, shape=list(shape) if shape else None,
                                            storage="sparse" if sparse_width else "dense"))
             writer = FeatureStoreWriter(handle, count, shape, dtype, sparse_width)
@@ -366,21 +646,29 @@ class FeatureStore:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"feature cache {self.path} does not exist (run the feature stage first)")
-        self.handle = h5py.File(self.path, "r")
-        self.attrs = read_attrs(self.handle)
-        self.sparse = self.attrs.get("storage") == "sparse"
-        self.shape = tuple(self.attrs["shape"])
+        self.handle = open_h5(self.path)
+        try:
+            with reading(self.path, self.handle):
+                self.attrs = read_attrs(self.handle)
+                if not isinstance(self.attrs.get("shape"), list) and self.attrs.get("storage") != "sparse":
+                    raise DamagedFile(self.path, "no 'shape' attribute: not a complete feature cache")
+                self.sparse = self.attrs.get("storage") == "sparse"
+                self.shape = tuple(self.attrs.get("shape") or ())
+                if self.sparse:
+                    self.offsets = self.handle["offsets"][:]
+                    self.table = self.handle["table"]
+                else:
+                    self.features = self.handle["features"]
+        except DamagedFile:
+            self.handle.close()
+            raise
         if self.sparse:
-            self.offsets = self.handle["offsets"][:]
-            self.table = self.handle["table"]
             if densify is None:
                 from preimage.features import create
 
                 representation = create(self.attrs["representation"], **self.attrs.get("params", {}))
                 densify = representation.densify
             self._densify = densify
-        else:
-            self.features = self.handle["features"]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1 if self.sparse else int(self.features.shape[0])
@@ -394,9 +682,11 @@ class FeatureStore:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         if not self.sparse:
-            return self.features[start:stop].astype(np.float32)
+            with reading(self.path, self.handle):
+                return self.features[start:stop].astype(np.float32)
         lo, hi = int(self.offsets[start]), int(self.offsets[stop])
-        rows = self.table[lo:hi]
+        with reading(self.path, self.handle):
+            rows = self.table[lo:hi]
         offsets = self.offsets[start:stop + 1] - lo
         size = int(self.attrs["image_size"])
         return np.asarray(self._densify(rows, offsets, None, size, size), dtype=np.float32)

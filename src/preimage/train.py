@@ -20,6 +20,11 @@
 * A checkpoint after every epoch, outside the declared outputs; a restarted job resumes from it and
   ends with the same weights as an uninterrupted run (the data order of epoch ``e`` depends only on
   ``seed`` and ``e``). A NaN or infinite loss stops with a clear error.
+* Checkpoints hold tensors and plain values only (the torch CPU and CUDA RNG states as uint8
+  tensors) and are read with ``torch.load(weights_only=True)``: a checkpoint never runs code. One
+  that cannot be read that way (damaged, or a pickle of other objects) is logged and ignored (the
+  run starts afresh); a ``train.pt.tmp`` left by a killed save is removed. A full disk stops the
+  run with "no space left on device writing <path>" and leaves no partial file.
 """
 
 from __future__ import annotations
@@ -224,16 +229,62 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
 
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a kill during the write leaves the previous one intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write a checkpoint atomically through ``{name}.tmp`` (a kill during the write leaves the
+    previous one intact; a full disk raises :class:`preimage.store.NoSpaceLeft` and removes it)."""
+    store.save_torch(state, path, tmp=path.with_name(path.name + ".tmp"))
+
+
+def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
+    """The checkpoint at ``path``, or None (logged) when it is missing or cannot be read safely.
+
+    Read with ``weights_only=True``: a file that would unpickle anything but tensors and plain
+    values is never executed, only reported and ignored, as is a damaged one.
+    """
+    stale = path.with_name(path.name + ".tmp")
+    if stale.exists():
+        log.info("removing %s left by an interrupted save", stale)
+        stale.unlink(missing_ok=True)
+    if not path.exists():
+        return None
+    try:
+        state = store.load_torch(path, advice="it will be replaced")
+    except (store.UnsafeFile, store.DamagedFile) as err:
+        log.warning("ignoring unreadable checkpoint %s: %s; starting afresh", path, err)
+        return None
+    if not isinstance(state, dict):
+        log.warning("ignoring unreadable checkpoint %s: it holds a %s, not a checkpoint; starting afresh", path,
+                    type(state).__name__)
+        return None
+    return state
+
+
+def rng_state() -> Dict[str, Any]:
+    """The torch RNG states (CPU, and every CUDA device when CUDA is initialised) as uint8 tensors."""
+    state: Dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Any) -> None:
+    """Restore what :func:`rng_state` saved (a bare tensor: the CPU state of older checkpoints)."""
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained decoder from ``decoder.pt``: returns (model in eval mode, metadata dict)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild a trained decoder from ``decoder.pt``: returns (model in eval mode, metadata dict).
+
+    Read with ``weights_only=True``: a file holding anything but tensors and plain values is
+    refused (:class:`preimage.store.UnsafeFile`), a damaged one named (``DamagedFile``).
+    """
+    payload = store.load_torch(path)
+    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
+        raise store.DamagedFile(path, "not a decoder file: no 'meta' and 'state_dict'")
     meta = payload["meta"]
     model = build_decoder(meta["kind"], tuple(meta["feature_shape"]), meta["image_size"],
                           width=meta["width"], upsample=meta["upsample"])
@@ -353,8 +404,7 @@ def train_autoencoder(
         return encoder(store.to_float(x).to(device, non_blocking=True)) * scale
 
     def save_encoder() -> None:
-        with store.atomic_path(encoder_path) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in encoder.model.state_dict().items()}, tmp)
+        store.save_torch({k: v.detach().cpu() for k, v in encoder.model.state_dict().items()}, encoder_path)
 
     return _fit(f"{layer}-ae", model, (encoder, encoder_lr_scale), cfg, device, (None, images_path, train_idx, val_idx),
                 inputs, meta, out_path, log_path, checkpoint_path, stop_after_epochs, on_finish=save_encoder)
@@ -377,15 +427,15 @@ def _fit(name: str, model, encoder, cfg: TrainConfig, device: torch.device, data
     checkpoint = Path(checkpoint_path)
     history: List[Dict[str, Any]] = []
     start_epoch = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
+    if state is not None:
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             if encoder is not None:
                 encoder[0].model.load_state_dict(state["encoder"])
             optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            history, start_epoch = state["history"], state["epoch"]
+            set_rng_state(state["torch_rng"])
+            history, start_epoch = list(state["history"]), int(state["epoch"])
             log.info("resuming %s from %s at epoch %d/%d", name, checkpoint, start_epoch, cfg.epochs)
         else:
             log.info("ignoring checkpoint %s: it belongs to a different configuration", checkpoint)
@@ -440,7 +490,7 @@ def _fit(name: str, model, encoder, cfg: TrainConfig, device: torch.device, data
             log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s", epoch + 1, cfg.epochs,
                      row["train_loss"], val_loss, row["images_per_s"], seconds)
             state = {"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history}
+                     "optimizer": optimizer.state_dict(), "torch_rng": rng_state(), "history": history}
             if encoder is not None:
                 state["encoder"] = encoder[0].model.state_dict()
             save_checkpoint(checkpoint, state)
@@ -448,8 +498,7 @@ def _fit(name: str, model, encoder, cfg: TrainConfig, device: torch.device, data
         train_data.close()
         if val_data:
             val_data.close()
-    with store.atomic_path(out_path) as tmp:
-        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp)
+    store.save_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, out_path)
     with store.atomic_path(log_path) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])

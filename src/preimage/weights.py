@@ -20,7 +20,9 @@ Three choices, never a silent fallback from one to another:
     from the cache: ``check_hash`` in ``torch.hub.load_state_dict_from_url`` only applies to a
     download, so a cached file is never re-verified or re-fetched. We compare the file's
     sha256 with the hash prefix in the official file name ourselves and warn on a mismatch
-    (the recorded identity is the file's real sha256 either way).
+    (the recorded identity is the file's real sha256 either way). torch.hub would unpickle the
+    cached file with ``weights_only=False``; we make that load weights-only, so a cached file
+    holding pickled objects is refused before any of its code runs.
 
 ``"random"``
     The untrained control: torchvision's own initialisation under ``torch.manual_seed(seed)``
@@ -29,7 +31,9 @@ Three choices, never a silent fallback from one to another:
 a filesystem path
     A state dict saved with ``torch.save(model.state_dict(), path)``, loaded with
     ``torch.load(path, map_location="cpu", weights_only=True)`` into the untrained
-    architecture (strict key matching). A missing file raises :class:`WeightsUnavailableError`.
+    architecture (strict key matching). A missing file raises :class:`WeightsUnavailableError`;
+    a file holding pickled objects (which could run code) raises
+    :class:`preimage.store.UnsafeFile`, an unreadable one :class:`preimage.store.DamagedFile`.
 
 The identity of ``imagenet`` and path weights is the sha256 of the state-dict file, computed
 once per process (an in-memory cache keyed by path, size and mtime; nothing is written next
@@ -39,8 +43,10 @@ weights use the same ImageNet statistics, so all three see identically preproces
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -184,6 +190,34 @@ def _ensure_cached(weights: Any) -> Path:
 # the entry point
 
 
+@contextlib.contextmanager
+def _weights_only_loads(path: Path):
+    """Make every ``torch.load`` in the block weights-only (torch.hub passes ``weights_only=False``
+    for cached state dicts); errors name ``path``."""
+    from preimage import store
+
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    except pickle.UnpicklingError:
+        raise store.UnsafeFile(
+            f"refusing to load {path}: it holds pickled Python objects, not only tensors and plain values, and "
+            "loading them could run code; delete it (the official file is fetched again, or copy it there)"
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        if "state_dict" in str(err) or "size mismatch" in str(err):
+            raise
+        raise store.DamagedFile(path, " ".join(str(err).split())[:300],
+                                "delete it (the official file is fetched again, or copy it there)") from None
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
 def _display(model_name: str) -> str:
     return {"alexnet": "AlexNet", "vgg16": "VGG-16", "vgg19": "VGG-19"}.get(model_name, model_name)
 
@@ -217,7 +251,8 @@ def load_model(model_name: str, weights: str | os.PathLike = "imagenet", seed: i
         # The builder finds the cached file via torch.hub and loads it (no download, no hash
         # check); it also applies model-specific details (num_classes from the categories,
         # key remapping for old checkpoints, transform_input for inception ...).
-        model = torchvision.models.get_model(model_name, weights=w)
+        with _weights_only_loads(path):
+            model = torchvision.models.get_model(model_name, weights=w)
         tf = w.transforms()
         mean = tuple(float(v) for v in tf.mean)
         std = tuple(float(v) for v in tf.std)
@@ -241,7 +276,10 @@ def load_model(model_name: str, weights: str | os.PathLike = "imagenet", seed: i
                 _missing_message(f"weights file for {model_name} (weights: {spec!r})", path, None)
                 + "\nweights must be 'imagenet', 'random' or the path of a state dict saved with torch.save(model.state_dict(), path)."
             )
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        from preimage import store
+
+        state = store.load_torch(path, advice="weights files must hold a state dict saved with "
+                                               "torch.save(model.state_dict(), path)")
         if not isinstance(state, dict):
             raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
         num_classes = _num_classes(state)

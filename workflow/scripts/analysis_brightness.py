@@ -1,10 +1,11 @@
 """Snakemake adapter: rule brightness → preimage.experiments.brightness."""
-from preimage import devices, experiments, logs
-from preimage.features import create
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-devices.setup_snakemake_job(snakemake)
-common, rep = snakemake.params.common, snakemake.params.representation
-experiments.brightness(create(rep["name"], **rep["params"]), snakemake.input.decoder, snakemake.input.images,
-                       snakemake.output.csv, snakemake.output.figure, factors=snakemake.params.factors,
-                       n_show=common["n_show"], seed=common["seed"], device=common["device"])
+with logs.job(snakemake):
+    from preimage import experiments
+    from preimage.features import create
+
+    common, rep = snakemake.params.common, snakemake.params.representation
+    experiments.brightness(create(rep["name"], **rep["params"]), snakemake.input.decoder, snakemake.input.images,
+                           snakemake.output.csv, snakemake.output.figure, factors=snakemake.params.factors,
+                           n_show=common["n_show"], seed=common["seed"], device=common["device"])

@@ -1,10 +1,12 @@
 """Snakemake adapter: rule dark_knowledge → preimage.experiments.dark_knowledge."""
-from preimage import experiments, logs
-from preimage.weights import categories_of
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-common, rep = snakemake.params.common, snakemake.params.representation
-experiments.dark_knowledge(snakemake.input.decoder, snakemake.input.features, snakemake.input.images,
-                           snakemake.output.csv, snakemake.output.figure,
-                           categories=categories_of("alexnet", rep["params"]["weights"]), k=snakemake.params.k,
-                           n_show=common["n_show"], seed=common["seed"], device=common["device"])
+with logs.job(snakemake):
+    from preimage import experiments
+    from preimage.weights import categories_of
+
+    common, rep = snakemake.params.common, snakemake.params.representation
+    experiments.dark_knowledge(snakemake.input.decoder, snakemake.input.features, snakemake.input.images,
+                               snakemake.output.csv, snakemake.output.figure,
+                               categories=categories_of("alexnet", rep["params"]["weights"]), k=snakemake.params.k,
+                               n_show=common["n_show"], seed=common["seed"], device=common["device"])

@@ -1,11 +1,12 @@
 """Snakemake adapter: rule hue_shift → preimage.experiments.hue_shift."""
-from preimage import devices, experiments, logs
-from preimage.features import create
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-devices.setup_snakemake_job(snakemake)
-common, rep = snakemake.params.common, snakemake.params.representation
-representation = create(rep["name"], **rep["params"])
-experiments.hue_shift(representation, snakemake.input.decoder, snakemake.input.images, snakemake.output.csv,
-                      snakemake.output.figure, degrees=snakemake.params.degrees, categories=representation.categories,
-                      n_show=common["n_show"], seed=common["seed"], device=common["device"])
+with logs.job(snakemake):
+    from preimage import experiments
+    from preimage.features import create
+
+    common, rep = snakemake.params.common, snakemake.params.representation
+    representation = create(rep["name"], **rep["params"])
+    experiments.hue_shift(representation, snakemake.input.decoder, snakemake.input.images, snakemake.output.csv,
+                          snakemake.output.figure, degrees=snakemake.params.degrees, categories=representation.categories,
+                          n_show=common["n_show"], seed=common["seed"], device=common["device"])

@@ -1,10 +1,11 @@
 """Snakemake adapter: rule perturbation → preimage.experiments.perturbation."""
-from preimage import devices, experiments, logs
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-devices.setup_snakemake_job(snakemake)
-common = snakemake.params.common
-experiments.perturbation(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
-                         snakemake.input.images, snakemake.output.csv, snakemake.output.figure,
-                         fraction=snakemake.params.fraction, n_show=common["n_show"], seed=common["seed"],
-                         device=common["device"])
+with logs.job(snakemake):
+    from preimage import experiments
+
+    common = snakemake.params.common
+    experiments.perturbation(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
+                             snakemake.input.images, snakemake.output.csv, snakemake.output.figure,
+                             fraction=snakemake.params.fraction, n_show=common["n_show"], seed=common["seed"],
+                             device=common["device"])

@@ -1,10 +1,11 @@
 """Snakemake adapter: rule random_samples → preimage.experiments.random_samples."""
-from preimage import devices, experiments, logs
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-devices.setup_snakemake_job(snakemake)
-common, options = snakemake.params.common, snakemake.params.options
-experiments.random_samples(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
-                           snakemake.output.csv, snakemake.output.figure, count=options["count"],
-                           alpha=options["alpha"], fit_images=options["fit_images"], bins=options["bins"],
-                           seed=common["seed"], device=common["device"])
+with logs.job(snakemake):
+    from preimage import experiments
+
+    common, options = snakemake.params.common, snakemake.params.options
+    experiments.random_samples(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
+                               snakemake.output.csv, snakemake.output.figure, count=options["count"],
+                               alpha=options["alpha"], fit_images=options["fit_images"], bins=options["bins"],
+                               seed=common["seed"], device=common["device"])

@@ -1,9 +1,11 @@
 """Snakemake adapter: rule single_units → preimage.experiments.single_units."""
-from preimage import experiments, logs
-from preimage.weights import categories_of
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-common, rep = snakemake.params.common, snakemake.params.representation
-experiments.single_units(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
-                         snakemake.output[0], count=snakemake.params.units,
-                         categories=categories_of("alexnet", rep["params"]["weights"]), device=common["device"])
+with logs.job(snakemake):
+    from preimage import experiments
+    from preimage.weights import categories_of
+
+    common, rep = snakemake.params.common, snakemake.params.representation
+    experiments.single_units(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
+                             snakemake.output[0], count=snakemake.params.units,
+                             categories=categories_of("alexnet", rep["params"]["weights"]), device=common["device"])

@@ -1,17 +1,17 @@
 """Snakemake adapter: rule features → preimage.features.cache.compute_cache."""
-from preimage import devices, logs
-from preimage.features.cache import compute_cache
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-devices.setup_snakemake_job(snakemake)
-compute_cache(
-    snakemake.params.representation,
-    snakemake.params.options,
-    snakemake.input.images,
-    snakemake.output[0],
-    batch_size=snakemake.params.batch_size,
-    dtype=snakemake.params.dtype,
-    device=snakemake.params.device,
-    workers=snakemake.threads,
-    log_every=snakemake.params.log_every,
-)
+with logs.job(snakemake):
+    from preimage.features.cache import compute_cache
+
+    compute_cache(
+        snakemake.params.representation,
+        snakemake.params.options,
+        snakemake.input.images,
+        snakemake.output[0],
+        batch_size=snakemake.params.batch_size,
+        dtype=snakemake.params.dtype,
+        device=snakemake.params.device,
+        workers=snakemake.threads,
+        log_every=snakemake.params.log_every,
+    )

@@ -1,5 +1,7 @@
 """Snakemake adapter: per-representation CSVs → one table (preimage.experiments.concat_tables)."""
-from preimage import experiments, logs
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-experiments.concat_tables(list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+with logs.job(snakemake):
+    from preimage import experiments
+
+    experiments.concat_tables(list(snakemake.input), snakemake.output.csv, snakemake.output.md)

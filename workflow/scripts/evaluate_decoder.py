@@ -1,22 +1,22 @@
 """Snakemake adapter: rule evaluate → preimage.evaluate (error.csv, reconstructions.h5/png)."""
-from preimage import devices, logs
-from preimage.evaluate import evaluate_decoder, reconstructions_png
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-devices.setup_snakemake_job(snakemake)
-options = snakemake.params.options
-evaluate_decoder(
-    snakemake.params.representation,
-    snakemake.input.decoder,
-    snakemake.input.test_features,
-    snakemake.input.test_images,
-    snakemake.input.train_features,
-    snakemake.input.train_images,
-    snakemake.output.error,
-    snakemake.output.reconstructions,
-    batch_size=options["batch_size"],
-    device=options["device"],
-    nn_limit=options["nn_limit"],
-    seed=options["seed"],
-)
-reconstructions_png(snakemake.input.test_images, snakemake.output.reconstructions, snakemake.output.figure, options["n_show"])
+with logs.job(snakemake):
+    from preimage.evaluate import evaluate_decoder, reconstructions_png
+
+    options = snakemake.params.options
+    evaluate_decoder(
+        snakemake.params.representation,
+        snakemake.input.decoder,
+        snakemake.input.test_features,
+        snakemake.input.test_images,
+        snakemake.input.train_features,
+        snakemake.input.train_images,
+        snakemake.output.error,
+        snakemake.output.reconstructions,
+        batch_size=options["batch_size"],
+        device=options["device"],
+        nn_limit=options["nn_limit"],
+        seed=options["seed"],
+    )
+    reconstructions_png(snakemake.input.test_images, snakemake.output.reconstructions, snakemake.output.figure, options["n_show"])

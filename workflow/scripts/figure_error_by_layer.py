@@ -1,8 +1,9 @@
 """Snakemake adapter: rule error_by_layer → preimage.figures.error_by_layer."""
-import pandas as pd
+from preimage import logs
 
-from preimage import figures, logs
+with logs.job(snakemake):
+    import pandas as pd
+    from preimage import figures
 
-logs.setup(snakemake.log[0])
-perturbation = pd.read_csv(snakemake.input.perturbation[0]) if snakemake.input.perturbation else None
-figures.error_by_layer(pd.read_csv(snakemake.input.table), snakemake.output[0], perturbations=perturbation)
+    perturbation = pd.read_csv(snakemake.input.perturbation[0]) if snakemake.input.perturbation else None
+    figures.error_by_layer(pd.read_csv(snakemake.input.table), snakemake.output[0], perturbations=perturbation)

@@ -1,5 +1,7 @@
 """Snakemake adapter: rule interpolation_overview → preimage.experiments.interpolation_overview."""
-from preimage import experiments, logs
+from preimage import logs
 
-logs.setup(snakemake.log[0])
-experiments.interpolation_overview(dict(zip(snakemake.params.representations, snakemake.input)), snakemake.output[0])
+with logs.job(snakemake):
+    from preimage import experiments
+
+    experiments.interpolation_overview(dict(zip(snakemake.params.representations, snakemake.input)), snakemake.output[0])

@@ -1,7 +1,8 @@
 """Snakemake adapter: rule reconstructions_figure → preimage.evaluate.group_figure."""
 from preimage import logs
-from preimage.evaluate import group_figure
 
-logs.setup(snakemake.log[0])
-group_figure(snakemake.input.test_images, dict(zip(snakemake.params.representations, snakemake.input.reconstructions)),
-             snakemake.output[0], snakemake.params.n_show)
+with logs.job(snakemake):
+    from preimage.evaluate import group_figure
+
+    group_figure(snakemake.input.test_images, dict(zip(snakemake.params.representations, snakemake.input.reconstructions)),
+                 snakemake.output[0], snakemake.params.n_show)

@@ -32,6 +32,8 @@ this module: weights, crop, normalisation, devices, identity.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from preimage.features.base import Representation, register
 from preimage.weights import LoadedModel, load_model
 
-__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop"]
+__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop", "graph_nodes", "name_problem"]
 
 
 def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
@@ -180,16 +182,8 @@ class TorchvisionRepresentation(CNNRepresentation):
         from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
         _, eval_nodes = get_graph_node_names(loaded.model)
-        # A module name (e.g. ``layer4``) stands for the last node inside it, as in
-        # create_feature_extractor itself.
-        if self.node not in eval_nodes and not any(n.startswith(self.node + ".") for n in eval_nodes):
-            head = self.node.split(".")[0]
-            candidates = [n for n in eval_nodes if n.split(".")[0] == head] or _module_names(eval_nodes)
-            sample = _sample(candidates, 12)
-            raise ValueError(
-                f"{self.model_name} has no graph node {self.node!r}; {len(eval_nodes)} nodes, e.g. {', '.join(sample)} "
-                "(all: torchvision.models.feature_extraction.get_graph_node_names(model)[1])"
-            )
+        if not has_node(eval_nodes, self.node):
+            raise ValueError(_unknown_node(self.model_name, self.node, eval_nodes))
         self.net = create_feature_extractor(loaded.model, return_nodes={self.node: "out"}).eval()
         shape = self.output_shape(self.crop, self.crop)
         if len(shape) not in (1, 3):
@@ -202,6 +196,73 @@ class TorchvisionRepresentation(CNNRepresentation):
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{self.name}: node output is a {type(out).__name__}, not a tensor")
         return out
+
+
+def has_node(nodes, node: str) -> bool:
+    """Whether ``node`` is a graph node, or a module name that contains nodes (``layer4`` stands
+    for the last node inside it, as in ``create_feature_extractor`` itself)."""
+    return node in nodes or any(n.startswith(node + ".") for n in nodes)
+
+
+def _unknown_node(model_name: str, node: str, nodes) -> str:
+    head = node.split(".")[0]
+    candidates = [n for n in nodes if n.split(".")[0] == head] or _module_names(list(nodes))
+    sample = _sample(candidates, 12)
+    return (f"{model_name} has no graph node {node!r}; {len(nodes)} nodes, e.g. {', '.join(sample)} "
+            "(all: torchvision.models.feature_extraction.get_graph_node_names(model)[1])")
+
+
+#: Builders whose ImageNet weights switch on options that add graph nodes (input transform).
+_WEIGHT_OPTIONS = {"googlenet": {"transform_input": True}, "inception_v3": {"transform_input": True}}
+
+
+@functools.lru_cache(maxsize=None)
+def graph_nodes(model_name: str) -> Tuple[str, ...]:
+    """The eval-mode graph nodes of torchvision's ``model_name``, found without weights: the
+    network is built on the ``meta`` device (no memory, no initialisation; on the CPU with
+    default initialisation where a builder needs real tensors) and traced by
+    ``get_graph_node_names``. Nodes of the variant its ImageNet weights select are included.
+    Cached per process."""
+    import torchvision
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    nodes: Dict[str, None] = {}
+    for options in ({}, _WEIGHT_OPTIONS.get(model_name)):
+        if options is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                with torch.device("meta"):
+                    model = torchvision.models.get_model(model_name, weights=None, **options)
+            except (NotImplementedError, RuntimeError):
+                with torch.random.fork_rng(devices=[]):
+                    model = torchvision.models.get_model(model_name, weights=None, **options)
+            _, eval_nodes = get_graph_node_names(model.eval())
+        nodes.update(dict.fromkeys(eval_nodes))
+    return tuple(nodes)
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why ``torchvision:<model>:<node>`` cannot be computed (unknown model or node), or None.
+    Checked when the configuration is validated, before any job runs."""
+    import torchvision
+
+    parts = name.split(":")
+    if len(parts) != 3 or parts[0] != "torchvision" or not parts[1] or not parts[2]:
+        return f"{name!r} must be torchvision:<model>:<node>, e.g. torchvision:vgg16:features.29"
+    _, model_name, node = parts
+    if model_name not in torchvision.models.list_models():
+        import difflib
+
+        known = torchvision.models.list_models(module=torchvision.models)
+        close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5) or _sample(known, 8)
+        return (f"{name!r}: torchvision has no model {model_name!r} (e.g. {', '.join(close)}; "
+                "all: torchvision.models.list_models())")
+    nodes = graph_nodes(model_name)
+    if not has_node(nodes, node):
+        return f"{name!r}: {_unknown_node(model_name, node, nodes)}"
+    return None
 
 
 def _module_names(nodes: list) -> list:
