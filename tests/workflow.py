@@ -60,3 +60,16 @@ def planned_jobs(workdir: Path, *args: str, configfile: Path | None = None) -> d
                 continue
             rules[parts[0]] = int(parts[1])
     return rules
+
+
+def fake_imagenet(root: Path, classes: int = 1000, train_per_class: int = 100, val_per_class: int = 2) -> Path:
+    """An ILSVRC2012-shaped tree of empty ``.JPEG`` files (``train/<wnid>/``, ``val/<wnid>/``): enough for
+    a dry run, whose config check counts the files of each class without decoding them."""
+    for k in range(classes):
+        wnid = f"n{k:08d}"
+        for split, count in (("train", train_per_class), ("val", val_per_class)):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{wnid}_{i}.JPEG").touch()
+    return root

@@ -425,8 +425,9 @@ def candidate_shortfalls(params: Mapping[str, Any], limit: int = 5) -> List[str]
     except DataError as err:
         return [f"data: {err}"]
     short: List[str] = []
+    counted = {key: need for key, need in selection.needs.items() if need != ALL}  # "all" needs no minimum
     if source == "folder":
-        need = int(params["train_per_class"]) + int(params["test_per_class"])
+        need = sum(int(params[k]) for k in ("train_per_class", "test_per_class") if params[k] != ALL)
         for label, name in enumerate(selection.classes):
             have = len(selection.queues[("test", label)])
             if have < need:
@@ -434,7 +435,7 @@ def candidate_shortfalls(params: Mapping[str, Any], limit: int = 5) -> List[str]
                              f"image file(s), fewer than {need} ({params['train_per_class']} + "
                              f"{params['test_per_class']})")
     else:
-        for (split, label), need in selection.needs.items():
+        for (split, label), need in counted.items():
             have = len(selection.queues[(split, label)])
             if have < need:
                 folder = "train" if split == "train" else "val"
