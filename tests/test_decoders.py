@@ -143,6 +143,8 @@ def test_input_shape_checked():
         ("torchvision:alexnet:features.12", "conv"), ("torchvision:resnet18:avgpool", "fc"),
         ("torchvision:resnet18:fc", "fc"), ("torchvision:alexnet:classifier.4", "fc"),
         ("torchvision:vgg16:classifier", "fc"),
+        ("efficientnet_lite0:stem", "conv"), ("efficientnet_lite0:stages.3", "conv"),
+        ("efficientnet_lite0:pool", "fc"), ("efficientnet_lite0:fc", "fc"),
     ],
 )
 def test_decoder_kind_for(name, kind):
@@ -154,6 +156,12 @@ def test_decoder_kind_for_with_shape():
     assert decoder_kind_for("torchvision:resnet18:layer4", (512, 1, 1)) == "fc"
     assert decoder_kind_for("torchvision:resnet18:avgpool", (512, 7, 7)) == "conv"
     assert decoder_kind_for("mystery", (64, 8, 8)) == "conv"
+    # one-colon family names are graph nodes too: the shape decides, whatever the node is called
+    assert decoder_kind_for("efficientnet_lite0:stages.5.0.dw.act", (1152, 7, 7)) == "conv"
+    assert decoder_kind_for("efficientnet_lite0:head", (1280, 7, 7)) == "conv"  # by name: a classifier head
+    assert decoder_kind_for("efficientnet_lite0:fc", (1000,)) == "fc"
+    assert decoder_kind_for("efficientnet_lite0:conv_like_fc", (1280, 1, 1)) == "fc"
+    assert decoder_kind_for("efficientnet_lite0:fc6", (80, 14, 14)) == "conv"
     with pytest.raises(ValueError):
         decoder_kind_for("mystery")
 

@@ -528,13 +528,15 @@ def decoder_kind_for(representation_name: str, feature_shape: Optional[Sequence[
     """Decoder kind for a representation name (suffixes after ``-`` / ``_`` ignored).
 
     ``hog*``, ``lbp*`` → "two_stream"; ``sift*`` / ``dsift*`` → "sift"; ``conv1``…``conv5``
-    (also ``pool*``, ``norm*``) and spatial ``torchvision:<model>:<node>`` nodes → "conv";
-    ``fc6``…``fc8``, ``prob`` and vector nodes → "fc".  Examples: ``fc6-random`` → fc,
-    ``torchvision:resnet18:layer4`` → conv, ``torchvision:resnet18:fc`` → fc.
+    (also ``pool*``, ``norm*``) and spatial graph nodes (``torchvision:<model>:<node>``,
+    ``efficientnet_lite0:<node>``) → "conv"; ``fc6``…``fc8``, ``prob`` and vector nodes → "fc".
+    Examples: ``fc6-random`` → fc, ``torchvision:resnet18:layer4`` → conv,
+    ``torchvision:resnet18:fc`` → fc, ``efficientnet_lite0:stages.3`` → conv.
 
-    When ``feature_shape`` is given it decides for CNN/torchvision names: a vector
-    (``(D,)`` or ``(C, 1, 1)``) → "fc", a map → "conv".  Unknown names without a shape
-    raise ``ValueError``.
+    When ``feature_shape`` is given it decides for CNN names and every ``<family>:<node>`` name:
+    a vector (``(D,)`` or ``(C, 1, 1)``) → "fc", a map → "conv".  Without a shape, graph node
+    names are judged by their last part (``fc``, ``classifier``, ``avgpool``, ``pool`` … → fc).
+    Unknown names without a shape raise ``ValueError``.
     """
     name = representation_name.strip().lower()
     if not name:
@@ -544,13 +546,13 @@ def decoder_kind_for(representation_name: str, feature_shape: Optional[Sequence[
         fs = tuple(int(v) for v in feature_shape)
         is_vector = len(fs) == 1 or (len(fs) == 3 and fs[1] * fs[2] == 1)
 
-    if name.startswith("torchvision:") or name.count(":") >= 2:
+    if ":" in name:  # <family>:<node> or torchvision:<model>:<node>: a graph node
         if is_vector is not None:
             return "fc" if is_vector else "conv"
         node = name.split(":")[-1]
         last = node.split(".")[0] if node.split(".")[0] in ("classifier", "head", "heads", "fc") else node
         leaf = node.split(".")[-1]
-        if _FC_TOKENS.match(last) or _FC_TOKENS.match(node) or leaf in ("avgpool", "flatten", "fc", "logits"):
+        if _FC_TOKENS.match(last) or _FC_TOKENS.match(node) or leaf in ("avgpool", "pool", "flatten", "fc", "logits"):
             return "fc"
         return "conv"
 

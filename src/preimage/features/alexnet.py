@@ -55,12 +55,13 @@ Parameters: ``weights`` ("imagenet" | "random" | path, see :mod:`preimage.weight
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from torch import nn
 
 from preimage.features.base import register
 from preimage.features.torchvision_net import CNNRepresentation
+from preimage.weights import categories_of
 
 __all__ = ["AlexNetRepresentation", "LAYERS"]
 
@@ -99,6 +100,11 @@ class AlexNetRepresentation(CNNRepresentation):
         loaded = self._load("alexnet", weights, int(seed), int(crop))
         self.model = loaded.model  # the full network (eval, frozen), e.g. for fc8 class names
         self.net = truncated_alexnet(loaded.model, name).eval()
+
+    @staticmethod
+    def categories_for(name: str, weights: Any = "imagenet") -> Optional[list]:
+        """Class names for ``weights`` without loading the network (see :func:`preimage.weights.categories_of`)."""
+        return categories_of("alexnet", weights)
 
     def identity(self) -> Dict[str, str]:
         ident = super().identity()

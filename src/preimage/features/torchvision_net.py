@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from preimage.features.base import Representation, register
 from preimage.weights import LoadedModel, load_model
 
-__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop"]
+__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop", "node_extractor"]
 
 
 def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
@@ -68,9 +68,15 @@ class CNNRepresentation(Representation):
 
     def _load(self, model_name: str, weights: Any, seed: int, crop: int) -> LoadedModel:
         if int(crop) < 1:
+            raise ValueError(f"crop must be a positive image size, not {crop!r}")  # before loading anything
+        return self._adopt(load_model(model_name, weights, seed=seed), crop)
+
+    def _adopt(self, loaded: LoadedModel, crop: int) -> LoadedModel:
+        """Take ``loaded`` (a network with its weights' record) as this representation's network."""
+        if int(crop) < 1:
             raise ValueError(f"crop must be a positive image size, not {crop!r}")
         self.crop = int(crop)
-        self.loaded = load_model(model_name, weights, seed=seed)
+        self.loaded = loaded
         self._mean = torch.tensor(self.loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(self.loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._shape_cache: Dict[int, Tuple[int, ...]] = {}
@@ -161,31 +167,45 @@ class TorchvisionRepresentation(CNNRepresentation):
         self.model_name, self.node = parts[1], parts[2]
         loaded = self._load(self.model_name, weights, int(seed), int(crop))
 
-        from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
-        _, eval_nodes = get_graph_node_names(loaded.model)
-        # A module name (e.g. ``layer4``) stands for the last node inside it, as in
-        # create_feature_extractor itself.
-        if self.node not in eval_nodes and not any(n.startswith(self.node + ".") for n in eval_nodes):
-            head = self.node.split(".")[0]
-            candidates = [n for n in eval_nodes if n.split(".")[0] == head] or _module_names(eval_nodes)
-            sample = _sample(candidates, 12)
-            raise ValueError(
-                f"{self.model_name} has no graph node {self.node!r}; {len(eval_nodes)} nodes, e.g. {', '.join(sample)} "
-                "(all: torchvision.models.feature_extraction.get_graph_node_names(model)[1])"
-            )
-        self.net = create_feature_extractor(loaded.model, return_nodes={self.node: "out"}).eval()
+        self.net = node_extractor(loaded.model, self.node, self.model_name)
         shape = self.output_shape(self.crop, self.crop)
         if len(shape) not in (1, 3):
             raise ValueError(
                 f"{name}: node output has per-image shape {shape}; representations must be (C, h, w) or (D,)"
             )
 
+    @staticmethod
+    def categories_for(name: str, weights: Any = "imagenet") -> Optional[list]:
+        """Class names for ``weights`` without loading the network (see :func:`preimage.weights.categories_of`)."""
+        from preimage.weights import categories_of
+
+        return categories_of(name.split(":")[1], weights)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)["out"]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{self.name}: node output is a {type(out).__name__}, not a tensor")
         return out
+
+
+def node_extractor(model: torch.nn.Module, node: str, model_name: str,
+                   tracer_kwargs: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+    """The part of ``model`` that computes graph node ``node`` (output under the key ``"out"``),
+    in eval mode. ``node`` is a node of ``get_graph_node_names(model)`` in eval mode, or a module
+    name that contains nodes (``layer4`` = its last node, as ``create_feature_extractor``
+    decides); anything else is a ValueError listing valid names."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    if node not in eval_nodes and not any(n.startswith(node + ".") for n in eval_nodes):
+        head = node.split(".")[0]
+        candidates = [n for n in eval_nodes if n.split(".")[0] == head] or _module_names(eval_nodes)
+        sample = _sample(candidates, 12)
+        raise ValueError(
+            f"{model_name} has no graph node {node!r}; {len(eval_nodes)} nodes, e.g. {', '.join(sample)} "
+            "(all: torchvision.models.feature_extraction.get_graph_node_names(model)[1])"
+        )
+    return create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
 
 
 def _module_names(nodes: list) -> list:
