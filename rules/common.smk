@@ -203,7 +203,9 @@ ANALYSES = config["analyses"]
 
 
 def _configured(layers):
-    return [l for l in layers if l in BASE_REPS]
+    """The configured ones of ``layers`` (representation names or slugs), as slugs."""
+    slugs = [rep_slug(l) for l in layers]
+    return [s for s in dict.fromkeys(slugs) if s in BASE_REPS]
 
 
 def perturbation_slugs():
@@ -221,7 +223,9 @@ def random_sample_slugs():
 
 
 def single_unit_slugs():
-    return [l for l in _configured(ANALYSES["single_units"]["layers"]) if l.startswith("fc")]
+    """fc6-fc8, and any node of the other networks (a vector node is the user's choice there)."""
+    return [l for l in _configured(ANALYSES["single_units"]["layers"])
+            if l.startswith("fc") or rep_family(BASE_REPS[l]) in ("torchvision", "efficientnet_lite0")]
 
 
 def mv_slugs():
@@ -230,7 +234,7 @@ def mv_slugs():
     return _configured(config["baselines"]["mahendran_vedaldi"]["representations"])
 
 
-_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if r not in mv_slugs()]
+_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if rep_slug(r) not in mv_slugs()]
 if _mv_skipped:
     sys.stderr.write(f"preimage: note: baselines.mahendran_vedaldi skips {', '.join(_mv_skipped)} "
                      "(not in representations, so no decoder to compare with)\n")
