@@ -13,8 +13,9 @@ part only (CPU, no decoding). ``--size`` may be repeated, e.g. ``--size 256 --si
     python bench/bench_trained.py --images ../shared/imagenet-sample
     python bench/bench_trained.py --images ../shared/imagenet-sample --size 256 --size 64 --costs
 
-``--costs`` adds, per documented node, the per-image output size and the CPU time of the network
-truncated at that node (the feature stage's cost per image).
+``--costs`` adds, per documented node, the per-image output size, multiply-accumulates and time
+(wall clock and process CPU time, all threads) of the network truncated at that node: the feature
+stage's cost per image.
 """
 
 from __future__ import annotations
@@ -81,20 +82,41 @@ def node_costs(images: torch.Tensor, crop: int, weights: str, repeats: int) -> N
 
     print(f"\nper-image feature cost ({len(images)} images of {images.shape[-1]} px, crop {crop}, "
           f"{torch.get_num_threads()} threads, median of {repeats})\n")
-    print("| node | output shape | values / image | ms / image |")
-    print("|---|---|---:|---:|")
+    print("| node | output shape | values / image | M MACs / image | wall ms / image | CPU ms / image |")
+    print("|---|---|---:|---:|---:|---:|")
     for node in NODES:
         rep = create(f"efficientnet_lite0:{node}", weights=weights, crop=crop)
         shape = rep.output_shape(images.shape[-2], images.shape[-1])
         with torch.no_grad():
             rep.compute(images)  # warm-up
-            times = []
+            wall, cpu = [], []
             for _ in range(repeats):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 rep.compute(images)
-                times.append(time.perf_counter() - t0)
-        ms = 1000 * statistics.median(times) / len(images)
-        print(f"| `efficientnet_lite0:{node}` | {' × '.join(map(str, shape))} | {int(np.prod(shape)):,} | {ms:.1f} |")
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+        ms, cpu_ms = (1000 * statistics.median(t) / len(images) for t in (wall, cpu))
+        print(f"| `efficientnet_lite0:{node}` | {' × '.join(map(str, shape))} | {int(np.prod(shape)):,} | "
+              f"{macs(rep.net, crop) / 1e6:.0f} | {ms:.1f} | {cpu_ms:.1f} |")
+
+
+def macs(net: torch.nn.Module, crop: int) -> float:
+    """Multiply-accumulates of one image through ``net`` (convolutions and linear layers)."""
+    total = []
+
+    def count(module, _inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total.append(output.numel() * module.in_channels // module.groups * k)
+        elif isinstance(module, torch.nn.Linear):
+            total.append(module.in_features * module.out_features)
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, crop, crop))
+    for h in hooks:
+        h.remove()
+    return float(sum(total))
 
 
 def main() -> None:

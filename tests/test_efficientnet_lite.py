@@ -212,3 +212,10 @@ def test_same_padding_is_tensorflows():
 def test_parameter_count():
     assert sum(p.numel() for p in eff.EfficientNetLite0().parameters()) == 4_652_008
     np.testing.assert_equal(len(eff.STAGES), 7)
+
+
+def test_cpu_chunks_give_the_same_result(trained):
+    x = torch.rand(7, 3, 224, 224, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        whole = trained.net(trained.preprocess(x))["out"]
+        torch.testing.assert_close(trained(x), whole, rtol=1e-5, atol=1e-5)  # 5 + 2 images at 224

@@ -143,6 +143,8 @@ STAGES: Tuple[Tuple[int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 320),
 )
 
+_CPU_CHUNK_BYTES = 24 << 20
+
 #: The documented nodes, shallow to deep (see the table in the module docstring).
 NODES: Tuple[str, ...] = ("stem", *(f"stages.{i}" for i in range(len(STAGES))), "head", "pool", "fc")
 
@@ -370,7 +372,15 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
                              "representations must be (C, h, w) or (D,)")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)["out"]
+        """On the CPU, in chunks whose largest activation (the 96 × crop/2 × crop/2 expansion of
+        stage 1) stays below 24 MB: bigger buffers are mapped fresh from the system and
+        page-faulted in on every pass (glibc's mmap threshold tops out at 32 MB), which at batch
+        32 costs about as much system time as the convolutions themselves. Same result."""
+        chunk = len(x) if x.device.type != "cpu" else max(1, _CPU_CHUNK_BYTES // (96 * (x.shape[-2] // 2)
+                                                                                 * (x.shape[-1] // 2) * 4))
+        if len(x) <= chunk:
+            return self.net(x)["out"]
+        return torch.cat([self.net(x[i : i + chunk])["out"] for i in range(0, len(x), chunk)])
 
     @staticmethod
     def categories_for(name: str, weights: Any = "imagenet") -> Optional[List[str]]:
