@@ -28,11 +28,27 @@ FEATURES = config["features"]
 
 
 def rep_slug(name):
-    """File-system name of a representation: torchvision:resnet50:layer4 → resnet50@layer4."""
+    """File-system name of a representation: torchvision:resnet50:layer4 → resnet50@layer4,
+    efficientnet_lite0:stages.3 → efficientnet_lite0@stages.3."""
     if name.startswith("torchvision:"):
         _, model, node = name.split(":", 2)
         return f"{model}@{node}"
-    return name
+    return name.replace(":", "@", 1)
+
+
+def rep_family(name):
+    """The config section under features: that parameterises a representation."""
+    if name in ("hog", "lbp", "sift"):
+        return name
+    if name.startswith("torchvision:"):
+        return "torchvision"
+    if name.startswith("efficientnet_lite0:"):
+        return "efficientnet_lite0"
+    return "alexnet"
+
+
+#: Families of CNN representations (features.<family> has weights/seed/crop).
+CNN_FAMILIES = ("alexnet", "torchvision", "efficientnet_lite0")
 
 
 ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
@@ -46,10 +62,18 @@ if _ae_skipped and workflow_is_main():
     sys.stderr.write(f"preimage: note: variants.autoencoder skips {', '.join(_ae_skipped)} "
                      "(not in representations)\n")
 _control = config["variants"]["untrained_control"]
-_trained = FEATURES["alexnet"]["weights"] != "random"
-RANDOM_LAYERS = [l for l in BASE_REPS if l in ALEXNET_LAYERS] if _control == "always" or (_control == "auto" and _trained) else []
+
+
+def _gets_control(name):
+    family = rep_family(name)
+    if family not in CNN_FAMILIES or _control == "never":
+        return False
+    return _control == "always" or FEATURES[family]["weights"] != "random"
+
+
+RANDOM_LAYERS = [slug for slug, name in BASE_REPS.items() if _gets_control(name)]
 #: Every representation that gets a feature cache, a decoder and an error.csv: slug → base name.
-REPS = {**BASE_REPS, **{f"{l}-ae": l for l in AE_LAYERS}, **{f"{l}-random": l for l in RANDOM_LAYERS}}
+REPS = {**BASE_REPS, **{f"{l}-ae": l for l in AE_LAYERS}, **{f"{s}-random": BASE_REPS[s] for s in RANDOM_LAYERS}}
 
 
 def scaled_runtime(minutes):
@@ -81,25 +105,18 @@ lift_local_gpu_cap()
 
 
 def display_name(slug):
-    """The name in tables: the configured name, or the slug of a variant (fc6-ae)."""
-    return slug if variant(slug) else REPS[slug]
+    """The name in tables: the configured name, with the variant's suffix (fc6-ae,
+    efficientnet_lite0:fc-random)."""
+    return f"{REPS[slug]}-{variant(slug)}" if variant(slug) else REPS[slug]
 
 
 def variant(slug):
     """'ae', 'random' or None."""
-    for suffix in ("ae", "random"):
-        if slug.endswith("-" + suffix) and slug[: -len(suffix) - 1] in ALEXNET_LAYERS:
-            return suffix
+    if slug.endswith("-ae") and slug[:-3] in ALEXNET_LAYERS:
+        return "ae"
+    if slug.endswith("-random") and slug[:-7] in BASE_REPS:
+        return "random"
     return None
-
-
-def rep_family(name):
-    """The config section under features: that parameterises a representation."""
-    if name in ("hog", "lbp", "sift"):
-        return name
-    if name.startswith("torchvision:"):
-        return "torchvision"
-    return "alexnet"
 
 
 def feature_params(slug):
@@ -135,7 +152,7 @@ def train_params(slug):
 
 
 def uses_gpu(slug):
-    return rep_family(REPS[slug]) in ("alexnet", "torchvision")
+    return rep_family(REPS[slug]) in CNN_FAMILIES
 
 
 def slug_pattern(slugs):
@@ -200,7 +217,9 @@ ANALYSES = config["analyses"]
 
 
 def _configured(layers):
-    return [l for l in layers if l in BASE_REPS]
+    """The configured ones of ``layers`` (representation names or slugs), as slugs."""
+    slugs = [rep_slug(l) for l in layers]
+    return [s for s in dict.fromkeys(slugs) if s in BASE_REPS]
 
 
 def perturbation_slugs():
@@ -218,7 +237,9 @@ def random_sample_slugs():
 
 
 def single_unit_slugs():
-    return [l for l in _configured(ANALYSES["single_units"]["layers"]) if l.startswith("fc")]
+    """fc6-fc8, and any node of the other networks (a vector node is the user's choice there)."""
+    return [l for l in _configured(ANALYSES["single_units"]["layers"])
+            if l.startswith("fc") or rep_family(BASE_REPS[l]) in ("torchvision", "efficientnet_lite0")]
 
 
 def mv_slugs():
@@ -227,7 +248,7 @@ def mv_slugs():
     return _configured(config["baselines"]["mahendran_vedaldi"]["representations"])
 
 
-_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if r not in mv_slugs()]
+_mv_skipped = [r for r in config["baselines"]["mahendran_vedaldi"]["representations"] if rep_slug(r) not in mv_slugs()]
 if _mv_skipped:
     sys.stderr.write(f"preimage: note: baselines.mahendran_vedaldi skips {', '.join(_mv_skipped)} "
                      "(not in representations, so no decoder to compare with)\n")

@@ -78,7 +78,7 @@ def test_classes_as_wnid_list(tmp_path):
 @pytest.mark.parametrize("config, expected", [
     ({"representations": ["hog"], "baselines": {"mahendran_vedaldi": {"representations": ["lbp"]}}},
      "baselines.mahendran_vedaldi.representations: 'lbp' is not differentiable"),
-    ({"analyses": {"interpolation": {"layers": ["hog"]}}}, "analyses.interpolation.layers: 'hog' is not an AlexNet layer"),
+    ({"analyses": {"interpolation": {"layers": ["hog"]}}}, "analyses.interpolation.layers: 'hog' is not a CNN representation"),
     ({"variants": {"untrained_control": "yes"}}, "variants.untrained_control"),
 ])
 def test_analysis_and_baseline_keys_are_checked(config, expected):
@@ -92,3 +92,11 @@ def test_baseline_representations_outside_the_run_are_allowed():
     config = validate_config({"representations": ["hog"],
                               "baselines": {"mahendran_vedaldi": {"representations": ["hog", "fc6"]}}})
     assert config["baselines"]["mahendran_vedaldi"]["representations"] == ["hog", "fc6"]
+
+
+def test_efficientnet_lite0_family_keys_and_defaults():
+    config = validate_config({"representations": ["efficientnet_lite0:stages.3", "efficientnet_lite0:fc"],
+                              "analyses": {"interpolation": {"layers": ["efficientnet_lite0:fc"]}}})
+    assert config["features"]["efficientnet_lite0"] == {"weights": "imagenet", "seed": 0, "crop": 224}
+    with pytest.raises(ConfigError, match="representations"):
+        validate_config({"representations": ["efficientnet_lite0:stages:3"]})

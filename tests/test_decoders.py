@@ -425,6 +425,8 @@ def test_input_shape_checked():
         ("conv1", (64, 27, 27), "conv"), ("conv5", (256, 6, 6), "conv"), ("fc6", (4096,), "fc"),
         ("fc8", (1000,), "fc"), ("torchvision:resnet18:layer4", (512, 7, 7), "conv"),
         ("torchvision:resnet18:avgpool", (512, 1, 1), "fc"), ("torchvision:vit_b_16:encoder", (768,), "fc"),
+        ("efficientnet_lite0:stages.5.0.dw.act", (1152, 7, 7), "conv"), ("efficientnet_lite0:fc", (1000,), "fc"),
+        ("efficientnet_lite0:head", (1280, 1, 1), "fc"),
     ],
 )
 def test_each_representation_declares_its_decoder(name, shape, kind):

@@ -96,8 +96,8 @@ def test_untrained_control_adds_random_weight_variants(finished_run):
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "variants={autoencoder: [fc6], untrained_control: always}",
                            configfile=configfile)
-    # conv5, fc6, fc8 again with untrained weights: 2 caches, a decoder and an evaluation each
-    assert planned["features"] == 6 and planned["train"] == 3 and planned["evaluate"] == 3
+    # conv5, fc6, fc8 and resnet18@layer1 again with untrained weights: 2 caches, a decoder and an evaluation each
+    assert planned["features"] == 8 and planned["train"] == 4 and planned["evaluate"] == 4
     assert "train_autoencoder" not in planned
 
 

@@ -187,6 +187,7 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
     analyses = config.get("analyses", {})
     for key in ("perturbation", "interpolation", "random_samples", "single_units"):
         for name in analyses.get(key, {}).get("layers") or []:
-            if name not in alexnet:
-                problems.append(f"analyses.{key}.layers: {name!r} is not an AlexNet layer (conv1 … fc8)")
+            if name not in alexnet and not name.startswith(("torchvision:", "efficientnet_lite0:")):
+                problems.append(f"analyses.{key}.layers: {name!r} is not a CNN representation "
+                                "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>)")
     return problems

@@ -312,8 +312,9 @@ def single_units(rep: str, decoder_path: str, train_features_path: str, png_path
     """Decode vectors with a single active unit (supplementary Figure 17).
 
     The units are the ``count`` with the largest activation over (a sample of) the training
-    features; each is set to that largest activation and every other unit to zero. fc8 units are
-    classes and are labelled with their names.
+    features; each is set to that largest activation and every other unit to zero. Units of
+    class scores (fc8, a network's logits: as many units as ``categories``) are labelled with
+    their class names.
     """
     inverter = Inverter(decoder_path, device)
     with store.FeatureStore(train_features_path) as feats:
@@ -324,7 +325,7 @@ def single_units(rep: str, decoder_path: str, train_features_path: str, png_path
     vectors = analyses.single_unit_vectors(real.shape[1], units, [float(peak[u]) for u in units])
     shape = tuple(inverter.meta["feature_shape"])
     recon = _uint8(inverter(vectors.reshape(len(units), *shape)))
-    named = rep.split("-")[0] == "fc8"
+    named = categories is not None and len(categories) == real.shape[1]  # class scores (fc8, logits)
     labels = [f"{u}: {_class_name(categories, u)}" if named else f"unit {u}" for u in units]
     figures.image_grid([("; ".join(labels), recon)], png_path,
                        title=_title(rep, inverter.label, "one active unit, the rest zero"))

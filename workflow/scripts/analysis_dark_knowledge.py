@@ -3,10 +3,10 @@ from preimage import logs
 
 with logs.job(snakemake):
     from preimage import experiments
-    from preimage.weights import categories_of
+    from preimage.features import categories_of
 
     common, rep = snakemake.params.common, snakemake.params.representation
     experiments.dark_knowledge(snakemake.input.decoder, snakemake.input.features, snakemake.input.images,
                                snakemake.output.csv, snakemake.output.figure,
-                               categories=categories_of("alexnet", rep["params"]["weights"]), k=snakemake.params.k,
+                               categories=categories_of(rep["name"], rep["params"]["weights"]), k=snakemake.params.k,
                                n_show=common["n_show"], seed=common["seed"], device=common["device"])

@@ -3,9 +3,9 @@ from preimage import logs
 
 with logs.job(snakemake):
     from preimage import experiments
-    from preimage.weights import categories_of
+    from preimage.features import categories_of
 
     common, rep = snakemake.params.common, snakemake.params.representation
     experiments.single_units(snakemake.wildcards.rep, snakemake.input.decoder, snakemake.input.features,
                              snakemake.output[0], count=snakemake.params.units,
-                             categories=categories_of("alexnet", rep["params"]["weights"]), device=common["device"])
+                             categories=categories_of(rep["name"], rep["params"]["weights"]), device=common["device"])

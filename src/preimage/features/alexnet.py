@@ -66,7 +66,7 @@ identity records ``arch``, so caches made with one network are never taken for t
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -74,6 +74,7 @@ from torch import nn
 from preimage.features import caffenet
 from preimage.features.base import register
 from preimage.features.torchvision_net import CNNRepresentation, fit_crop
+from preimage.weights import categories_of
 
 __all__ = ["AlexNetRepresentation", "LAYERS", "ARCHS"]
 
@@ -144,6 +145,11 @@ class AlexNetRepresentation(CNNRepresentation):
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
         x = fit_crop(images.to(self.device, torch.float32), self.crop)
         return caffenet.caffe_preprocess(x, self._mean) / self._std
+
+    @staticmethod
+    def categories_for(name: str, weights: Any = "imagenet") -> Optional[list]:
+        """Class names for ``weights`` without loading the network (see :func:`preimage.weights.categories_of`)."""
+        return categories_of("alexnet", weights)
 
     def identity(self) -> Dict[str, str]:
         ident = super().identity()

@@ -3,7 +3,7 @@
 Every representation is one module in this package that subclasses :class:`Representation`
 and decorates itself with :func:`register`. The workflow only ever calls :func:`create`
 with a name from the config (``hog``, ``lbp``, ``sift``, ``conv1`` … ``fc8``,
-``torchvision:<model>:<node>``) and the parameters from ``params:``.
+``torchvision:<model>:<node>``, ``efficientnet_lite0:<node>``) and the parameters from ``params:``.
 
 Conventions shared by all representations
 -----------------------------------------
@@ -23,7 +23,7 @@ Conventions shared by all representations
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import torch
 
@@ -117,6 +117,15 @@ def create(name: str, **params: Any) -> Representation:
     return cls(name=name, **params) if getattr(cls, "takes_name", False) else cls(**params)
 
 
+def categories_of(name: str, weights: Any = "imagenet") -> Optional[list]:
+    """Class names of representation ``name``'s classifier outputs under ``weights`` (e.g. the
+    1000 ImageNet classes for ``fc8`` with ``weights: imagenet``), without loading the network;
+    None when the weights carry no class names (``random``, a state-dict file) or the
+    representation is no classifier."""
+    fn = getattr(lookup(name), "categories_for", None)
+    return fn(name, weights) if fn is not None else None
+
+
 def known_names() -> list[str]:
     _load_builtin_modules()
     return sorted(_REGISTRY)
@@ -126,7 +135,7 @@ def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
     import importlib
 
-    for module in ("hog", "lbp", "sift", "alexnet", "torchvision_net"):
+    for module in ("hog", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite"):
         try:
             importlib.import_module(f"preimage.features.{module}")
         except ModuleNotFoundError as err:  # a module not written yet must not hide others

