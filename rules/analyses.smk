@@ -1,7 +1,12 @@
-# Stage 5: probes of the feature spaces (paper §4, §5.3-5.5) and the "what we found" summary.
+# Stage 5: probes of the feature spaces (paper §4, §5.3-5.5). Every job runs a trained decoder,
+# so every job asks for a GPU (it runs on the CPU where there is none).
+
+ANALYSIS_RESOURCES = dict(mem_mb=8000, runtime=scaled_runtime(60), gpu=1)
 
 
 rule perturbation:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/{{rep}}/decoder.pt",
         features=f"{R}/features/{{rep}}/test.h5",
@@ -11,34 +16,22 @@ rule perturbation:
         figure=report(f"{R}/figures/perturbation_{{rep}}.png", caption="../workflow/report/perturbation.rst",
                       category="Analyses", subcategory="Perturbation"),
     wildcard_constraints:
-        rep=alternation(perturbation_slugs()),
+        rep=alternation(CATALOG.perturbation_slugs()),
     params:
         common=analysis_params(),
         fraction=ANALYSES["perturbation"]["fraction"],
     threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
-        gpu=1,
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/perturbation_{{rep}}.log",
     script:
-        "../workflow/scripts/analysis_perturbation.py"
-
-
-rule perturbation_table:
-    input:
-        lambda wc: expand(f"{R}/{{rep}}/analysis/perturbation.csv", rep=perturbation_slugs()),
-    output:
-        csv=f"{R}/tables/perturbation.csv",
-        md=f"{R}/tables/perturbation.md",
-    log:
-        f"{R}/logs/tables/perturbation.log",
-    script:
-        "../workflow/scripts/concat_tables.py"
+        "../workflow/scripts/analyses_perturbation.py"
 
 
 rule interpolation:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/{{rep}}/decoder.pt",
         features=f"{R}/features/{{rep}}/test.h5",
@@ -47,36 +40,23 @@ rule interpolation:
         figure=report(f"{R}/figures/interpolation_{{rep}}.png", caption="../workflow/report/interpolation.rst",
                       category="Analyses", subcategory="Interpolation"),
     wildcard_constraints:
-        rep=alternation(interpolation_slugs()),
+        rep=alternation(CATALOG.analysis_slugs("interpolation")),
     params:
         common=analysis_params(),
         pairs=ANALYSES["interpolation"]["pairs"],
         steps=ANALYSES["interpolation"]["steps"],
     threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/interpolation_{{rep}}.log",
     script:
-        "../workflow/scripts/analysis_interpolation.py"
-
-
-rule interpolation_overview:
-    input:
-        lambda wc: expand(f"{R}/{{rep}}/analysis/interpolation.h5", rep=interpolation_slugs()),
-    output:
-        report(f"{R}/figures/interpolation.png", caption="../workflow/report/interpolation.rst", category="Analyses",
-               subcategory="Interpolation"),
-    params:
-        representations=interpolation_slugs(),
-    log:
-        f"{R}/logs/figures/interpolation.log",
-    script:
-        "../workflow/scripts/figure_interpolation.py"
+        "../workflow/scripts/analyses_interpolation.py"
 
 
 rule random_samples:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/{{rep}}/decoder.pt",
         features=f"{R}/features/{{rep}}/train.h5",
@@ -85,21 +65,22 @@ rule random_samples:
         figure=report(f"{R}/figures/random_samples_{{rep}}.png", caption="../workflow/report/random_samples.rst",
                       category="Analyses", subcategory="Random feature vectors"),
     wildcard_constraints:
-        rep=alternation(random_sample_slugs()),
+        rep=alternation(CATALOG.analysis_slugs("random_samples")),
     params:
         common=analysis_params(),
-        options=ANALYSES["random_samples"],
+        options={k: v for k, v in ANALYSES["random_samples"].items() if k != "layers"},
     threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/random_samples_{{rep}}.log",
     script:
-        "../workflow/scripts/analysis_random_samples.py"
+        "../workflow/scripts/analyses_random_samples.py"
 
 
 rule single_units:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/{{rep}}/decoder.pt",
         features=f"{R}/features/{{rep}}/train.h5",
@@ -107,21 +88,23 @@ rule single_units:
         report(f"{R}/figures/single_units_{{rep}}.png", caption="../workflow/report/single_units.rst",
                category="Analyses", subcategory="Single units"),
     wildcard_constraints:
-        rep=alternation(single_unit_slugs()),
+        rep=alternation(CATALOG.single_unit_slugs()),
     params:
         common=analysis_params(),
         units=ANALYSES["single_units"]["count"],
         representation=lambda wc: representation_options(wc.rep),
+    threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/single_units_{{rep}}.log",
     script:
-        "../workflow/scripts/analysis_single_units.py"
+        "../workflow/scripts/analyses_single_units.py"
 
 
 rule dark_knowledge:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/fc8/decoder.pt",
         features=f"{R}/features/fc8/test.h5",
@@ -133,17 +116,19 @@ rule dark_knowledge:
     params:
         common=analysis_params(),
         k=ANALYSES["dark_knowledge"]["k"],
-        representation=representation_options("fc8") if "fc8" in REPS else None,
+        representation=representation_options("fc8") if "fc8" in CATALOG else None,
+    threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/dark_knowledge.log",
     script:
-        "../workflow/scripts/analysis_dark_knowledge.py"
+        "../workflow/scripts/analyses_dark_knowledge.py"
 
 
 rule hue_shift:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/fc8/decoder.pt",
         images=f"{R}/data/test.h5",
@@ -154,19 +139,19 @@ rule hue_shift:
     params:
         common=analysis_params(),
         degrees=ANALYSES["hue_shift"]["degrees"],
-        representation=representation_options("fc8") if "fc8" in REPS else None,
+        representation=representation_options("fc8") if "fc8" in CATALOG else None,
     threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
-        gpu=1,
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/hue_shift.log",
     script:
-        "../workflow/scripts/analysis_hue_shift.py"
+        "../workflow/scripts/analyses_hue_shift.py"
 
 
 rule brightness:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/hog/decoder.pt",
         images=f"{R}/data/test.h5",
@@ -177,36 +162,13 @@ rule brightness:
     params:
         common=analysis_params(),
         factors=ANALYSES["brightness"]["factors"],
-        representation=representation_options("hog") if "hog" in REPS else None,
+        representation=representation_options("hog") if "hog" in CATALOG else None,
     threads: ANALYSES["threads"]
     resources:
-        mem_mb=8000,
-        runtime=scaled_runtime(60),
+        **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/brightness.log",
     script:
-        "../workflow/scripts/analysis_brightness.py"
+        "../workflow/scripts/analyses_brightness.py"
 
 
-def findings_inputs(wc):
-    inputs = {"errors": f"{R}/tables/errors.csv"}
-    optional = {
-        "perturbation": (f"{R}/tables/perturbation.csv", perturbation_slugs()),
-        "mahendran_vedaldi": (f"{R}/tables/mahendran_vedaldi.csv", mv_slugs()),
-        "dark_knowledge": (f"{R}/fc8/analysis/dark_knowledge.csv", "fc8" in BASE_REPS and ANALYSES["dark_knowledge"]["enabled"]),
-        "hue_shift": (f"{R}/fc8/analysis/hue_shift.csv", "fc8" in BASE_REPS and ANALYSES["hue_shift"]["enabled"]),
-        "brightness": (f"{R}/hog/analysis/brightness.csv", "hog" in BASE_REPS and ANALYSES["brightness"]["enabled"]),
-    }
-    inputs.update({k: path for k, (path, wanted) in optional.items() if wanted})
-    return inputs
-
-
-rule findings:
-    input:
-        unpack(findings_inputs),
-    output:
-        report(f"{R}/findings.md", caption="../workflow/report/findings.rst", category="Summary"),
-    log:
-        f"{R}/logs/findings.log",
-    script:
-        "../workflow/scripts/findings.py"

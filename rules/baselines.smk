@@ -4,6 +4,8 @@ MV = config["baselines"]["mahendran_vedaldi"]
 
 
 rule mahendran_vedaldi:
+    conda:
+        ENVIRONMENT
     input:
         decoder=f"{R}/{{rep}}/decoder.pt",
         images=f"{R}/data/test.h5",
@@ -13,7 +15,7 @@ rule mahendran_vedaldi:
         figure=report(f"{R}/figures/mahendran_vedaldi_{{rep}}.png", caption="../workflow/report/mahendran_vedaldi.rst",
                       category="Baselines", subcategory="Mahendran & Vedaldi"),
     wildcard_constraints:
-        rep=alternation(mv_slugs()),
+        rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
     params:
         common=analysis_params(),
         representation=lambda wc: representation_options(wc.rep),
@@ -29,17 +31,6 @@ rule mahendran_vedaldi:
     benchmark:
         f"{R}/benchmarks/baselines/mahendran_vedaldi_{{rep}}.tsv"
     script:
-        "../workflow/scripts/baseline_mahendran_vedaldi.py"
+        "../workflow/scripts/baselines_mahendran_vedaldi.py"
 
 
-rule mahendran_vedaldi_table:
-    input:
-        lambda wc: expand(f"{R}/{{rep}}/mahendran_vedaldi.csv", rep=mv_slugs()),
-    output:
-        csv=report(f"{R}/tables/mahendran_vedaldi.csv", caption="../workflow/report/mahendran_vedaldi_table.rst",
-                   category="Baselines"),
-        md=f"{R}/tables/mahendran_vedaldi.md",
-    log:
-        f"{R}/logs/tables/mahendran_vedaldi.log",
-    script:
-        "../workflow/scripts/concat_tables.py"

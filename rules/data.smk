@@ -2,6 +2,8 @@
 
 
 rule extract_data:
+    conda:
+        ENVIRONMENT
     output:
         train=f"{R}/data/train.h5",
         test=f"{R}/data/test.h5",
@@ -17,4 +19,4 @@ rule extract_data:
     benchmark:
         f"{R}/benchmarks/data/extract.tsv"
     script:
-        "../workflow/scripts/extract_data.py"
+        "../workflow/scripts/data_extract.py"

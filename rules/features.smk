@@ -7,13 +7,15 @@ FEATURE_RESOURCES = dict(mem_mb=8000, runtime=scaled_runtime(120))
 
 
 rule features:
+    conda:
+        ENVIRONMENT
     input:
         images=f"{R}/data/{{split}}.h5",
         encoder=feature_extra_inputs,
     output:
         f"{R}/features/{{rep}}/{{split}}.h5",
     params:
-        representation=lambda wc: REPS[wc.rep],
+        representation=lambda wc: CATALOG[wc.rep].name,
         options=lambda wc: feature_params(wc.rep),
         dtype=FEATURES["dtype"],
         batch_size=FEATURES["batch_size"],
@@ -24,18 +26,18 @@ rule features:
         **FEATURE_RESOURCES,
         gpu=1,
     wildcard_constraints:
-        rep=slug_pattern(GPU_FEATURE_REPS),
+        rep=alternation(CATALOG.feature_slugs(gpu=True)),
     log:
         f"{R}/logs/features/{{rep}}/{{split}}.log",
     benchmark:
         f"{R}/benchmarks/features/{{rep}}/{{split}}.tsv"
     script:
-        "../workflow/scripts/compute_features.py"
+        "../workflow/scripts/features_compute.py"
 
 
 use rule features as shallow_features with:
     wildcard_constraints:
-        rep=slug_pattern(CPU_FEATURE_REPS),
+        rep=alternation(CATALOG.feature_slugs(gpu=False)),
     resources:
         **FEATURE_RESOURCES,
         gpu=0,

@@ -2,6 +2,8 @@
 
 
 rule train:
+    conda:
+        ENVIRONMENT
     input:
         features=f"{R}/features/{{rep}}/train.h5",
         images=f"{R}/data/train.h5",
@@ -9,13 +11,13 @@ rule train:
         decoder=f"{R}/{{rep}}/decoder.pt",
         log=f"{R}/{{rep}}/train_log.csv",
     params:
-        representation=lambda wc: REPS[wc.rep],
-        train=lambda wc: train_params(wc.rep),
+        representation=lambda wc: CATALOG[wc.rep].name,
+        train=lambda wc: CATALOG.train_params(wc.rep),
         # Outside the declared outputs (Snakemake deletes those before a job starts): a killed
         # or timed-out job resumes from the last finished epoch.
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.rep}/train.pt",
     wildcard_constraints:
-        rep=alternation(decoder_slugs()),
+        rep=alternation(CATALOG.decoder_slugs()),
     threads: config["train"]["threads"]
     resources:
         mem_mb=16000,
@@ -31,6 +33,8 @@ rule train:
 
 rule train_autoencoder:
     """AlexNet autoencoder (§5.2): the decoder trained jointly with the layers below it."""
+    conda:
+        ENVIRONMENT
     input:
         images=f"{R}/data/train.h5",
     output:
@@ -38,9 +42,9 @@ rule train_autoencoder:
         log=f"{R}/{{layer}}-ae/train_log.csv",
         encoder=f"{R}/{{layer}}-ae/encoder.pt",
     wildcard_constraints:
-        layer=alternation(AE_LAYERS),
+        layer=alternation([CATALOG[s].base for s in CATALOG.with_variant("ae")]),
     params:
-        train=lambda wc: train_params(f"{wc.layer}-ae"),
+        train=lambda wc: CATALOG.train_params(f"{wc.layer}-ae"),
         alexnet=FEATURES["alexnet"],
         encoder_lr_scale=config["variants"]["encoder_lr_scale"],
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.layer}-ae/train.pt",

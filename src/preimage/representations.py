@@ -57,8 +57,9 @@ class RepresentationSpec:
 
     @property
     def display(self) -> str:
-        """The name in tables and figures: the configured name, or the slug of a variant."""
-        return self.slug if self.variant else self.name
+        """The name in tables and figures: the configured name, with a variant's suffix
+        (``fc6-ae``, ``efficientnet_lite0:fc-random``)."""
+        return f"{self.name}-{self.variant}" if self.variant else self.name
 
     @property
     def is_alexnet_layer(self) -> bool:
@@ -89,7 +90,7 @@ class Catalog:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
         features = config["features"]
-        self.notes: List[str] = []
+        self._notes: Dict[str, str] = {}
         specs: Dict[str, RepresentationSpec] = {}
         for name in config["representations"]:
             cls = lookup(name)
@@ -110,6 +111,17 @@ class Catalog:
             specs[f"{base.slug}-random"] = dataclasses.replace(base, slug=f"{base.slug}-random", variant="random",
                                                                params=params)
         self.specs = specs
+        # resolve every layer list once, so that :attr:`notes` names everything skipped
+        self.perturbation_slugs()
+        for analysis in ("interpolation", "random_samples", "single_units"):
+            self.analysis_slugs(analysis)
+        self.mahendran_vedaldi_slugs()
+
+    @property
+    def notes(self) -> List[str]:
+        """What the configuration names but does not run (a layer list naming a representation
+        that is not in ``representations``), one line each."""
+        return list(self._notes.values())
 
     def _controlled(self, mode: str) -> List[RepresentationSpec]:
         """Networks that get an untrained control: ``always``, or ``auto`` where the configured
@@ -153,7 +165,7 @@ class Catalog:
             slug = slug_of(name)
             (kept if slug in self._base else skipped).append(slug if slug in self._base else name)
         if skipped:
-            self.notes.append(f"{key} skips {', '.join(skipped)} (not in representations)")
+            self._notes[key] = f"{key} skips {', '.join(skipped)} (not in representations)"
         return kept
 
     def with_variant(self, variant: Optional[str]) -> List[str]:
@@ -208,8 +220,10 @@ class Catalog:
         return self.configured(self.config["analyses"][analysis]["layers"], f"analyses.{analysis}.layers")
 
     def single_unit_slugs(self) -> List[str]:
-        """Supplementary Figure 17: vector layers only."""
-        return [s for s in self.analysis_slugs("single_units") if s.startswith("fc")]
+        """Supplementary Figure 17: AlexNet's vector layers fc6-fc8, and any node of the other
+        networks (choosing a vector node is the user's part there)."""
+        return [s for s in self.analysis_slugs("single_units")
+                if s.startswith("fc") or (self.specs[s].uses_gpu and self.specs[s].family != "alexnet")]
 
     def mahendran_vedaldi_slugs(self) -> List[str]:
         """Where the optimisation baseline runs beside a decoder of the same representation."""

@@ -1,8 +1,8 @@
-"""Snakemake adapter: rule evaluate → preimage.evaluate (error.csv, reconstructions.h5/png)."""
+"""Snakemake adapter: rule evaluate → preimage.evaluate.evaluate_decoder (error.csv, reconstructions.h5)."""
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage.evaluate import evaluate_decoder, reconstructions_png
+    from preimage.evaluate import evaluate_decoder
 
     options = snakemake.params.options
     evaluate_decoder(
@@ -19,4 +19,3 @@ with logs.job(snakemake):
         nn_limit=options["nn_limit"],
         seed=options["seed"],
     )
-    reconstructions_png(snakemake.input.test_images, snakemake.output.reconstructions, snakemake.output.figure, options["n_show"])

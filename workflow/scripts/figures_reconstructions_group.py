@@ -1,4 +1,4 @@
-"""Snakemake adapter: rule reconstructions_figure → preimage.evaluate.group_figure."""
+"""Snakemake adapter: rule reconstructions_figure → preimage.evaluate.group_figure (Figures 3 and 5)."""
 from preimage import logs
 
 with logs.job(snakemake):

@@ -1,0 +1,76 @@
+# Stage 6: figures drawn from finished results (paper Figures 3, 5, 7, 10). Their settings
+# (evaluate.n_show) rerun only these jobs.
+
+
+rule reconstructions_png:
+    conda:
+        ENVIRONMENT
+    input:
+        test_images=f"{R}/data/test.h5",
+        reconstructions=f"{R}/{{rep}}/reconstructions.h5",
+    output:
+        report(
+            f"{R}/{{rep}}/reconstructions.png",
+            caption="../workflow/report/reconstructions.rst",
+            category="Reconstructions",
+            subcategory="{rep}",
+        ),
+    params:
+        n_show=config["evaluate"]["n_show"],
+    log:
+        f"{R}/logs/figures/reconstructions_{{rep}}.log",
+    script:
+        "../workflow/scripts/figures_reconstructions.py"
+
+
+rule reconstructions_figure:
+    conda:
+        ENVIRONMENT
+    input:
+        test_images=f"{R}/data/test.h5",
+        reconstructions=lambda wc: expand(f"{R}/{{rep}}/reconstructions.h5", rep=reconstruction_group(wc.group)),
+    output:
+        report(
+            f"{R}/figures/reconstructions_{{group}}.png",
+            caption="../workflow/report/reconstructions_group.rst",
+            category="Reconstructions",
+        ),
+    wildcard_constraints:
+        group="shallow|alexnet",
+    params:
+        n_show=config["evaluate"]["n_show"],
+        representations=lambda wc: reconstruction_group(wc.group),
+    log:
+        f"{R}/logs/figures/reconstructions_{{group}}.log",
+    script:
+        "../workflow/scripts/figures_reconstructions_group.py"
+
+
+rule error_by_layer:
+    conda:
+        ENVIRONMENT
+    input:
+        table=f"{R}/tables/errors.csv",
+        perturbation=[f"{R}/tables/perturbation.csv"] if CATALOG.perturbation_slugs() else [],
+    output:
+        report(f"{R}/figures/error_by_layer.png", caption="../workflow/report/error_by_layer.rst", category="Errors"),
+    log:
+        f"{R}/logs/figures/error_by_layer.log",
+    script:
+        "../workflow/scripts/figures_error_by_layer.py"
+
+
+rule interpolation_overview:
+    conda:
+        ENVIRONMENT
+    input:
+        expand(f"{R}/{{rep}}/analysis/interpolation.h5", rep=CATALOG.analysis_slugs("interpolation")),
+    output:
+        report(f"{R}/figures/interpolation.png", caption="../workflow/report/interpolation.rst", category="Analyses",
+               subcategory="Interpolation"),
+    params:
+        representations=CATALOG.analysis_slugs("interpolation"),
+    log:
+        f"{R}/logs/figures/interpolation.log",
+    script:
+        "../workflow/scripts/figures_interpolation.py"
