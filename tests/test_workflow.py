@@ -130,8 +130,25 @@ def test_changing_a_hog_parameter_reruns_only_hog(finished_run):
 def test_changing_one_representations_epochs_reruns_only_its_training(finished_run):
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "train={epochs: {default: 1, hog: 2, lbp: 3}}", configfile=configfile)
-    assert planned == {"train": 1, "evaluate": 1, "errors_table": 1, "error_by_layer": 1,
+    assert planned == {"train": 1, "evaluate": 1, "reconstructions_png": 1, "errors_table": 1, "error_by_layer": 1,
                        "reconstructions_figure": 1, "findings": 1, "all": 1}
+
+
+def test_changing_how_many_images_figures_show_reruns_only_figures(finished_run):
+    workdir, configfile = finished_run
+    planned = planned_jobs(workdir, "--config", "evaluate={n_show: 2, device: cpu}", configfile=configfile)
+    assert set(planned) == {"reconstructions_png", "reconstructions_figure", "all"}
+    assert planned["reconstructions_png"] == len(REPS)
+
+
+def test_adding_a_layer_to_an_analysis_runs_only_that_layer(finished_run):
+    workdir, configfile = finished_run
+    analyses = ("analyses={interpolation: {layers: [fc6, fc8], pairs: 1, steps: 3}, "
+                "perturbation: {layers: [fc6]}, random_samples: {layers: [fc6], count: 2, bins: 8}, "
+                "single_units: {layers: [fc8], count: 2}, n_show: 2}")
+    planned = planned_jobs(workdir, "--config", analyses, configfile=configfile)
+    # the new layer's strip, and the overview figure that gathers every layer's strip
+    assert planned == {"interpolation": 1, "interpolation_overview": 1, "all": 1}
 
 
 def test_single_target_builds_only_what_it_needs(tmp_path):

@@ -1,0 +1,56 @@
+"""Every `snakemake …` command the README and config/README.md show works as written: each is
+dry-run from the repository root (with a fake ILSVRC2012 tree standing in for /data/ILSVRC2012)."""
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from workflow import ENV, ROOT, fake_imagenet
+
+DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md"]
+#: Commands that need a finished run, tested where one exists (tests/test_workflow.py).
+NEEDS_A_RUN = ("--report",)
+
+
+def documented_commands():
+    """(document, command) for every snakemake command in a code block or an inline code span."""
+    found = []
+    for doc in DOCUMENTS:
+        text = doc.read_text()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+        lines = [line.strip() for block in blocks for line in block.splitlines()]
+        lines += re.findall(r"`([^`\n]*snakemake [^`\n]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        for line in lines:
+            for part in line.split("&&"):
+                part = part.strip()
+                if part.startswith("snakemake"):
+                    found.append((doc.name, part))
+    return list(dict.fromkeys(found))
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_documents_show_commands():
+    assert len(COMMANDS) >= 5, COMMANDS
+    assert any("config/paper.yaml" in c for _, c in COMMANDS)
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    return fake_imagenet(tmp_path_factory.mktemp("ILSVRC2012"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc, command", COMMANDS, ids=[c for _, c in COMMANDS])
+def test_documented_command_dry_runs(doc, command, imagenet_root, tmp_path):
+    if any(flag in command for flag in NEEDS_A_RUN):
+        pytest.skip("needs a finished run: tests/test_workflow.py builds the report")
+    words = shlex.split(command.replace("/data/ILSVRC2012", str(imagenet_root)))
+    assert words[0] == "snakemake"
+    # -n and --directory go first: options that take lists (--config) must keep their own words
+    argv = [sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), *words[1:]]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, f"{doc}: {command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

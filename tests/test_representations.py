@@ -1,0 +1,86 @@
+"""The catalog that resolves every configured representation name (slug, family, variant, params)."""
+import pytest
+
+from preimage.config import validate_config
+from preimage.representations import Catalog, per_rep, slug_of
+
+
+def _catalog(**overrides):
+    return Catalog(validate_config(overrides))
+
+
+def test_slugs_of_configured_names():
+    assert slug_of("hog") == "hog" and slug_of("fc6") == "fc6"
+    assert slug_of("torchvision:resnet50:layer4") == "resnet50@layer4"
+    assert slug_of("efficientnet_lite0:stages.3") == "efficientnet_lite0@stages.3"
+
+
+def test_each_name_resolves_to_its_family_variant_and_parameters():
+    cat = _catalog(representations=["hog", "fc6", "torchvision:resnet18:layer1"],
+                   features={"hog": {"cell_size": 4}, "alexnet": {"weights": "imagenet"},
+                             "torchvision": {"weights": "random"}},
+                   variants={"autoencoder": ["fc6"]})
+    assert cat["hog"].family == "hog" and cat["hog"].params["cell_size"] == 4 and not cat["hog"].uses_gpu
+    assert cat["fc6"].family == "alexnet" and cat["fc6"].uses_gpu and cat["fc6"].variant is None
+    ae, control = cat["fc6-ae"], cat["fc6-random"]
+    assert (ae.variant, ae.base, ae.name, ae.display) == ("ae", "fc6", "fc6", "fc6-ae")
+    assert (control.variant, control.params["weights"]) == ("random", "random")
+    assert cat["fc6"].params["weights"] == "imagenet"  # the control does not change its base
+    assert cat.feature_params("fc6-ae", "out")["weights"] == "out/fc6-ae/encoder.pt"
+    net = cat["resnet18@layer1"]
+    assert (net.family, net.name, net.display) == ("torchvision", "torchvision:resnet18:layer1",
+                                                   "torchvision:resnet18:layer1")
+    # random torchvision weights: the configured rows already are the untrained control
+    assert "resnet18@layer1-random" not in cat
+    assert cat.slugs == ["hog", "fc6", "resnet18@layer1", "fc6-ae", "fc6-random"]
+    assert cat.decoder_slugs() == ["hog", "fc6", "resnet18@layer1", "fc6-random"]
+    assert cat.feature_slugs(gpu=False) == ["hog"]
+
+
+@pytest.mark.parametrize("mode, expected", [("auto", ["conv5-random"]), ("always", ["conv5-random"]), ("never", [])])
+def test_untrained_controls_follow_the_mode_and_the_weights(mode, expected):
+    trained = _catalog(representations=["hog", "conv5"], features={"alexnet": {"weights": "imagenet"}},
+                       variants={"untrained_control": mode})
+    assert trained.with_variant("random") == expected
+    untrained = _catalog(representations=["conv5"], features={"alexnet": {"weights": "random"}},
+                         variants={"untrained_control": mode})
+    assert untrained.with_variant("random") == (["conv5-random"] if mode == "always" else [])
+
+
+def test_lists_naming_unconfigured_representations_are_trimmed_with_a_note():
+    cat = _catalog(representations=["hog"], variants={"autoencoder": ["fc6"]},
+                   baselines={"mahendran_vedaldi": {"representations": ["hog", "conv3"]}})
+    assert cat.slugs == ["hog"]  # no AlexNet job for representations: [hog]
+    assert cat.mahendran_vedaldi_slugs() == ["hog"]
+    assert any("variants.autoencoder skips fc6" in note for note in cat.notes)
+    assert any("mahendran_vedaldi.representations skips conv3" in note for note in cat.notes)
+    assert len(cat.notes) == len(set(cat.notes))
+
+
+def test_analysis_lists_by_name_or_slug():
+    cat = _catalog(representations=["conv5", "fc6", "fc8", "torchvision:resnet18:avgpool"],
+                   features={"torchvision": {"weights": "random"}},
+                   variants={"autoencoder": ["fc6"]},
+                   analyses={"perturbation": {"layers": None},
+                             "single_units": {"layers": ["fc6", "conv5", "torchvision:resnet18:avgpool"]}})
+    assert cat.alexnet_layers() == ["conv5", "fc6", "fc8"]
+    assert cat.perturbation_slugs() == ["conv5", "fc6", "fc8", "fc6-ae"]
+    assert cat.single_unit_slugs() == ["fc6", "resnet18@avgpool"]  # conv5 is a feature map
+
+
+def test_per_representation_values():
+    cat = _catalog(representations=["fc6", "hog"], variants={"autoencoder": ["fc6"]},
+                   train={"epochs": {"default": 3, "fc6": 7, "fc6-ae": 2}})
+    assert cat.train_params("fc6")["epochs"] == 7 and cat.train_params("hog")["epochs"] == 3
+    assert cat.train_params("fc6-ae")["epochs"] == 2
+    assert per_rep({"default": 1, "fc6": 5}, cat["fc6-ae"]) == 5  # a variant inherits its base's value
+    assert per_rep(4, cat["hog"]) == 4
+
+
+def test_autoencoders_are_alexnet_only():
+    with pytest.raises(Exception, match="variants.autoencoder"):  # the schema refuses it
+        _catalog(representations=["hog"], variants={"autoencoder": ["hog"]})
+    config = validate_config({"representations": ["hog"]})
+    config["variants"]["autoencoder"] = ["hog"]
+    with pytest.raises(ValueError, match="AlexNet"):  # and so does the catalog, for a config built in code
+        Catalog(config)
