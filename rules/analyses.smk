@@ -106,22 +106,24 @@ rule dark_knowledge:
     conda:
         ENVIRONMENT
     input:
-        decoder=f"{R}/fc8/decoder.pt",
-        features=f"{R}/features/fc8/test.h5",
+        decoder=f"{R}/{{rep}}/decoder.pt",
+        features=f"{R}/features/{{rep}}/test.h5",
         images=f"{R}/data/test.h5",
     output:
-        csv=f"{R}/fc8/analysis/dark_knowledge.csv",
-        figure=report(f"{R}/figures/dark_knowledge.png", caption="../workflow/report/dark_knowledge.rst",
+        csv=f"{R}/{{rep}}/analysis/dark_knowledge.csv",
+        figure=report(f"{R}/figures/dark_knowledge_{{rep}}.png", caption="../workflow/report/dark_knowledge.rst",
                       category="Analyses", subcategory="Dark knowledge"),
+    wildcard_constraints:
+        rep=alternation(CATALOG.analysis_slugs("dark_knowledge")),
     params:
         common=analysis_params(),
         k=ANALYSES["dark_knowledge"]["k"],
-        representation=representation_options("fc8") if "fc8" in CATALOG else None,
+        representation=lambda wc: representation_options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
     log:
-        f"{R}/logs/analyses/dark_knowledge.log",
+        f"{R}/logs/analyses/dark_knowledge_{{rep}}.log",
     script:
         "../workflow/scripts/analyses_dark_knowledge.py"
 
@@ -130,21 +132,23 @@ rule hue_shift:
     conda:
         ENVIRONMENT
     input:
-        decoder=f"{R}/fc8/decoder.pt",
+        decoder=f"{R}/{{rep}}/decoder.pt",
         images=f"{R}/data/test.h5",
     output:
-        csv=f"{R}/fc8/analysis/hue_shift.csv",
-        figure=report(f"{R}/figures/hue_shift.png", caption="../workflow/report/hue_shift.rst", category="Analyses",
-                      subcategory="Hue shift"),
+        csv=f"{R}/{{rep}}/analysis/hue_shift.csv",
+        figure=report(f"{R}/figures/hue_shift_{{rep}}.png", caption="../workflow/report/hue_shift.rst",
+                      category="Analyses", subcategory="Hue shift"),
+    wildcard_constraints:
+        rep=alternation(CATALOG.analysis_slugs("hue_shift")),
     params:
         common=analysis_params(),
         degrees=ANALYSES["hue_shift"]["degrees"],
-        representation=representation_options("fc8") if "fc8" in CATALOG else None,
+        representation=lambda wc: representation_options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
     log:
-        f"{R}/logs/analyses/hue_shift.log",
+        f"{R}/logs/analyses/hue_shift_{{rep}}.log",
     script:
         "../workflow/scripts/analyses_hue_shift.py"
 

@@ -120,8 +120,8 @@ def all_targets():
 
 
 def single_analysis(analysis, rep):
-    """The analyses that run on one fixed representation (fc8's dark knowledge and hue shift,
-    HOG's brightness) when it is configured and the analysis is enabled."""
+    """An analysis that runs on one fixed representation (HOG's brightness, §4) when it is
+    configured and the analysis is enabled."""
     return rep in CATALOG.base_slugs and ANALYSES[analysis]["enabled"]
 
 
@@ -139,9 +139,11 @@ def analysis_targets():
     for slug in CATALOG.analysis_slugs("random_samples"):
         targets += [f"{R}/{slug}/analysis/random_samples.csv", f"{R}/figures/random_samples_{slug}.png"]
     targets += [f"{R}/figures/single_units_{slug}.png" for slug in CATALOG.single_unit_slugs()]
-    for analysis, rep in (("dark_knowledge", "fc8"), ("hue_shift", "fc8"), ("brightness", "hog")):
-        if single_analysis(analysis, rep):
-            targets += [f"{R}/{rep}/analysis/{analysis}.csv", f"{R}/figures/{analysis}.png"]
+    for analysis in ("dark_knowledge", "hue_shift"):
+        for slug in CATALOG.analysis_slugs(analysis):
+            targets += [f"{R}/{slug}/analysis/{analysis}.csv", f"{R}/figures/{analysis}_{slug}.png"]
+    if single_analysis("brightness", "hog"):
+        targets += [f"{R}/hog/analysis/brightness.csv", f"{R}/figures/brightness.png"]
     return targets
 
 
@@ -161,11 +163,13 @@ def findings_inputs(wc):
     optional = {
         "perturbation": (f"{R}/tables/perturbation.csv", CATALOG.perturbation_slugs()),
         "mahendran_vedaldi": (f"{R}/tables/mahendran_vedaldi.csv", CATALOG.mahendran_vedaldi_slugs()),
-        "dark_knowledge": (f"{R}/fc8/analysis/dark_knowledge.csv", single_analysis("dark_knowledge", "fc8")),
-        "hue_shift": (f"{R}/fc8/analysis/hue_shift.csv", single_analysis("hue_shift", "fc8")),
         "brightness": (f"{R}/hog/analysis/brightness.csv", single_analysis("brightness", "hog")),
     }
     inputs.update({k: path for k, (path, wanted) in optional.items() if wanted})
+    for analysis in ("dark_knowledge", "hue_shift"):
+        slugs = CATALOG.analysis_slugs(analysis)
+        if slugs:
+            inputs[analysis] = expand(f"{R}/{{rep}}/analysis/{analysis}.csv", rep=slugs)
     return inputs
 
 

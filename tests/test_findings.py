@@ -62,7 +62,7 @@ def test_findings_are_computed_from_the_tables(tmp_path):
         {"representation": "hog", "method": "decoder", "error": 0.3, "feature_error": 0.5, "seconds_per_image": 0.002},
         {"representation": "hog", "method": "mahendran_vedaldi", "error": 0.6, "feature_error": 0.1, "seconds_per_image": 2.0},
     ]).to_csv(paths["mahendran_vedaldi"], index=False)
-    pd.DataFrame([{"variant": v, "k": 5, "error": e} for v, e in (("all", 0.5), ("top5", 0.7), ("all_but_top5", 0.55))]
+    pd.DataFrame([{"representation": "fc8", "variant": v, "k": 5, "error": e} for v, e in (("all", 0.5), ("top5", 0.7), ("all_but_top5", 0.55))]
                  ).to_csv(paths["dark_knowledge"], index=False)
     text = write_findings({k: str(v) for k, v in paths.items()}, str(tmp_path / "findings.md"))
     assert (tmp_path / "findings.md").read_text() == text
@@ -74,6 +74,9 @@ def test_findings_are_computed_from_the_tables(tmp_path):
     assert "image error 0.300 (decoder) vs 0.600 (optimisation), decoder lower" in text
     assert "feature error 0.500 vs 0.100, optimisation lower" in text and "1,000× slower" in text
     assert "only the top 5 0.700" in text
+    # fc6 0.450, its untrained control 0.550: training keeps more of the image there
+    assert ("the trained network's features give the lower error at 1 of 1 representations: "
+            "`fc6` 0.450 trained vs 0.550 untrained (-18 %)") in text
 
 
 def test_findings_need_the_errors_table(tmp_path):

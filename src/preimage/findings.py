@@ -1,13 +1,14 @@
 """"What we found": a short Markdown summary written from the run's own tables.
 
 Every sentence is computed from the numbers of this run (nothing hand-written), so the summary of
-the embedded default says what an untrained AlexNet on 64-px crops gives, and the summary of
+the embedded default says what its networks on 64-px crops give, and the summary of
 ``paper.yaml`` what the paper's setting gives. Each section names the paper's claim it tests.
 """
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional
+import os
+from typing import Any, List, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -58,13 +59,29 @@ def main_result(errors: pd.DataFrame) -> List[str]:
         lines.append(f"- AlexNet ({label}): error from {errs[0]:.3f} at `{layers[0]}` to {errs[-1]:.3f} at "
                      f"`{layers[-1]}`; lowest at `{layers[int(np.argmin(errs))]}`, highest at "
                      f"`{layers[int(np.argmax(errs))]}` (paper: rising with depth, from about 0.1 to 0.6).")
-    for suffix, what in (("-ae", "autoencoder"), ("-random", "untrained network")):
-        pairs = [(l, _row(decoders, representation=l), _row(decoders, representation=l + suffix)) for l in layers]
-        pairs = [(l, a, b) for l, a, b in pairs if a is not None and b is not None]
-        if pairs:
-            lines.append(f"- {what.capitalize()} vs the decoder of the fixed features: " + "; ".join(
-                f"`{l}` {b.error:.3f} vs {a.error:.3f}" for l, a, b in pairs) + ".")
+    pairs = _variant_pairs(decoders, "-ae")
+    if pairs:
+        lines.append("- Autoencoder vs the decoder of the fixed features: " + "; ".join(
+            f"`{r}` {b.error:.3f} vs {a.error:.3f}" for r, a, b in pairs) + ".")
+    pairs = _variant_pairs(decoders, "-random")
+    if pairs:
+        kept = [r for r, a, b in pairs if a.error < b.error]
+        lines.append(f"- Trained vs untrained network (what training keeps): the trained network's features give "
+                     f"the lower error at {len(kept)} of {len(pairs)} representations: " + "; ".join(
+                         f"`{r}` {a.error:.3f} trained vs {b.error:.3f} untrained ({_pct(a.error, b.error)})"
+                         for r, a, b in pairs) + ".")
     return lines + [""]
+
+
+def _variant_pairs(decoders: pd.DataFrame, suffix: str) -> List[tuple]:
+    """(name, row of the representation, row of its ``suffix`` variant) for every representation
+    that has that variant in the table (fc6 and fc6-ae, efficientnet_lite0:fc and …-random)."""
+    pairs = []
+    for name in decoders.representation:
+        base, variant = _row(decoders, representation=name), _row(decoders, representation=f"{name}{suffix}")
+        if variant is not None and not name.endswith(("-ae", "-random")):
+            pairs.append((name, base, variant))
+    return pairs
 
 
 def perturbation(table: pd.DataFrame) -> List[str]:
@@ -103,25 +120,28 @@ def mahendran_vedaldi(table: pd.DataFrame) -> List[str]:
 
 
 def dark_knowledge(table: pd.DataFrame) -> List[str]:
-    lines = ["## Dark knowledge in fc8 (§5.3, Figure 8)", ""]
-    by = {r.variant: r for r in table.itertuples()}
-    if {"all", "top5", "all_but_top5"} <= set(by):
-        lines.append(f"- All activations {by['all'].error:.3f}; only the top {by['top5'].k} "
-                     f"{by['top5'].error:.3f}; all but the top {by['top5'].k} {by['all_but_top5'].error:.3f}. "
-                     "The paper: dropping the top-5 hurts less than keeping only them — the small "
-                     "activations carry most of the image.")
+    """§5.3, Figures 8 and 16: one line per class-score representation (fc8, a network's logits)."""
+    lines = ["## Dark knowledge in the class scores (§5.3, Figure 8)", ""]
+    for rep, rows in table.groupby("representation", sort=False):
+        by = {r.variant: r for r in rows.itertuples()}
+        if {"all", "top5", "all_but_top5"} <= set(by):
+            lines.append(f"- {rep}: all activations {by['all'].error:.3f}; only the top {by['top5'].k} "
+                         f"{by['top5'].error:.3f}; all but the top {by['top5'].k} {by['all_but_top5'].error:.3f}.")
+    lines.append("- The paper: dropping the top-5 hurts less than keeping only them; the small activations carry "
+                 "most of the image.")
     return lines + [""]
 
 
 def hue_shift(table: pd.DataFrame) -> List[str]:
-    lines = ["## Colour in fc8 (§5.3)", ""]
+    """§5.3: is colour kept in the class scores? One line per representation and rotation."""
+    lines = ["## Colour in the class scores (§5.3)", ""]
     for row in table.itertuples():
         if row.degrees == 0:
             continue
         closer = "rotated" if row.error < row.error_to_original else "original"
-        lines.append(f"- Hue +{row.degrees:g}°: reconstruction error {row.error:.3f} to the rotated input, "
-                     f"{row.error_to_original:.3f} to the original: closer to the {closer} colours; top-1 "
-                     f"prediction unchanged for {row.same_top1_as_original:.0%} of the images.")
+        lines.append(f"- {row.representation}, hue +{row.degrees:g}°: reconstruction error {row.error:.3f} to the "
+                     f"rotated input, {row.error_to_original:.3f} to the original: closer to the {closer} colours; "
+                     f"top-1 prediction unchanged for {row.same_top1_as_original:.0%} of the images.")
     return lines + [""]
 
 
@@ -139,13 +159,21 @@ SECTIONS = {"perturbation": perturbation, "mahendran_vedaldi": mahendran_vedaldi
             "hue_shift": hue_shift, "brightness": brightness}
 
 
-def write_findings(tables: Mapping[str, str], md_path: str) -> str:
-    """Write the summary from the CSVs in ``tables`` (``errors`` required, the rest optional)."""
+def _read(paths) -> pd.DataFrame:
+    """One CSV, or several (one per representation) stacked."""
+    if isinstance(paths, (str, os.PathLike)):
+        return pd.read_csv(paths)
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+
+
+def write_findings(tables: Mapping[str, Any], md_path: str) -> str:
+    """Write the summary from the CSVs in ``tables`` (``errors`` required, the rest optional; a
+    value may be a list of per-representation CSVs)."""
     lines = ["# What we found", "", "Generated by the `findings` rule from this run's tables (`results/tables/`).", ""]
-    lines += main_result(pd.read_csv(tables["errors"]))
+    lines += main_result(_read(tables["errors"]))
     for key, section in SECTIONS.items():
         if key in tables:
-            lines += section(pd.read_csv(tables[key]))
+            lines += section(_read(tables[key]))
     text = "\n".join(lines)
     with store.atomic_path(md_path) as tmp:
         with open(tmp, "w") as handle:

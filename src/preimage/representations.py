@@ -94,7 +94,9 @@ class Catalog:
         specs: Dict[str, RepresentationSpec] = {}
         for name in config["representations"]:
             cls = lookup(name)
-            family = cls.family or name
+            if not cls.family:
+                raise ValueError(f"representation class {cls.__name__} does not declare its family")
+            family = cls.family
             spec = RepresentationSpec(slug_of(name), name, family, None, dict(features.get(family, {})),
                                       uses_gpu=bool(getattr(cls, "has_weights", False)))
             specs[spec.slug] = spec
@@ -113,7 +115,7 @@ class Catalog:
         self.specs = specs
         # resolve every layer list once, so that :attr:`notes` names everything skipped
         self.perturbation_slugs()
-        for analysis in ("interpolation", "random_samples", "single_units"):
+        for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift"):
             self.analysis_slugs(analysis)
         self.mahendran_vedaldi_slugs()
 
@@ -216,8 +218,12 @@ class Catalog:
         return layers + [f"{l}-ae" for l in layers if f"{l}-ae" in self.specs]
 
     def analysis_slugs(self, analysis: str) -> List[str]:
-        """The configured layers of ``analyses.<analysis>.layers`` that are representations."""
-        return self.configured(self.config["analyses"][analysis]["layers"], f"analyses.{analysis}.layers")
+        """The configured layers of ``analyses.<analysis>.layers`` that are representations (none
+        when the analysis has ``enabled: false``)."""
+        settings = self.config["analyses"][analysis]
+        if not settings.get("enabled", True):
+            return []
+        return self.configured(settings["layers"], f"analyses.{analysis}.layers")
 
     def single_unit_slugs(self) -> List[str]:
         """Supplementary Figure 17: AlexNet's vector layers fc6-fc8, and any node of the other

@@ -9,4 +9,5 @@ with logs.job(snakemake):
     experiments.dark_knowledge(snakemake.input.decoder, snakemake.input.features, snakemake.input.images,
                                snakemake.output.csv, snakemake.output.figure,
                                categories=categories_of(rep["name"], rep["params"]["weights"]), k=snakemake.params.k,
-                               n_show=common["n_show"], seed=common["seed"], device=common["device"])
+                               n_show=common["n_show"], seed=common["seed"], device=common["device"],
+                               rep=snakemake.wildcards.rep)

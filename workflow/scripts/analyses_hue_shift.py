@@ -9,4 +9,5 @@ with logs.job(snakemake):
     representation = create(rep["name"], **rep["params"])
     experiments.hue_shift(representation, snakemake.input.decoder, snakemake.input.images, snakemake.output.csv,
                           snakemake.output.figure, degrees=snakemake.params.degrees, categories=representation.categories,
-                          n_show=common["n_show"], seed=common["seed"], device=common["device"])
+                          n_show=common["n_show"], seed=common["seed"], device=common["device"],
+                          rep=snakemake.wildcards.rep)

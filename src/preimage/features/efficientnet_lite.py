@@ -354,6 +354,8 @@ def load_efficientnet_lite0(weights: str | os.PathLike = "imagenet", seed: int =
 class EfficientNetLiteRepresentation(CNNRepresentation):
     """``efficientnet_lite0:<node>`` — the output of graph node ``<node>`` of EfficientNet-Lite0."""
 
+    family = "efficientnet_lite0"
+
     def __init__(self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 224, **extra: Any) -> None:
         if extra:
             raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop")
