@@ -116,6 +116,7 @@ def all_targets():
         targets += [f"{R}/figures/error_by_layer.png", f"{R}/figures/reconstructions_alexnet.png"]
     if CATALOG.shallow():
         targets.append(f"{R}/figures/reconstructions_shallow.png")
+    targets += [f"{R}/figures/error_by_layer_{family}.png" for family in CATALOG.network_layers()]
     return targets + analysis_targets() + baseline_targets() + [f"{R}/findings.md"]
 
 

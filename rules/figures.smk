@@ -60,6 +60,27 @@ rule error_by_layer:
         "../workflow/scripts/figures_error_by_layer.py"
 
 
+rule error_by_network_layer:
+    """Figure 7's curve for another network (EfficientNet-Lite0 in the default): its nodes from
+    shallow to deep, trained and untrained."""
+    conda:
+        ENVIRONMENT
+    input:
+        table=f"{R}/tables/errors.csv",
+        perturbation=[f"{R}/tables/perturbation.csv"] if CATALOG.perturbation_slugs() else [],
+    output:
+        report(f"{R}/figures/error_by_layer_{{family}}.png", caption="../workflow/report/error_by_layer.rst",
+               category="Errors"),
+    wildcard_constraints:
+        family=alternation(CATALOG.network_layers()),
+    params:
+        layers=lambda wc: CATALOG.network_layers()[wc.family],
+    log:
+        f"{R}/logs/figures/error_by_layer_{{family}}.log",
+    script:
+        "../workflow/scripts/figures_error_by_layer.py"
+
+
 rule interpolation_overview:
     conda:
         ENVIRONMENT

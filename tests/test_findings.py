@@ -82,3 +82,14 @@ def test_findings_are_computed_from_the_tables(tmp_path):
 def test_findings_need_the_errors_table(tmp_path):
     with pytest.raises(KeyError):
         write_findings({}, str(tmp_path / "f.md"))
+
+
+def test_error_by_layer_draws_another_networks_nodes_trained_and_untrained(tmp_path):
+    rows = []
+    for i, rep in enumerate(["net:a", "net:b", "net:a-random", "net:b-random"]):
+        rows.append({"representation": rep, "method": "decoder", "label": rep, "error": 0.3 + 0.1 * i,
+                     "ci_low": 0.2, "ci_high": 0.5})
+    labels = figures.error_by_layer(pd.DataFrame(rows), tmp_path / "net.png", layers=["net:a", "net:b"],
+                                    network="Net")
+    assert labels == ["our decoder", "untrained Net (control)"]
+    assert Image.open(tmp_path / "net.png").size[0] > 0

@@ -138,7 +138,7 @@ def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
 
 
 #: Curves of Figure 7 beyond the decoder: variants of the layers (suffix) and feature perturbations.
-VARIANT_CURVES = {"-ae": ("D-", "C3", "autoencoder"), "-random": ("v-", "C4", "untrained AlexNet (control)")}
+VARIANT_CURVES = {"-ae": ("D-", "C3", "autoencoder"), "-random": ("v-", "C4", "untrained {network} (control)")}
 PERTURBATION_CURVES = {"binarise": ("o--", "C0", "binarised"), "dropout": ("x--", "C0", "dropout 50 %"),
                        "drop_small_binarise": ("o:", "C1", "drop smallest 50 % + binarise"),
                        "drop_random_binarise": ("x:", "C1", "drop random 50 % + binarise")}
@@ -154,12 +154,14 @@ def figure7_title(table: pd.DataFrame) -> str:
 
 
 def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional[str] = None,
-                   perturbations: Optional[pd.DataFrame] = None) -> List[str]:
-    """Figure 7 analogue: normalised error per AlexNet layer, with the reference rows, the
-    autoencoder and untrained-network variants, and (dashed) the perturbed features (§5.4).
-    Returns the labels of the curves drawn."""
+                   perturbations: Optional[pd.DataFrame] = None, layers: Optional[Sequence[str]] = None,
+                   network: str = "AlexNet") -> List[str]:
+    """Figure 7 analogue: normalised error per layer of a network (AlexNet's conv1-fc8 unless
+    ``layers`` names others, e.g. the nodes of EfficientNet-Lite0 from shallow to deep), with the
+    reference rows, the autoencoder and untrained-network variants, and (dashed) the perturbed
+    features (§5.4). Returns the labels of the curves drawn."""
     reps = set(table["representation"])
-    layers = [l for l in ALEXNET_LAYERS if l in reps]
+    layers = [l for l in (ALEXNET_LAYERS if layers is None else layers) if l in reps]
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
     x = np.arange(len(layers))
 
@@ -185,7 +187,7 @@ def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional
     for suffix, (style, colour, name) in VARIANT_CURVES.items():
         err = curve(decoders, "representation", [l + suffix for l in layers], "error")
         if err is not None:
-            ax.plot(x, err, style, color=colour, label=name)
+            ax.plot(x, err, style, color=colour, label=name.format(network=network))
     if perturbations is not None and len(perturbations):
         for suffix, colour_override in (("", None), ("-ae", "C3")):
             for kind, (style, colour, name) in PERTURBATION_CURVES.items():
@@ -194,12 +196,13 @@ def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional
                 if err is not None and not np.isnan(err).all():
                     ax.plot(x, err, style, color=colour_override or colour, alpha=0.8, ms=4,
                             label=f"{name}{' (autoencoder)' if suffix else ''}")
-    ax.set_xticks(x, layers)
+    ax.set_xticks(x, [l.split(":")[-1] for l in layers], rotation=0 if len(layers) < 9 else 30)
     ax.set_ylabel("normalised reconstruction error")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title or figure7_title(table), fontsize=10)
+    ax.set_title(title or (figure7_title(table) if network == "AlexNet"
+                           else f"Reconstruction error by layer of {network} (cf. paper Figure 7)"), fontsize=10)
     labels = [line.get_label() for line in ax.get_lines()]
     _save(fig, path)
     return labels

@@ -180,6 +180,15 @@ class Catalog:
     def shallow(self) -> List[str]:
         return [slug for slug in SHALLOW if slug in self._base]
 
+    def network_layers(self) -> Dict[str, List[str]]:
+        """Networks other than AlexNet with two or more configured nodes: family → the nodes'
+        display names in configured order (their Figure 7 curve runs from shallow to deep)."""
+        found: Dict[str, List[str]] = {}
+        for spec in self._base.values():
+            if spec.uses_gpu and spec.family != "alexnet":
+                found.setdefault(spec.family, []).append(spec.display)
+        return {family: names for family, names in found.items() if len(names) >= 2}
+
     def decoder_slugs(self) -> List[str]:
         """Representations whose decoder the ``train`` rule makes (autoencoders train their own)."""
         return [slug for slug, spec in self.specs.items() if spec.variant != "ae"]
