@@ -77,7 +77,7 @@ What is derived (ours)
   ``output_size = F·2^n`` (conv5 at 227: 6·2^5 = 192 as Table 6; conv1 27×27 → 216; conv2-4
   13×13 → 208).  Training targets are resized to ``output_size`` (``train.to_targets``) and
   predictions upsampled bilinearly to ``image_size`` for evaluation
-  (``evaluate.reconstruct_batches`` via :func:`preimage.metrics.upsample_to`).
+  (:class:`preimage.decoding.TrainedDecoder` via :func:`preimage.metrics.upsample_to`).
 * **fc output size** (kind ``"fc"``, also fc6/fc7 and any vector feature; input is flattened):
   :func:`fc_output_size` ``= 4·2^n`` with ``n = max(1, round(log2(image_size / 8)))``, the
   power-of-two multiple of the 4×4 seed nearest to half the image (256 → 128 and 227 → 128 as in
@@ -102,7 +102,6 @@ Public API: :func:`build_decoder`, :func:`count_parameters`,
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import queue
 import sys
 import threading
@@ -274,22 +273,6 @@ def set_rng_state(state: Any) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained decoder from ``decoder.pt``: returns (model in eval mode, metadata dict).
-
-    Read with ``weights_only=True``: a file holding anything but tensors and plain values is
-    refused (:class:`preimage.store.UnsafeFile`), a damaged one named (``DamagedFile``).
-    """
-    payload = store.load_torch(path)
-    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
-        raise store.DamagedFile(path, "not a decoder file: no 'meta' and 'state_dict'")
-    meta = payload["meta"]
-    model = build_decoder(meta["kind"], tuple(meta["feature_shape"]), meta["image_size"],
-                          width=meta["width"], upsample=meta["upsample"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), meta
 
 
 # --------------------------------------------------------------------------- training
