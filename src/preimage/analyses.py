@@ -23,7 +23,7 @@ representation itself (:func:`preimage.features.create`), where a step computes 
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,14 @@ log = logging.getLogger("preimage.analyses")
 def _normaliser(test_images: store.ImageStore) -> float:
     """N of the paper's error: the mean distance between all pairs of test images."""
     return metrics.mean_pairwise_distance(test_images.float_view())
+
+
+def _shown_test_images(decoder: TrainedDecoder, test_images_path: str,
+                       n_show: int) -> Tuple[float, torch.Tensor, np.ndarray]:
+    """The test images as ``decoder``'s targets: (the error's normaliser, all images as floats,
+    the indices of the figure images)."""
+    with decoder.images(test_images_path) as images:
+        return _normaliser(images), store.to_float(images.read(0, len(images))), show_indices(len(images), n_show)
 
 
 @torch.no_grad()
@@ -210,10 +218,7 @@ def hue_shift(representation, decoder_path: str, test_images_path: str, csv_path
     reconstruction is closer to the rotated image than to the original."""
     decoder = TrainedDecoder(decoder_path, device)
     representation.to(decoder.device)
-    with decoder.images(test_images_path) as images:
-        normaliser = _normaliser(images)
-        truth = store.to_float(images.read(0, len(images)))
-        pick = show_indices(len(images), n_show)
+    normaliser, truth, pick = _shown_test_images(decoder, test_images_path, n_show)
     rows, grid, original_top1 = [], [], None
     for d in [0.0, *[float(v) for v in degrees]]:
         shifted = feature_ops.hue_shift(truth, d) if d else truth
@@ -249,10 +254,7 @@ def brightness(representation, decoder_path: str, test_images_path: str, csv_pat
     the original image, and its distance to the reconstruction of the unscaled image."""
     decoder = TrainedDecoder(decoder_path, device)
     representation.to(decoder.device)
-    with decoder.images(test_images_path) as images:
-        normaliser = _normaliser(images)
-        truth = store.to_float(images.read(0, len(images)))
-        pick = show_indices(len(images), n_show)
+    normaliser, truth, pick = _shown_test_images(decoder, test_images_path, n_show)
     reference, rows, grid = None, [], [("input", store.to_uint8(truth[pick]))]
     for factor in [1.0, *[float(f) for f in factors]]:
         scaled = feature_ops.scale_brightness(truth, factor)

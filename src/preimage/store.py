@@ -1,6 +1,6 @@
 """HDF5 stores: atomic writes, provenance attributes, streaming readers.
 
-Two kinds of file share these helpers (design.md, "Data flow"):
+Two kinds of file share these helpers (README, "Layout"):
 
 * the image store ``results/data/{split}.h5``: ``images`` uint8 (N, 3, S, S) RGB, ``labels``
   int64 (N,), ``paths`` (N,) strings, ``classes`` (K,) strings;
