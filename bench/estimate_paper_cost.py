@@ -109,8 +109,7 @@ def paper_jobs(config: dict, costs: dict) -> list:
     reps = config["representations"]
     controls = [r for r in reps if r in ALEXNET] if config["variants"].get("untrained_control") != "never" else []
     jobs = []
-    for rep in reps + [f"{r}-random" for r in controls]:
-        base = rep.split("-")[0]
+    for rep, base in [(r, r) for r in reps] + [(f"{r}-random", r) for r in controls]:
         c = costs[base]
         if base in ALEXNET:
             jobs.append((f"features {rep}", c["extract"] * (n_train + n_test)))
@@ -177,8 +176,8 @@ def cache_disk(config: dict, size: int) -> list:
     controls = [r for r in reps if r in ALEXNET] if config["variants"].get("untrained_control") != "never" else []
     rows = []
     sift = None
-    for rep in reps + [f"{r}-random" for r in controls] + [f"{r}-ae" for r in config["variants"].get("autoencoder", [])]:
-        base = rep.split("-")[0]
+    variants = [(f"{r}-random", r) for r in controls] + [(f"{r}-ae", r) for r in config["variants"].get("autoencoder", [])]
+    for rep, base in [(r, r) for r in reps] + variants:
         if base == "sift":
             sift = sift if sift is not None else sift_bytes_per_image(size)
             per_image = sift

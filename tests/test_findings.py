@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from preimage import figures
+from preimage import figures, tables
 from preimage.findings import write_findings
 
 LAYERS = ["conv1", "conv5", "fc6"]
@@ -47,10 +47,10 @@ def test_figure7_title_names_the_weights():
 
 
 def test_markdown_table_renders_every_row():
-    text = figures.markdown_table(pd.DataFrame({"a": ["x", "y"], "b": [0.123456, np.nan]}))
+    text = tables.markdown_table(pd.DataFrame({"a": ["x", "y"], "b": [0.123456, np.nan]}))
     lines = text.strip().splitlines()
     assert lines[0] == "| a | b |" and lines[2] == "| x | 0.1235 |" and lines[3] == "| y |  |"
-    assert figures.markdown_table(pd.DataFrame()) == "(no rows)\n"
+    assert tables.markdown_table(pd.DataFrame()) == "(no rows)\n"
 
 
 def test_findings_are_computed_from_the_tables(tmp_path):

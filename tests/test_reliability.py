@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import data, logs, store, train, weights
+from preimage import data, decoding, logs, store, train, weights
 from preimage.config import validate_config
 from preimage.features import create
 from preimage.features.cache import compute_cache
@@ -127,7 +127,7 @@ def test_checkpoint_holds_only_tensors_and_plain_values(tiny, tmp_path):
 def test_hostile_decoder_is_refused(tmp_path):
     for path, marker in _hostile_files(tmp_path, "decoder"):
         with pytest.raises(store.UnsafeFile, match=f"refusing to load {path}.*could run code"):
-            train.load_decoder(path)
+            decoding.load_decoder(path)
         assert not marker.exists()
 
 
@@ -358,7 +358,7 @@ def test_damaged_decoder_is_named(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1000)}, "meta": {}}, path)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(store.DamagedFile, match=f"{path} is damaged .*delete it and rerun"):
-        train.load_decoder(path)
+        decoding.load_decoder(path)
 
 
 # --------------------------------------------------------------------------- 5. a full disk

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import data, metrics, store, train
+from preimage import data, decoding, metrics, store, train
 from preimage.config import validate_config
 from preimage.evaluate import evaluate_decoder
 from preimage.features import create
@@ -57,7 +57,7 @@ def test_feature_cache_records_the_region_its_features_see(cropped):
 
 
 def test_the_decoder_reconstructs_the_crop_and_is_scored_on_it(cropped):
-    _, meta = train.load_decoder(cropped / "decoder.pt")
+    _, meta = decoding.load_decoder(cropped / "decoder.pt")
     assert meta["image_size"] == CROP
     table = pd.read_csv(cropped / "error.csv")
     assert (table["eval_size"] == CROP).all()

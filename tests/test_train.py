@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import data, store, train
+from preimage import data, decoding, store, train
 from preimage.config import validate_config
-from preimage.evaluate import evaluate_decoder, show_indices
+from preimage.evaluate import evaluate_decoder
+from preimage.figures import show_indices
 from preimage.features.cache import compute_cache
 
 SIZE = 32
@@ -43,7 +44,7 @@ def test_training_lowers_the_loss_and_writes_outputs(tiny):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     log = pd.read_csv(tiny / "plain.csv")
     assert list(log.columns[:3]) == ["epoch", "train_loss", "val_loss"] and len(log) == 3
-    model, meta = train.load_decoder(tiny / "plain.pt")
+    model, meta = decoding.load_decoder(tiny / "plain.pt")
     assert meta["kind"] == "two_stream" and meta["output_size"] == SIZE
     assert not (tiny / "ckpt" / "plain.pt").exists()  # the checkpoint is removed after success
 
@@ -161,7 +162,7 @@ def test_autoencoder_fine_tunes_the_encoder_and_its_code_is_a_representation(tin
     with torch.no_grad():
         code = tuned(images)
     assert code.shape[1:] == tuple(result["meta"]["feature_shape"])
-    model, meta = train.load_decoder(tiny / "ae.pt")
+    model, meta = decoding.load_decoder(tiny / "ae.pt")
     # A conv decoder predicts its native F·2^n pixels (decoders.ConvDecoder); evaluation upsamples.
     assert model.output_size == meta["output_size"] and model.image_size == SIZE
     assert model(code * meta["feature_scale"]).shape == (2, 3, model.output_size, model.output_size)

@@ -174,7 +174,9 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
             problems.append(f"data.root: {root!r} does not exist or is not a folder")
     elif data.get("source") == "builtin" and isinstance(data.get("classes"), list):
         problems.append("data.classes: the builtin source takes null or a count (of training photographs), not a list")
-    alexnet = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    from preimage.representations import ALEXNET_LAYERS
+
+    alexnet = set(ALEXNET_LAYERS)
     net = config.get("features", {}).get("alexnet", {})
     if net.get("arch") == "caffenet" and str(net.get("weights", "")).startswith("imagenet"):
         problems.append("features.alexnet.weights: caffenet has no downloadable imagenet weights; give the path of a "

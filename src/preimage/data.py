@@ -13,7 +13,7 @@ from a seed, from one of three sources:
     Any folder of images, with class subfolders or flat (one class); each class is shuffled with
     the seed and split into disjoint test and training images.
 ``builtin``
-    The embedded default, offline: colour photographs that ship inside scikit-image and
+    The embedded default, needing no download: colour photographs that ship inside scikit-image and
     matplotlib (:data:`BUILTIN_TRAIN_PHOTOS`, :data:`BUILTIN_TEST_PHOTOS`), expanded into many
     crops at random positions and scales. Test crops come only from photographs never used for
     training.

@@ -77,7 +77,7 @@ What is derived (ours)
   ``output_size = F·2^n`` (conv5 at 227: 6·2^5 = 192 as Table 6; conv1 27×27 → 216; conv2-4
   13×13 → 208).  Training targets are resized to ``output_size`` (``train.to_targets``) and
   predictions upsampled bilinearly to ``image_size`` for evaluation
-  (``evaluate.reconstruct_batches`` via :func:`preimage.metrics.upsample_to`).
+  (:class:`preimage.decoding.TrainedDecoder` via :func:`preimage.metrics.upsample_to`).
 * **fc output size** (kind ``"fc"``, also fc6/fc7 and any vector feature; input is flattened):
   :func:`fc_output_size` ``= 4·2^n`` with ``n = max(1, round(log2(image_size / 8)))``, the
   power-of-two multiple of the 4×4 seed nearest to half the image (256 → 128 and 227 → 128 as in
@@ -102,7 +102,6 @@ Public API: :func:`build_decoder`, :func:`count_parameters`,
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -333,6 +332,25 @@ class Decoder(nn.Module):
         self.pad = (side - h, side - w)
         self._shapes["input"] = (side, side, channels)
 
+    def _plan_shallow(self) -> Tuple[int, int]:
+        """``(n_down, n_up)`` of a HOG/LBP/SIFT decoder (:func:`_shallow_plan`), the input padded
+        to the planned side."""
+        c, h, w = _spatial(self.feature_shape, self.kind)
+        n_down, n_up, side = _shallow_plan(h, w, self.image_size)
+        self._pad_input(c, h, w, side)
+        return n_down, n_up
+
+    def _compress(self, prefix: str, table: Sequence[Tuple[int, int]], n_down: int,
+                  after: Sequence[Tuple[int, int]] = ()) -> str:
+        """The convolutions ``{prefix}1``, ``{prefix}2`` … of ``table`` ((K, channels) rows) from the
+        input, the first ``n_down`` with stride 2 (down to the 4×4 bottleneck; the deepest row is
+        repeated when the table has fewer), then the stride-1 rows ``after``. Returns the last name."""
+        rows = list(table) + [table[-1]] * max(0, n_down - len(table)) + list(after)
+        prev = "input"
+        for i, (k, ch) in enumerate(rows):
+            prev = self._add(f"{prefix}{i + 1}", [prev], "conv", self._ch(ch), k, 2 if i < n_down else 1)
+        return prev
+
     # ---- use
 
     def describe(self) -> str:
@@ -404,23 +422,14 @@ class TwoStreamDecoder(Decoder):
 
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
         super().__init__(feature_shape, image_size, width, upsample)
-        c, h, w = _spatial(feature_shape, "two_stream")
-        n_down, n_up, side = _shallow_plan(h, w, self.image_size)
-        self._pad_input(c, h, w, side)
-
-        convs = _TWO_STREAM_A + [_TWO_STREAM_A[-1]] * max(0, n_down - len(_TWO_STREAM_A))
-        prev = "input"
-        for i, (k, ch) in enumerate(convs):
-            prev = self._add(f"convA{i + 1}", [prev], "conv", self._ch(ch), k, 2 if i < n_down else 1)
+        n_down, n_up = self._plan_shallow()
+        prev = self._compress("convA", _TWO_STREAM_A, n_down)
         for j in range(n_down):
             ch = max(32, _TWO_STREAM_A_UP >> j)
             prev = self._add(f"upconvA{j + 1}", [prev], "upconv", self._ch(ch), 4)
         a_out = prev
 
-        prev = "input"
-        for i, (k, ch) in enumerate(_TWO_STREAM_B):
-            prev = self._add(f"convB{i + 1}", [prev], "conv", self._ch(ch), k, 1)
-        prev = [a_out, prev]
+        prev = [a_out, self._compress("convB", _TWO_STREAM_B, 0)]
         for i, (k, ch) in enumerate(_TWO_STREAM_J):
             prev = [self._add(f"convJ{i + 1}", prev, "conv", self._ch(ch), k, 1)]
         first = 3 + len(_TWO_STREAM_J_UP) - n_up if n_up <= len(_TWO_STREAM_J_UP) else 3
@@ -442,13 +451,8 @@ class SiftDecoder(Decoder):
 
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
         super().__init__(feature_shape, image_size, width, upsample)
-        c, h, w = _spatial(feature_shape, "sift")
-        n_down, n_up, side = _shallow_plan(h, w, self.image_size)
-        self._pad_input(c, h, w, side)
-        down = _SIFT_DOWN + [_SIFT_DOWN[-1]] * max(0, n_down - len(_SIFT_DOWN))
-        prev = "input"
-        for i, (k, ch) in enumerate(down + _SIFT_MID):
-            prev = self._add(f"conv{i + 1}", [prev], "conv", self._ch(ch), k, 2 if i < n_down else 1)
+        n_down, n_up = self._plan_shallow()
+        prev = self._compress("conv", _SIFT_DOWN, n_down, after=_SIFT_MID)
         n = n_down + n_up
         ups = _last(_SIFT_UP, n, 0)
         ups = [u or min(1024, _SIFT_UP[0] << (n - len(_SIFT_UP) - j)) for j, u in enumerate(ups)]

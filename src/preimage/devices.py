@@ -1,4 +1,4 @@
-"""Device choice: CUDA when available, else CPU with the job's threads (design.md, "Devices")."""
+"""Device choice: CUDA when available, else CPU with the job's threads (README, "Running on a cluster")."""
 
 from __future__ import annotations
 

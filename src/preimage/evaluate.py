@@ -10,41 +10,29 @@ reference rows a reader needs to judge it:
 ``nearest_neighbour``
     the training image whose feature is closest (Euclidean) to the test image's feature.
 
-A decoder that does not beat both has learnt nothing useful. Reconstructions are clipped to the
-valid range [0, 1] before measuring; fc decoders' smaller predictions are upsampled bilinearly to
-the image size (§5.1). Everything streams in batches.
+A decoder that does not beat both has learnt nothing useful. Reconstructions come from
+:class:`preimage.decoding.TrainedDecoder`: clipped to the valid range [0, 1] before measuring, fc
+decoders' smaller predictions upsampled bilinearly to the image size (§5.1). Everything streams in
+batches. The figures of the reconstructions are drawn by :mod:`preimage.figures`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from preimage import metrics, store
-from preimage.devices import resolve_device
-from preimage.train import load_decoder
+from preimage.decoding import TrainedDecoder
 
 log = logging.getLogger("preimage.evaluate")
 
 COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "psnr", "ssim", "n_test", "normaliser",
            "eval_size", "output_size"]
-
-
-@torch.no_grad()
-def reconstruct_batches(model, meta: Dict[str, Any], features: store.FeatureStore, image_size: int,
-                        batch_size: int, device: torch.device) -> Iterator[Tuple[int, torch.Tensor]]:
-    """Yield ``(offset, reconstructions)`` as float CPU tensors in [0, 1] at ``image_size``."""
-    for offset, f in features.batches(batch_size):
-        out = model(torch.from_numpy(f).to(device) * meta["feature_scale"]).float()
-        if out.shape[-1] != image_size:
-            out = metrics.upsample_to(out, image_size)
-        yield offset, out.clamp_(0, 1).cpu()
 
 
 def mean_training_image(images: store.ImageStore, batch_size: int = 256) -> torch.Tensor:
@@ -76,18 +64,8 @@ def nearest_neighbours(test: store.FeatureStore, train: store.FeatureStore, devi
     return best, n_train
 
 
-def _summary(rep: str, method: str, label: str, errors: np.ndarray, psnr: np.ndarray, ssim: np.ndarray,
-             normaliser: float, seed: int, eval_size: int, output_size: int) -> Dict[str, Any]:
-    low, high = metrics.bootstrap_ci(errors, seed=seed)
-    finite_psnr = psnr[np.isfinite(psnr)]
-    return {"representation": rep, "method": method, "label": label, "error": float(errors.mean()),
-            "ci_low": low, "ci_high": high, "psnr": float(finite_psnr.mean()) if len(finite_psnr) else float("inf"),
-            "ssim": float(ssim.mean()), "n_test": int(len(errors)), "normaliser": normaliser,
-            "eval_size": int(eval_size), "output_size": int(output_size)}
-
-
 def evaluate_decoder(
-    representation: str,
+    representation_name: str,
     decoder_path: str,
     test_features_path: str,
     test_images_path: str,
@@ -102,37 +80,37 @@ def evaluate_decoder(
 ) -> pd.DataFrame:
     """Write ``error.csv`` (decoder + reference rows) and ``reconstructions.h5`` (uint8).
 
-    Every row is computed on the region the representation sees (the decoder's ``image_size``:
-    the centre crop for AlexNet, paper Table 1), the decoder's output upsampled bilinearly to it
-    when it predicts a smaller image (§5.1); ``eval_size`` and ``output_size`` in the table say
-    at which size the error was computed and at which the decoder predicts.
+    ``representation_name`` names the representation in the table (its slug: ``fc6``,
+    ``fc6-ae``, ``resnet50@layer4``). Every row is computed on the region the representation sees
+    (the decoder's ``image_size``: the centre crop for AlexNet, paper Table 1), the decoder's
+    output upsampled bilinearly to it when it predicts a smaller image (§5.1); ``eval_size`` and
+    ``output_size`` in the table say at which size the error was computed and at which the
+    decoder predicts.
     """
-    target = resolve_device(device)
-    model, meta = load_decoder(decoder_path, target)
-    label = meta.get("label") or representation
-    crop, output_size = int(meta["image_size"]), int(meta["output_size"])
-    with store.ImageStore(test_images_path, crop) as test_images, store.FeatureStore(test_features_path) as test_feats, \
-            store.ImageStore(train_images_path, crop) as train_images, \
+    decoder = TrainedDecoder(decoder_path, device)
+    label = decoder.meta.get("label") or representation_name
+    output_size = decoder.output_size
+    with decoder.images(test_images_path) as test_images, store.FeatureStore(test_features_path) as test_feats, \
+            decoder.images(train_images_path) as train_images, \
             store.FeatureStore(train_features_path) as train_feats:
         size, n = test_images.size, len(test_images)
         normaliser = metrics.mean_pairwise_distance(test_images.float_view())
         log.info("%s: %d test images, errors on the centre %d px of %d (decoder output %d px), "
-                 "mean pairwise distance %.3f", representation, n, size, test_images.stored_size, output_size,
+                 "mean pairwise distance %.3f", representation_name, n, size, test_images.stored_size, output_size,
                  normaliser)
-        rows, per_method = [], {}
         mean_image = mean_training_image(train_images)
-        nn_index, searched = nearest_neighbours(test_feats, train_feats, target, nn_limit)
+        nn_index, searched = nearest_neighbours(test_feats, train_feats, decoder.device, nn_limit)
         errs = {m: [] for m in ("decoder", "mean_image", "nearest_neighbour")}
         psnrs = {m: [] for m in errs}
         ssims = {m: [] for m in errs}
         with store.atomic_path(reconstructions_h5) as tmp, store.create_h5(tmp) as out:
             dataset = out.create_dataset("reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
                                          chunks=(1, 3, size, size), compression=store.COMPRESSION)
-            store.write_attrs(out, store.provenance(representation=representation, label=label,
+            store.write_attrs(out, store.provenance(representation=representation_name, label=label,
                                                     decoder=os.path.abspath(decoder_path)))
-            for offset, recon in reconstruct_batches(model, meta, test_feats, size, batch_size, target):
+            for offset, recon in decoder.reconstruct(test_feats, batch_size):
                 truth = store.to_float(test_images.read(offset, offset + len(recon)))
-                dataset[offset:offset + len(recon)] = (recon * 255).round().to(torch.uint8).numpy()
+                dataset[offset:offset + len(recon)] = store.to_uint8(recon)
                 candidates = {
                     "decoder": recon,
                     "mean_image": mean_image.expand_as(truth),
@@ -143,60 +121,21 @@ def evaluate_decoder(
                     psnrs[method].append(metrics.psnr(guess, truth))
                     ssims[method].append(metrics.ssim(guess, truth))
     labels = {"decoder": label, "mean_image": "mean training image",
-              "nearest_neighbour": f"nearest neighbour in {representation} feature space ({searched} training images)"}
+              "nearest_neighbour": f"nearest neighbour in {representation_name} feature space "
+                                   f"({searched} training images)"}
+    rows = []
     for method in errs:
-        rows.append(_summary(representation, method, labels[method], np.concatenate(errs[method]),
-                             np.concatenate(psnrs[method]), np.concatenate(ssims[method]), normaliser, seed,
-                             size, output_size if method == "decoder" else size))
+        psnr = np.concatenate(psnrs[method])
+        finite_psnr = psnr[np.isfinite(psnr)]
+        row = metrics.error_summary(np.concatenate(errs[method]), seed, count_key="n_test",
+                                    representation=representation_name, method=method, label=labels[method])
+        row.update(psnr=float(finite_psnr.mean()) if len(finite_psnr) else float("inf"),
+                   ssim=float(np.concatenate(ssims[method]).mean()), normaliser=normaliser, eval_size=int(size),
+                   output_size=int(output_size if method == "decoder" else size))
+        rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    with store.atomic_path(error_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    store.write_csv(table, error_csv)
     for row in rows:
         log.info("%-18s error %.4f [%.4f, %.4f]  PSNR %.2f dB  SSIM %.3f", row["method"], row["error"],
                  row["ci_low"], row["ci_high"], row["psnr"], row["ssim"])
     return table
-
-
-def show_indices(count: int, n_show: int) -> np.ndarray:
-    """The fixed test images shown in every figure: evenly spaced over the test set."""
-    return np.unique(np.linspace(0, count - 1, min(n_show, count)).round().astype(int))
-
-
-def _label_of(reconstructions_h5: str) -> str:
-    with store.reading(reconstructions_h5) as handle:
-        return str(store.read_attrs(handle).get("label", ""))
-
-
-def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path: str, n_show: int) -> None:
-    """Inputs above reconstructions for the fixed test images (the per-representation figure)."""
-    from preimage import figures
-
-    with store.reading(reconstructions_h5) as handle, \
-            store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
-        pick = show_indices(len(images), n_show)
-        attrs = store.read_attrs(handle)
-        recon = handle["reconstructions"][np.sort(pick)]
-        figures.reconstructions_figure(images.take(pick), {attrs["representation"]: recon}, png_path,
-                                       title=f"{attrs['representation']}: {attrs.get('label', '')}")
-
-
-def group_figure(test_images_path: str, reconstructions: Dict[str, str], png_path: str, n_show: int) -> None:
-    """Inputs above one row per representation (paper Figures 3 and 5)."""
-    from preimage import figures
-
-    rows, labels = {}, set()
-    with store.ImageStore(test_images_path) as images:
-        pick = show_indices(len(images), n_show)
-        inputs = images.take(pick)
-    for rep, path in reconstructions.items():
-        with store.reading(path) as handle:
-            rows[rep] = handle["reconstructions"][np.sort(pick)]
-            label = str(store.read_attrs(handle).get("label", ""))
-            if label and label != rep:
-                labels.add(label)
-    # every row shows the centre region the smallest reconstruction covers (AlexNet: its crop)
-    side = min([inputs.shape[-1], *(r.shape[-1] for r in rows.values())])
-    inputs = store.centre_crop(inputs, side)
-    rows = {rep: store.centre_crop(r, side) for rep, r in rows.items()}
-    title = "Reconstructions from " + ", ".join(rows) + (f" — {'; '.join(sorted(labels))}" if labels else "")
-    figures.reconstructions_figure(inputs, rows, png_path, title=title)

@@ -1,8 +1,12 @@
-"""Every figure and table of the workflow, one function each (paper Table 2, Figures 3, 5, 7).
+"""Every figure of the workflow, one function each (paper Figures 3, 5, 7, 10; the analysis figures).
 
-Figures are PNGs written atomically; tables are CSV plus a Markdown rendering. Titles say which
-weights produced AlexNet features (e.g. "untrained AlexNet"), so a figure made from the offline
-default can never be mistaken for the paper's.
+Figures are PNGs written atomically. :func:`show_indices` fixes the test images every figure
+shows; :func:`reconstructions_png` (one representation), :func:`group_figure` (Figures 3 and 5),
+:func:`error_by_layer` (Figure 7) and :func:`interpolation_overview` (Figure 10) draw from the
+stores the evaluation and the analyses wrote; :func:`image_grid` is the grid every analysis
+figure is drawn with. Titles name the weights that produced AlexNet features (e.g. "untrained
+AlexNet"), so a figure of the embedded default can never be mistaken for the paper's. The tables
+are in :mod:`preimage.tables`.
 """
 
 from __future__ import annotations
@@ -18,18 +22,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from preimage import store  # noqa: E402
+from preimage.representations import ALEXNET_LAYERS  # noqa: E402
 
-#: Published values (paper Table 2): average normalised reconstruction error on ImageNet val.
-PAPER_TABLE2 = {
-    ("hog", "decoder"): 0.24,
-    ("sift", "decoder"): 0.28,
-    ("lbp", "decoder"): 0.38,
-    ("hog", "hoggles"): 0.61,
-    ("hog", "mahendran_vedaldi"): 0.63,
-}
 
-ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-SHALLOW = ["hog", "sift", "lbp"]
+def show_indices(count: int, n_show: int) -> np.ndarray:
+    """The fixed test images shown in every figure: evenly spaced over the test set."""
+    return np.unique(np.linspace(0, count - 1, min(n_show, count)).round().astype(int))
+
+
+def analysis_title(representation_name: str, label: str, what: str) -> str:
+    """``"<representation>: <what> — <label>"`` (the label, e.g. the network's weights, only when
+    it says more than the name)."""
+    return f"{representation_name}: {what}" + (f" — {label}" if label and label != representation_name else "")
 
 
 def _save(fig, path: str | os.PathLike) -> None:
@@ -70,71 +74,45 @@ def reconstructions_figure(inputs: np.ndarray, rows: Mapping[str, np.ndarray], p
     image_grid([("input", inputs), *rows.items()], path, title)
 
 
-def errors_table(frames: Sequence[pd.DataFrame], csv_path: str | os.PathLike, md_path: str | os.PathLike) -> pd.DataFrame:
-    """Table 2 / Figure 7 analogue: every representation with its reference rows and paper values."""
-    table = pd.concat(frames, ignore_index=True)
-    table["paper"] = [PAPER_TABLE2.get((r, m), np.nan) for r, m in zip(table["representation"], table["method"])]
-    extra = [{"representation": r, "method": m, "label": f"published ({'HOGgles' if m == 'hoggles' else 'Mahendran & Vedaldi'})",
-              "paper": v} for (r, m), v in PAPER_TABLE2.items() if m != "decoder" and r in set(table["representation"])]
-    if extra:
-        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
-    with store.atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4g")
-    with store.atomic_path(md_path) as tmp:
-        with open(tmp, "w") as handle:
-            handle.write(errors_markdown(table))
-    return table
+def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path: str, n_show: int) -> None:
+    """Inputs above reconstructions for the fixed test images (the per-representation figure)."""
+    with store.reading(reconstructions_h5) as handle, \
+            store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
+        pick = show_indices(len(images), n_show)
+        attrs = store.read_attrs(handle)
+        recon = handle["reconstructions"][np.sort(pick)]
+        reconstructions_figure(images.take(pick), {attrs["representation"]: recon}, png_path,
+                               title=f"{attrs['representation']}: {attrs.get('label', '')}")
 
 
-def errors_markdown(table: pd.DataFrame) -> str:
-    """Markdown rendering: decoder error with its 95 % interval, the references, the paper's value."""
-    lines = ["| representation | decoder error (95% CI) | nearest neighbour | mean image | PSNR dB | SSIM | px | paper |",
-             "|---|---|---|---|---|---|---|---|"]
-
-    def fmt(v):
-        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
-
-    for rep, group in table.groupby("representation", sort=False):
-        by = {m: g.iloc[0] for m, g in group.groupby("method")}
-        dec = by.get("decoder")
-        if dec is None:
-            continue
-        label = dec["label"] if isinstance(dec["label"], str) and dec["label"] != rep else ""
-        name = f"{rep}" + (f" ({label})" if label else "")
-        lines.append(
-            f"| {name} | {fmt(dec['error'])} ({fmt(dec['ci_low'])}–{fmt(dec['ci_high'])}) | "
-            f"{fmt(by['nearest_neighbour']['error']) if 'nearest_neighbour' in by else ''} | "
-            f"{fmt(by['mean_image']['error']) if 'mean_image' in by else ''} | {dec['psnr']:.2f} | {dec['ssim']:.3f} | "
-            f"{_size(dec)} | {fmt(dec.get('paper'))} |"
-        )
-        for method in ("hoggles", "mahendran_vedaldi"):
-            if method in by:
-                lines.append(f"| {rep}: {by[method]['label']} |  |  |  |  |  |  | {fmt(by[method]['paper'])} |")
-    return "\n".join(lines) + "\n"
+def group_figure(test_images_path: str, reconstructions: Dict[str, str], png_path: str, n_show: int) -> None:
+    """Inputs above one row per representation (paper Figures 3 and 5)."""
+    rows, labels = {}, set()
+    with store.ImageStore(test_images_path) as images:
+        pick = show_indices(len(images), n_show)
+        inputs = images.take(pick)
+    for rep, path in reconstructions.items():
+        with store.reading(path) as handle:
+            rows[rep] = handle["reconstructions"][np.sort(pick)]
+            label = str(store.read_attrs(handle).get("label", ""))
+            if label and label != rep:
+                labels.add(label)
+    # every row shows the centre region the smallest reconstruction covers (AlexNet: its crop)
+    side = min([inputs.shape[-1], *(r.shape[-1] for r in rows.values())])
+    inputs = store.centre_crop(inputs, side)
+    rows = {rep: store.centre_crop(r, side) for rep, r in rows.items()}
+    title = "Reconstructions from " + ", ".join(rows) + (f" — {'; '.join(sorted(labels))}" if labels else "")
+    reconstructions_figure(inputs, rows, png_path, title=title)
 
 
-def _size(row) -> str:
-    """"227" where the error is computed at the decoder's own output size, "128→227" where the
-    output is upsampled to the evaluated region first (§5.1)."""
-    size, out = row.get("eval_size"), row.get("output_size")
-    if size is None or pd.isna(size):
-        return ""
-    return f"{int(size)}" if pd.isna(out) or int(out) == int(size) else f"{int(out)}→{int(size)}"
-
-
-def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
-    """A plain Markdown rendering of any table (numbers to ``digits`` significant digits)."""
-    if table.empty:
-        return "(no rows)\n"
-
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.{digits}g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def interpolation_overview(strips: Mapping[str, str], png_path: str) -> None:
+    """The first interpolation pair of every layer, one row each (Figure 10 layout); ``strips``
+    maps a representation to the ``interpolation.h5`` of :func:`preimage.analyses.interpolation`."""
+    rows = []
+    for rep, path in strips.items():
+        with store.reading(path) as handle:
+            rows.append((rep, handle["strips"][0]))
+    image_grid(rows, png_path, title="Interpolation between the features of two test images (cf. paper Figure 10)")
 
 
 #: Curves of Figure 7 beyond the decoder: variants of the layers (suffix) and feature perturbations.

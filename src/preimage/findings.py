@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from preimage import store
-
-LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+from preimage.representations import ALEXNET_LAYERS, SHALLOW
 
 
 def _row(table: pd.DataFrame, **match) -> Optional[pd.Series]:
@@ -46,13 +45,13 @@ def main_result(errors: pd.DataFrame) -> List[str]:
                  "nearest neighbour in feature space.")
     if lost:
         lines.append("- Not better than a reference row: " + "; ".join(lost) + ".")
-    shallow = [r for r in ("hog", "sift", "lbp") if _row(decoders, representation=r) is not None]
+    shallow = [r for r in SHALLOW if _row(decoders, representation=r) is not None]
     if shallow:
         ranked = sorted(shallow, key=lambda r: _row(decoders, representation=r).error)
         lines.append("- Shallow features, best to worst: " + " < ".join(
             f"`{r}` {_row(decoders, representation=r).error:.3f}" for r in ranked)
             + " (paper: HOG 0.24 < SIFT 0.28 < LBP 0.38).")
-    layers = [l for l in LAYERS if _row(decoders, representation=l) is not None]
+    layers = [l for l in ALEXNET_LAYERS if _row(decoders, representation=l) is not None]
     if len(layers) >= 2:
         errs = [_row(decoders, representation=l).error for l in layers]
         label = str(_row(decoders, representation=layers[0]).label)

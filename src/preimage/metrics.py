@@ -22,7 +22,7 @@ Conventions
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "bootstrap_ci",
+    "error_summary",
     "mean_normalised_error",
     "mean_pairwise_distance",
     "normalised_error",
@@ -182,6 +183,16 @@ def bootstrap_ci(
         means[s : s + m] = v[idx].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(low), float(high)
+
+
+def error_summary(errors: Any, seed: int = 0, count_key: str = "n", **fields: Any) -> Dict[str, Any]:
+    """One table row for per-image normalised errors: ``fields`` first, then ``error`` (their
+    mean), ``ci_low``/``ci_high`` (the :func:`bootstrap_ci` of that mean with ``seed``) and the
+    number of images under ``count_key``. Every error table of the workflow (``error.csv``, the
+    analyses, the Mahendran & Vedaldi comparison) is built from these rows."""
+    values = np.asarray(errors, dtype=np.float64)
+    low, high = bootstrap_ci(values, seed=seed)
+    return {**fields, "error": float(np.mean(values)), "ci_low": low, "ci_high": high, count_key: int(len(values))}
 
 
 # --------------------------------------------------------------------------- resizing

@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from preimage.features.alexnet import LAYERS as _ALEXNET_MODULES
 from preimage.features.base import lookup
 
 __all__ = ["ALEXNET_LAYERS", "SHALLOW", "VARIANTS", "Catalog", "RepresentationSpec", "per_rep", "slug_of"]
 
-#: The layers of AlexNet in depth order (paper Table 1).
-ALEXNET_LAYERS: Tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+#: The layers of AlexNet in depth order (paper Table 1), as :mod:`preimage.features.alexnet` defines them.
+ALEXNET_LAYERS: Tuple[str, ...] = tuple(_ALEXNET_MODULES)
 #: The shallow representations of paper §2, in the order of Table 2.
 SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp")
 #: Variant suffixes: the autoencoder of §5.2 and the untrained-network control.

@@ -1,6 +1,6 @@
 """HDF5 stores: atomic writes, provenance attributes, streaming readers.
 
-Two kinds of file share these helpers (design.md, "Data flow"):
+Two kinds of file share these helpers (README, "Layout"):
 
 * the image store ``results/data/{split}.h5``: ``images`` uint8 (N, 3, S, S) RGB, ``labels``
   int64 (N,), ``paths`` (N,) strings, ``classes`` (K,) strings;
@@ -553,6 +553,27 @@ def to_float(images: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+
+def to_uint8(images) -> np.ndarray:
+    """float torch tensor in [0, 1] → uint8 numpy array (the inverse of :func:`to_float`, values
+    outside [0, 1] clipped, rounded to the nearest level): how reconstructions are stored and shown."""
+    import torch
+
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def write_csv(table, path: str | os.PathLike, float_format: str = "%.6g") -> None:
+    """Write a pandas DataFrame as CSV atomically (no index column)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=float_format)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(text)
 
 
 # --------------------------------------------------------------------------- feature cache

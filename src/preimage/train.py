@@ -25,6 +25,10 @@
   that cannot be read that way (damaged, or a pickle of other objects) is logged and ignored (the
   run starts afresh); a ``train.pt.tmp`` left by a killed save is removed. A full disk stops the
   run with "no space left on device writing <path>" and leaves no partial file.
+
+A run's state is a :class:`TrainingRun` (decoder, optimiser, history, epochs done, and for the
+autoencoder its :class:`FineTunedEncoder`); its data a :class:`PairedSplit`; its outputs
+:class:`RunFiles`. Trained decoders are loaded back by :func:`preimage.decoding.load_decoder`.
 """
 
 from __future__ import annotations
@@ -35,20 +39,19 @@ import hashlib
 import json
 import logging
 import math
-import os
 import queue
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from preimage import store
-from preimage.decoders import build_decoder
+from preimage.decoders import Decoder, build_decoder
 from preimage.devices import resolve_device
 
 log = logging.getLogger("preimage.train")
@@ -276,27 +279,122 @@ def set_rng_state(state: Any) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained decoder from ``decoder.pt``: returns (model in eval mode, metadata dict).
+# --------------------------------------------------------------------------- the state of a run
 
-    Read with ``weights_only=True``: a file holding anything but tensors and plain values is
-    refused (:class:`preimage.store.UnsafeFile`), a damaged one named (``DamagedFile``).
+
+@dataclasses.dataclass
+class PairedSplit:
+    """The training pairs of one run: features and images (``features_path`` None: the images are
+    their own input, as for the autoencoder), the seeded training and validation indices
+    (:func:`split_train_val`) and ``crop``, the side of the centre region the decoder reconstructs."""
+
+    features_path: Optional[str]
+    images_path: str
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    crop: int
+
+    def open(self, preload_mb: int) -> Tuple[PairedData, Optional[PairedData]]:
+        """The training pairs and the validation pairs (None without validation images)."""
+        train = PairedData(self.features_path, self.images_path, self.train_idx, preload_mb, self.crop)
+        val = (PairedData(self.features_path, self.images_path, self.val_idx, preload_mb, self.crop)
+               if len(self.val_idx) else None)
+        return train, val
+
+
+@dataclasses.dataclass
+class FineTunedEncoder:
+    """The AlexNet layers an autoencoder trains jointly with its decoder (§5.2), at ``lr_scale`` ×
+    the decoder's learning rate. ``representation`` is the AlexNet layer (its ``net`` runs the
+    layers, its ``model`` holds the whole network's weights)."""
+
+    representation: Any
+    lr_scale: float
+
+    def parameters(self) -> List[torch.nn.Parameter]:
+        return [p for p in self.representation.net.parameters() if p.requires_grad]
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return self.representation.model.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.representation.model.load_state_dict(state)
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """Where a run writes: the decoder (``decoder.pt``), the per-epoch log (CSV), the checkpoint
+    (outside the declared outputs) and, for an autoencoder, the fine-tuned network's state dict."""
+
+    decoder: str
+    log: str
+    checkpoint: Path
+    encoder: Optional[str] = None
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """The state of one training run, what a checkpoint saves and a restarted job restores.
+
+    ``inputs`` turns a batch as :class:`PairedData` yields it into the decoder's input (scaled
+    features; for the autoencoder the encoder's code of the images); ``epoch`` counts the epochs
+    done; ``history`` has one row per epoch done (the CSV log).
     """
-    payload = store.load_torch(path)
-    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
-        raise store.DamagedFile(path, "not a decoder file: no 'meta' and 'state_dict'")
-    meta = payload["meta"]
-    model = build_decoder(meta["kind"], tuple(meta["feature_shape"]), meta["image_size"],
-                          width=meta["width"], upsample=meta["upsample"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), meta
+
+    name: str
+    model: Decoder
+    optimizer: torch.optim.Optimizer
+    meta: Dict[str, Any]
+    inputs: Callable[[np.ndarray], torch.Tensor]
+    encoder: Optional[FineTunedEncoder] = None
+    history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    epoch: int = 0
+
+    @classmethod
+    def start(cls, name: str, model: Decoder, meta: Dict[str, Any], cfg: TrainConfig,
+              inputs: Callable[[np.ndarray], torch.Tensor],
+              encoder: Optional[FineTunedEncoder] = None) -> "TrainingRun":
+        """A fresh run: Adam (§4) over the decoder and, at its own rate, the fine-tuned encoder."""
+        groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+        if encoder is not None:
+            groups.append({"params": encoder.parameters(), "lr_scale": encoder.lr_scale})
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        return cls(name, model, optimizer, meta, inputs, encoder)
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+
+    def checkpoint(self) -> Dict[str, Any]:
+        """The checkpoint of the epochs done: tensors and plain values only (``weights_only``)."""
+        state = {"fingerprint": self.meta["fingerprint"], "epoch": self.epoch, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "torch_rng": rng_state(), "history": self.history}
+        if self.encoder is not None:
+            state["encoder"] = self.encoder.state_dict()
+        return state
+
+    def resume(self, path: Path, epochs: int) -> None:
+        """Continue from the checkpoint at ``path`` when it belongs to this run (same fingerprint)."""
+        state = load_checkpoint(path)
+        if state is None:
+            return
+        if state.get("fingerprint") != self.meta["fingerprint"]:
+            log.info("ignoring checkpoint %s: it belongs to a different configuration", path)
+            return
+        self.model.load_state_dict(state["model"])
+        if self.encoder is not None:
+            self.encoder.load_state_dict(state["encoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["torch_rng"])
+        self.history, self.epoch = list(state["history"]), int(state["epoch"])
+        log.info("resuming %s from %s at epoch %d/%d", self.name, path, self.epoch, epochs)
 
 
 # --------------------------------------------------------------------------- training
 
 
 def train_decoder(
-    representation: str,
+    representation_name: str,
     features_path: str,
     images_path: str,
     out_path: str,
@@ -305,7 +403,8 @@ def train_decoder(
     config: Mapping[str, Any] | TrainConfig,
     stop_after_epochs: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Train the decoder of ``representation``; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
+    """Train the decoder of the representation named ``representation_name`` (its slug) on its
+    feature cache; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
 
     ``stop_after_epochs`` ends the run early *without* writing outputs (tests use it to simulate
     a killed job; the checkpoint stays and the next call resumes).
@@ -327,20 +426,21 @@ def train_decoder(
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
     kind = feature_attrs["decoder_kind"]
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
-    fingerprint = cfg.fingerprint({"representation": representation, "features": feature_attrs.get("identity"),
+    fingerprint = cfg.fingerprint({"representation": representation_name, "features": feature_attrs.get("identity"),
                                    "images_sha256": feature_attrs.get("images_sha256"), "count": count})
     meta = {
-        "representation": representation, "kind": kind, "feature_shape": list(feature_shape),
+        "representation": representation_name, "kind": kind, "feature_shape": list(feature_shape),
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
         "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
-        "label": feature_attrs.get("label", representation), "fingerprint": fingerprint,
+        "label": feature_attrs.get("label", representation_name), "fingerprint": fingerprint,
     }
 
     def inputs(f: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(f).to(device, non_blocking=True) * scale
 
-    return _fit(representation, model, None, cfg, device, (features_path, images_path, train_idx, val_idx),
-                inputs, meta, out_path, log_path, checkpoint_path, stop_after_epochs)
+    run = TrainingRun.start(representation_name, model, meta, cfg, inputs)
+    split = PairedSplit(features_path, images_path, train_idx, val_idx, image_size)
+    return _train(run, cfg, device, split, RunFiles(out_path, log_path, Path(checkpoint_path)), stop_after_epochs)
 
 
 def train_autoencoder(
@@ -392,8 +492,9 @@ def train_autoencoder(
     fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,
                                    "images_sha256": store.file_sha256(images_path),
                                    "count": count})
+    name = f"{layer}-ae"
     meta = {
-        "representation": f"{layer}-ae", "kind": kind, "feature_shape": list(feature_shape),
+        "representation": name, "kind": kind, "feature_shape": list(feature_shape),
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
         "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": json.dumps(identity),
         "label": f"{layer} autoencoder (encoder fine-tuned from {encoder.label})", "fingerprint": fingerprint,
@@ -403,111 +504,95 @@ def train_autoencoder(
     def inputs(x: np.ndarray) -> torch.Tensor:
         return encoder(store.to_float(x).to(device, non_blocking=True)) * scale
 
-    def save_encoder() -> None:
-        store.save_torch({k: v.detach().cpu() for k, v in encoder.model.state_dict().items()}, encoder_path)
+    run = TrainingRun.start(name, model, meta, cfg, inputs, FineTunedEncoder(encoder, encoder_lr_scale))
+    split = PairedSplit(None, images_path, train_idx, val_idx, image_size)
+    files = RunFiles(out_path, log_path, Path(checkpoint_path), encoder=encoder_path)
+    return _train(run, cfg, device, split, files, stop_after_epochs)
 
-    return _fit(f"{layer}-ae", model, (encoder, encoder_lr_scale), cfg, device, (None, images_path, train_idx, val_idx),
-                inputs, meta, out_path, log_path, checkpoint_path, stop_after_epochs, on_finish=save_encoder)
 
-
-def _fit(name: str, model, encoder, cfg: TrainConfig, device: torch.device, data: tuple, inputs, meta: Dict[str, Any],
-         out_path: str, log_path: str, checkpoint_path: str, stop_after_epochs: Optional[int],
-         on_finish=None) -> Dict[str, Any]:
-    """The training loop shared by decoders and autoencoders: Adam, schedule, checkpoints, logs.
-
-    ``inputs(batch)`` turns what the data yields into the decoder's input; ``encoder`` is
-    ``(representation, lr_scale)`` when the encoder trains too, else None.
-    """
-    out_size = model.output_size
-    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
-    if encoder is not None:
-        groups.append({"params": [p for p in encoder[0].net.parameters() if p.requires_grad], "lr_scale": encoder[1]})
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    fingerprint = meta["fingerprint"]
-    checkpoint = Path(checkpoint_path)
-    history: List[Dict[str, Any]] = []
-    start_epoch = 0
-    state = load_checkpoint(checkpoint)
-    if state is not None:
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            if encoder is not None:
-                encoder[0].model.load_state_dict(state["encoder"])
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["torch_rng"])
-            history, start_epoch = list(state["history"]), int(state["epoch"])
-            log.info("resuming %s from %s at epoch %d/%d", name, checkpoint, start_epoch, cfg.epochs)
-        else:
-            log.info("ignoring checkpoint %s: it belongs to a different configuration", checkpoint)
-    features_path, images_path, train_idx, val_idx = data
-    crop = int(meta["image_size"])
-    train_data = PairedData(features_path, images_path, train_idx, cfg.preload_mb, crop)
-    val_data = PairedData(features_path, images_path, val_idx, cfg.preload_mb, crop) if len(val_idx) else None
-    use_amp = cfg.amp and device.type == "cuda"
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: PairedSplit, files: RunFiles,
+           stop_after_epochs: Optional[int]) -> Dict[str, Any]:
+    """The loop shared by decoders and autoencoders: resume, one epoch after another (each ending
+    with a validation loss and a checkpoint), then the outputs."""
+    run.resume(files.checkpoint, cfg.epochs)
+    train_data, val_data = split.open(cfg.preload_mb)
     log.info("%s: %s decoder (%d parameters, width %.3g) from %s features to %d px; %d train / %d val images; "
-             "%d epochs on %s%s", name, meta["kind"], sum(p.numel() for p in model.parameters()), cfg.width,
-             "x".join(map(str, meta["feature_shape"])), out_size, len(train_data), len(val_idx), cfg.epochs, device,
-             f"; encoder fine-tuned at {encoder[1]:g} x lr" if encoder is not None else "")
-    from tqdm import tqdm
-
+             "%d epochs on %s%s", run.name, run.meta["kind"], sum(p.numel() for p in run.model.parameters()),
+             cfg.width, "x".join(map(str, run.meta["feature_shape"])), run.model.output_size, len(train_data),
+             len(split.val_idx), cfg.epochs, device,
+             f"; encoder fine-tuned at {run.encoder.lr_scale:g} x lr" if run.encoder is not None else "")
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(run.epoch, cfg.epochs):
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 return {"stopped_at": epoch}
-            model.train()
-            rng = np.random.default_rng([cfg.seed, epoch])
-            started, seen, loss_sum = time.perf_counter(), 0, 0.0
-            bar = tqdm(total=len(train_data), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                       disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
-            for step, (f, x) in enumerate(train_data.batches(cfg.batch_size, rng)):
-                lr = learning_rate(cfg, (epoch * steps_per_epoch + step) / max(1, total_steps))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
-                targets = to_targets(x, out_size, device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    prediction = model(inputs(f))
-                loss = F.mse_loss(prediction.float(), targets)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                        f"(lr {lr:.2e}); lower train.lr or check the features for extreme values"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                seen += len(f)
-                loss_sum += loss.item() * len(f)
-                bar.update(len(f))
-                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
-            bar.close()
-            seconds = time.perf_counter() - started
-            val_loss = evaluate_loss(model, val_data, inputs, out_size, device, cfg.batch_size) if val_data else float("nan")
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "val_loss": val_loss,
-                   "lr": lr, "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
-            history.append(row)
+            loss, lr, seconds, seen = _train_epoch(run, cfg, device, train_data, epoch)
+            val_loss = (evaluate_loss(run.model, val_data, run.inputs, run.model.output_size, device, cfg.batch_size)
+                        if val_data else float("nan"))
+            row = {"epoch": epoch + 1, "train_loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
+                   "images_per_s": seen / max(seconds, 1e-9)}
+            run.history.append(row)
+            run.epoch = epoch + 1
             log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s", epoch + 1, cfg.epochs,
                      row["train_loss"], val_loss, row["images_per_s"], seconds)
-            state = {"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "torch_rng": rng_state(), "history": history}
-            if encoder is not None:
-                state["encoder"] = encoder[0].model.state_dict()
-            save_checkpoint(checkpoint, state)
+            save_checkpoint(files.checkpoint, run.checkpoint())
     finally:
         train_data.close()
         if val_data:
             val_data.close()
-    store.save_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, out_path)
-    with store.atomic_path(log_path) as tmp:
+    return _finish(run, files)
+
+
+def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data: PairedData,
+                 epoch: int) -> Tuple[float, float, float, int]:
+    """One pass over ``data`` in the seeded order of ``epoch``: (mean training loss, the last
+    learning rate, seconds, images seen)."""
+    from tqdm import tqdm
+
+    run.model.train()
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    use_amp = cfg.amp and device.type == "cuda"
+    rng = np.random.default_rng([cfg.seed, epoch])
+    started, seen, loss_sum = time.perf_counter(), 0, 0.0
+    lr = learning_rate(cfg, epoch * steps_per_epoch / max(1, total_steps))
+    bar = tqdm(total=len(data), desc=f"{run.name} epoch {epoch + 1}/{cfg.epochs}", unit="img",
+               disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    for step, (f, x) in enumerate(data.batches(cfg.batch_size, rng)):
+        lr = learning_rate(cfg, (epoch * steps_per_epoch + step) / max(1, total_steps))
+        run.set_learning_rate(lr)
+        targets = to_targets(x, run.model.output_size, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            prediction = run.model(run.inputs(f))
+        loss = F.mse_loss(prediction.float(), targets)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"{run.name}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                f"(lr {lr:.2e}); lower train.lr or check the features for extreme values"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        seen += len(f)
+        loss_sum += loss.item() * len(f)
+        bar.update(len(f))
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+    bar.close()
+    return loss_sum / max(1, seen), lr, time.perf_counter() - started, seen
+
+
+def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
+    """Write the decoder, the CSV log and (autoencoder) the fine-tuned network; drop the checkpoint."""
+    store.save_torch({"state_dict": {k: v.cpu() for k, v in run.model.state_dict().items()}, "meta": run.meta},
+                     files.decoder)
+    with store.atomic_path(files.log) as tmp:
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])
+            writer = csv.DictWriter(handle, fieldnames=list(run.history[0]) if run.history else ["epoch"])
             writer.writeheader()
-            writer.writerows(history)
-    if on_finish is not None:
-        on_finish()
-    checkpoint.unlink(missing_ok=True)
-    return {"history": history, "meta": meta}
+            writer.writerows(run.history)
+    if run.encoder is not None and files.encoder is not None:
+        store.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
+    files.checkpoint.unlink(missing_ok=True)
+    return {"history": run.history, "meta": run.meta}
 
 
 @torch.no_grad()

@@ -44,7 +44,6 @@ weights use the same ImageNet statistics, so all three see identically preproces
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import re
@@ -101,16 +100,15 @@ _SHA_CACHE: Dict[Tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed in 1 MiB chunks; cached in memory per (path, size, mtime)."""
+    """Hex sha256 of a file (:func:`preimage.store.file_sha256`), cached in memory per (path, size,
+    mtime): a weights file is hashed once per process."""
+    from preimage import store
+
     p = os.path.realpath(os.fspath(path))
     st = os.stat(p)
     key = (p, st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(chunk), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = store.file_sha256(p, chunk)
     return _SHA_CACHE[key]
 
 

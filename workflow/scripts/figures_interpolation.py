@@ -1,7 +1,7 @@
-"""Snakemake adapter: rule interpolation_overview → preimage.experiments.interpolation_overview."""
+"""Snakemake adapter: rule interpolation_overview → preimage.figures.interpolation_overview."""
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage import experiments
+    from preimage import figures
 
-    experiments.interpolation_overview(dict(zip(snakemake.params.representations, snakemake.input)), snakemake.output[0])
+    figures.interpolation_overview(dict(zip(snakemake.params.representations, snakemake.input)), snakemake.output[0])

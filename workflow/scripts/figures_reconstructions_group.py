@@ -1,8 +1,9 @@
-"""Snakemake adapter: rule reconstructions_figure → preimage.evaluate.group_figure (Figures 3 and 5)."""
+"""Snakemake adapter: rule reconstructions_figure → preimage.figures.group_figure (Figures 3 and 5)."""
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage.evaluate import group_figure
+    from preimage import figures
 
-    group_figure(snakemake.input.test_images, dict(zip(snakemake.params.representations, snakemake.input.reconstructions)),
-                 snakemake.output[0], snakemake.params.n_show)
+    figures.group_figure(snakemake.input.test_images,
+                         dict(zip(snakemake.params.representations, snakemake.input.reconstructions)),
+                         snakemake.output[0], snakemake.params.n_show)

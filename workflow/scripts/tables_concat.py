@@ -1,7 +1,7 @@
-"""Snakemake adapter: per-representation CSVs → one table (preimage.experiments.concat_tables)."""
+"""Snakemake adapter: per-representation CSVs → one table (preimage.tables.concat_tables)."""
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage import experiments
+    from preimage import tables
 
-    experiments.concat_tables(list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+    tables.concat_tables(list(snakemake.input), snakemake.output.csv, snakemake.output.md)

@@ -1,8 +1,8 @@
-"""Snakemake adapter: rule errors_table → preimage.figures.errors_table."""
+"""Snakemake adapter: rule errors_table → preimage.tables.errors_table."""
 from preimage import logs
 
 with logs.job(snakemake):
     import pandas as pd
-    from preimage import figures
+    from preimage import tables
 
-    figures.errors_table([pd.read_csv(p) for p in snakemake.input.errors], snakemake.output.csv, snakemake.output.md)
+    tables.errors_table([pd.read_csv(p) for p in snakemake.input.errors], snakemake.output.csv, snakemake.output.md)

@@ -17,7 +17,7 @@ chooses the network:
 Layer semantics (paper Table 1: a layer's output is its last processing step)
 -----------------------------------------------------------------------------
 =======  ======================================  =======================  ===================
-layer    torchvision modules run                 output at 227 (here)     CaffeNet at 227
+layer    torchvision modules run                 torchvision at 227       CaffeNet at 227
 =======  ======================================  =======================  ===================
 conv1    features[0:3]  conv→ReLU→max-pool        64 × 27 × 27             96 × 27 × 27
 conv2    features[0:6]  …conv→ReLU→max-pool       192 × 13 × 13            256 × 13 × 13

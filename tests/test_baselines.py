@@ -1,11 +1,11 @@
-"""Mahendran & Vedaldi's optimisation-based inversion (preimage.optimize): priors, objective, descent, batching."""
+"""The Mahendran & Vedaldi baseline (preimage.baselines): priors, objective, descent, batching, settings."""
 import numpy as np
 import pytest
 import torch
 from skimage import data as skdata
 from skimage.transform import resize
 
-from preimage import optimize
+from preimage import baselines
 from preimage.features import create
 
 SIZE = 32
@@ -39,7 +39,7 @@ def conv2():
 def test_tv_of_a_constant_image_is_zero_with_finite_gradient():
     x = torch.full((2, 3, 5, 4), 0.3, requires_grad=True)
     for beta in (1.0, 2.0):
-        tv = optimize.tv_beta(x, beta)
+        tv = baselines.tv_beta(x, beta)
         assert tv.shape == (2,) and torch.equal(tv, torch.zeros(2))
         (grad,) = torch.autograd.grad(tv.sum(), x)
         assert torch.isfinite(grad).all()
@@ -50,33 +50,33 @@ def test_tv_of_a_step_edge_by_hand():
     # Forward differences with the border difference 0: only the 3 pixels of column 1 see dx = 2, dy = 0.
     x = torch.zeros(1, 1, 3, 3)
     x[..., 2] = 2.0
-    assert optimize.tv_beta(x, 2).item() == pytest.approx(3 * 2.0 ** 2)  # 12
-    assert optimize.tv_beta(x, 1).item() == pytest.approx(3 * 2.0)  # 6
+    assert baselines.tv_beta(x, 2).item() == pytest.approx(3 * 2.0 ** 2)  # 12
+    assert baselines.tv_beta(x, 1).item() == pytest.approx(3 * 2.0)  # 6
     # a diagonal corner: pixel (0, 0) differs by 1 from both neighbours → (1 + 1)^{β/2}
     y = torch.zeros(1, 1, 2, 2)
     y[0, 0, 0, 0] = 1.0
     # pixel (0,0): dx = -1, dy = -1 → 2; pixel (0,1): dy = 0, dx = 0 (border); pixel (1,0): dx = 0 → 0
-    assert optimize.tv_beta(y, 2).item() == pytest.approx(2.0)
-    assert optimize.tv_beta(y, 1).item() == pytest.approx(2.0 ** 0.5)
+    assert baselines.tv_beta(y, 2).item() == pytest.approx(2.0)
+    assert baselines.tv_beta(y, 1).item() == pytest.approx(2.0 ** 0.5)
     # transposing the image transposes the roles of dx and dy
-    assert optimize.tv_beta(x.transpose(-1, -2), 2).item() == pytest.approx(12.0)
+    assert baselines.tv_beta(x.transpose(-1, -2), 2).item() == pytest.approx(12.0)
 
 
 def test_alpha_norm_by_hand():
     x = torch.tensor([[[[-2.0, 1.0], [0.0, 0.5]]]])
-    assert optimize.alpha_norm(x, 6).item() == pytest.approx(64 + 1 + 0.5 ** 6)
-    assert optimize.alpha_norm(x, 2).item() == pytest.approx(4 + 1 + 0.25)
-    assert optimize.alpha_norm(torch.stack([x[0], 2 * x[0]]), 1).tolist() == pytest.approx([3.5, 7.0])
+    assert baselines.alpha_norm(x, 6).item() == pytest.approx(64 + 1 + 0.5 ** 6)
+    assert baselines.alpha_norm(x, 2).item() == pytest.approx(4 + 1 + 0.25)
+    assert baselines.alpha_norm(torch.stack([x[0], 2 * x[0]]), 1).tolist() == pytest.approx([3.5, 7.0])
 
 
 def test_priors_are_normalised_by_b_and_v():
     # An image at the bound B everywhere has Rα = C (channels); steps of V along rows have R_TV ≈ C.
-    x = torch.full((1, 3, 8, 8), optimize.PIXEL_BOUND)
-    terms = optimize.objective(lambda im: im.flatten(1), x, optimize.to_image(x).flatten(1), 1.0, 1.0)
+    x = torch.full((1, 3, 8, 8), baselines.PIXEL_BOUND)
+    terms = baselines.objective(lambda im: im.flatten(1), x, baselines.to_image(x).flatten(1), 1.0, 1.0)
     assert terms["alpha_prior"].item() == pytest.approx(3.0)
     assert terms["feature_loss"].item() == pytest.approx(0.0, abs=1e-12)
-    ramp = (torch.arange(8.0) * optimize.TV_SCALE).view(1, 1, 1, 8).expand(1, 3, 8, 8)
-    terms = optimize.objective(lambda im: im.flatten(1), ramp, torch.ones(1, 192), 0.0, 1.0)
+    ramp = (torch.arange(8.0) * baselines.TV_SCALE).view(1, 1, 1, 8).expand(1, 3, 8, 8)
+    terms = baselines.objective(lambda im: im.flatten(1), ramp, torch.ones(1, 192), 0.0, 1.0)
     assert terms["tv_prior"].item() == pytest.approx(3.0 * 7 / 8)  # the last column has no step
 
 
@@ -86,8 +86,8 @@ def test_priors_are_normalised_by_b_and_v():
 def test_the_gradient_reaches_the_image_through_hog_and_alexnet(photos, hog, conv2):
     for rep in (hog, conv2):
         targets = rep(photos[[1, 0]]).detach()  # the codes of the other image: the data term is not at a minimum
-        x = optimize.from_image(photos[:2]).requires_grad_(True)
-        terms = optimize.objective(rep, x, targets, lambda_alpha=0.0, lambda_tv=0.0)
+        x = baselines.from_image(photos[:2]).requires_grad_(True)
+        terms = baselines.objective(rep, x, targets, lambda_alpha=0.0, lambda_tv=0.0)
         (grad,) = torch.autograd.grad(terms["feature_loss"].sum(), x)
         assert torch.isfinite(grad).all(), rep.name
         assert (grad.flatten(1).abs().sum(dim=1) > 0).all(), rep.name
@@ -96,9 +96,9 @@ def test_the_gradient_reaches_the_image_through_hog_and_alexnet(photos, hog, con
 def test_feature_space_error_of_the_true_images_is_zero(photos, hog, conv2):
     for rep in (hog, conv2):
         targets = rep(photos)
-        err = optimize.feature_space_error(rep, photos, targets, batch_size=2)
+        err = baselines.feature_space_error(rep, photos, targets, batch_size=2)
         assert err.shape == (3,) and err == pytest.approx([0, 0, 0], abs=1e-6)
-        other = optimize.feature_space_error(rep, photos.flip(0), targets)
+        other = baselines.feature_space_error(rep, photos.flip(0), targets)
         assert (other[[0, 2]] > 0.01).all()
 
 
@@ -109,8 +109,8 @@ def test_feature_space_error_of_the_true_images_is_zero(photos, hog, conv2):
 def test_the_objective_decreases_and_beats_the_noise_start(photos, hog, conv2, name):
     rep = {"hog": hog, "conv2": conv2}[name]
     targets = rep(photos[:2]).detach()
-    config = optimize.MVConfig(iterations=30 if name == "hog" else 20, log_every=5)
-    result = optimize.invert(rep, targets, SIZE, name, config)
+    config = baselines.MVConfig(iterations=30 if name == "hog" else 20, log_every=5)
+    result = baselines.optimise_preimage(rep, targets, SIZE, name, config)
     first, last = result.history[0], result.history[-1]
     assert first["iteration"] == 0 and last["iteration"] == config.iterations - 1
     assert last["objective"] < 0.8 * first["objective"]
@@ -118,18 +118,18 @@ def test_the_objective_decreases_and_beats_the_noise_start(photos, hog, conv2, n
     assert result.images.shape == (2, 3, SIZE, SIZE)
     assert result.images.min() >= 0 and result.images.max() <= 1
     channels = 1 if name == "hog" else 3
-    noise = optimize.to_image(torch.stack([optimize.noise_start(i, channels, SIZE, config) for i in range(2)]))
-    assert (optimize.feature_space_error(rep, result.images, targets) <
-            optimize.feature_space_error(rep, noise.clamp(0, 1), targets)).all()
+    noise = baselines.to_image(torch.stack([baselines.noise_start(i, channels, SIZE, config) for i in range(2)]))
+    assert (baselines.feature_space_error(rep, result.images, targets) <
+            baselines.feature_space_error(rep, noise.clamp(0, 1), targets)).all()
     assert result.seconds > 0 and result.seconds_per_image == pytest.approx(result.seconds / 2)
 
 
 def test_hog_inversion_is_grey_and_seeded(photos, hog):
     targets = hog(photos[:1]).detach()
-    config = optimize.MVConfig(iterations=5, seed=3)
-    a = optimize.invert(hog, targets, SIZE, "hog", config)
-    b = optimize.invert(hog, targets, SIZE, "hog", config)
-    c = optimize.invert(hog, targets, SIZE, "hog", optimize.MVConfig(iterations=5, seed=4))
+    config = baselines.MVConfig(iterations=5, seed=3)
+    a = baselines.optimise_preimage(hog, targets, SIZE, "hog", config)
+    b = baselines.optimise_preimage(hog, targets, SIZE, "hog", config)
+    c = baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(iterations=5, seed=4))
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     assert torch.equal(a.images[:, 0], a.images[:, 1]) and torch.equal(a.images[:, 1], a.images[:, 2])
 
@@ -137,7 +137,7 @@ def test_hog_inversion_is_grey_and_seeded(photos, hog):
 def test_batching_does_not_change_the_result(photos, hog, conv2):
     for rep, name in ((hog, "hog"), (conv2, "conv2")):
         targets = rep(photos).detach()
-        runs = [optimize.invert(rep, targets, SIZE, name, optimize.MVConfig(iterations=6, batch_size=b, log_every=2))
+        runs = [baselines.optimise_preimage(rep, targets, SIZE, name, baselines.MVConfig(iterations=6, batch_size=b, log_every=2))
                 for b in (3, 2, 1)]
         for other in runs[1:]:
             torch.testing.assert_close(other.images, runs[0].images, atol=2e-4, rtol=0)
@@ -149,7 +149,7 @@ def test_batching_does_not_change_the_result(photos, hog, conv2):
 def test_progress_and_history_cover_all_images(photos, hog):
     targets = hog(photos).detach()
     calls = []
-    result = optimize.invert(hog, targets, SIZE, "hog", optimize.MVConfig(iterations=3, batch_size=2, log_every=1),
+    result = baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(iterations=3, batch_size=2, log_every=1),
                              progress=lambda done, total: calls.append((done, total)))
     assert calls == [(2, 3), (3, 3)]
     assert [h["iteration"] for h in result.history] == [0, 1, 2]
@@ -160,24 +160,40 @@ def test_progress_and_history_cover_all_images(photos, hog):
 
 
 def test_learning_rate_schedule_divides_by_ten_at_the_decay_points():
-    config = optimize.MVConfig(iterations=8, decay_at=(0.25, 0.75))
-    assert optimize.lr_schedule(config, 1.0) == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
-    assert optimize.lr_schedule(optimize.MVConfig(iterations=4, decay_at=0.5), 2.0) == pytest.approx([2, 2, 0.2, 0.2])
+    config = baselines.MVConfig(iterations=8, decay_at=(0.25, 0.75))
+    assert baselines.lr_schedule(config, 1.0) == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    assert baselines.lr_schedule(baselines.MVConfig(iterations=4, decay_at=0.5), 2.0) == pytest.approx([2, 2, 0.2, 0.2])
 
 
 def test_settings_defaults_overrides_and_resolution(conv2, hog):
-    config = optimize.MVConfig()
-    assert set(optimize.DEFAULT_LAMBDAS) == {"hog", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
-    tv = [optimize.DEFAULT_LAMBDAS[n]["lambda_tv"] for n in ("conv1", "conv3", "conv5", "fc8")]
+    config = baselines.MVConfig()
+    assert set(baselines.DEFAULT_LAMBDAS) == {"hog", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    tv = [baselines.DEFAULT_LAMBDAS[n]["lambda_tv"] for n in ("conv1", "conv3", "conv5", "fc8")]
     assert tv == sorted(tv) and tv[0] < tv[-1]  # stronger TV for deeper layers
-    s = optimize.settings("fc6-ae", config)
-    assert s["lambda_tv"] == optimize.DEFAULT_LAMBDAS["fc6"]["lambda_tv"] and not s["grey"]
-    assert optimize.settings("hog", config)["grey"]
-    assert optimize.settings("fc6", optimize.MVConfig(lr=0.5, lambda_tv=3.0))["lr"] == 0.5
+    s = baselines.settings("fc6", config)
+    assert s["lambda_tv"] == baselines.DEFAULT_LAMBDAS["fc6"]["lambda_tv"] and not s["grey"]
+    other = baselines.settings("torchvision:resnet18:layer4", config)
+    assert other["lambda_tv"] == baselines.FALLBACK_LAMBDAS["lambda_tv"] and other["lr"] == baselines.FALLBACK_LR
+    assert baselines.settings("hog", config)["grey"]
+    assert baselines.settings("fc6", baselines.MVConfig(lr=0.5, lambda_tv=3.0))["lr"] == 0.5
     # a 32-px image that conv2 (crop 67) upsamples: λTV scaled by (32/67)^2; HOG does not resize
-    s = optimize.settings("conv2", config, conv2, SIZE)
-    assert s["lambda_tv"] == pytest.approx(optimize.DEFAULT_LAMBDAS["conv2"]["lambda_tv"] * (SIZE / 67) ** 2)
-    assert optimize.settings("conv2", config, conv2, 67)["tv_resolution_factor"] == 1.0
-    assert optimize.settings("hog", config, hog, SIZE)["tv_resolution_factor"] == 1.0
+    s = baselines.settings("conv2", config, conv2, SIZE)
+    assert s["lambda_tv"] == pytest.approx(baselines.DEFAULT_LAMBDAS["conv2"]["lambda_tv"] * (SIZE / 67) ** 2)
+    assert baselines.settings("conv2", config, conv2, 67)["tv_resolution_factor"] == 1.0
+    assert baselines.settings("hog", config, hog, SIZE)["tv_resolution_factor"] == 1.0
     with pytest.raises(ValueError):
-        optimize.invert(hog, torch.zeros(1, 31, 8, 8), SIZE, "hog", optimize.MVConfig(iterations=0))
+        baselines.optimise_preimage(hog, torch.zeros(1, 31, 8, 8), SIZE, "hog", baselines.MVConfig(iterations=0))
+
+
+def test_variants_take_their_base_representations_settings_from_the_catalog():
+    """The workflow passes ``CATALOG.options(slug)["name"]`` as the base name: fc6 for fc6-ae and fc6-random."""
+    from preimage.config import validate_config
+    from preimage.representations import Catalog
+
+    catalog = Catalog(validate_config({"representations": ["hog", "fc6"],
+                                       "variants": {"autoencoder": ["fc6"], "untrained_control": "always"}}))
+    config = baselines.MVConfig()
+    for slug in ("fc6-ae", "fc6-random"):
+        name = catalog.options(slug, "results")["name"]
+        assert name == "fc6" and baselines.settings(name, config) == baselines.settings("fc6", config)
+    assert catalog.options("hog", "results")["name"] == "hog"

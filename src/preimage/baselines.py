@@ -1,4 +1,9 @@
-"""Optimisation-based inversion after Mahendran & Vedaldi (CVPR 2015): the baseline of paper §2/Table 2.
+"""The baseline of paper Table 2: Mahendran & Vedaldi's optimisation-based pre-images (CVPR 2015).
+
+:func:`mahendran_vedaldi` is the step of ``rules/baselines.smk``: it decodes the features of a few
+test images with our trained decoder (:class:`preimage.decoding.TrainedDecoder`), finds pre-images
+of the same features by optimisation (:func:`optimise_preimage`) and reports both methods' image
+and feature errors and their time per image. The rest of this module is that optimisation.
 
 Dosovitskiy & Brox compare their decoders with the method of Mahendran & Vedaldi (M&V),
 "Understanding Deep Image Representations by Inverting Them", CVPR 2015: for a target code Φ0
@@ -65,18 +70,25 @@ last, the mean over all images of the objective and its terms (evaluated before 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import pandas as pd
 import torch
 
+from preimage import metrics, store
+from preimage.decoding import TrainedDecoder
+from preimage.figures import analysis_title, image_grid, show_indices
 from preimage.weights import IMAGENET_MEAN
 
 __all__ = [
-    "DEFAULT_LAMBDAS", "DEFAULT_LR", "GREY_REPRESENTATIONS", "InversionResult", "MVConfig", "alpha_norm",
-    "feature_space_error", "invert", "objective", "tv_beta",
+    "DEFAULT_LAMBDAS", "DEFAULT_LR", "GREY_REPRESENTATIONS", "MVConfig", "PreimageResult", "alpha_norm",
+    "feature_space_error", "mahendran_vedaldi", "objective", "optimise_preimage", "tv_beta",
 ]
+
+log = logging.getLogger("preimage.baselines")
 
 #: ImageNet mean colour (RGB, ``[0, 1]`` scale): μ of the parametrisation ``img(x) = μ + x``.
 MEAN_RGB = IMAGENET_MEAN
@@ -155,7 +167,7 @@ class MVConfig:
 
 
 @dataclasses.dataclass
-class InversionResult:
+class PreimageResult:
     """Images ``(N, 3, S, S)`` in ``[0, 1]`` (clamped at the end); ``history``: per logged iteration the
     mean over all images of the objective and its terms; wall time in seconds; the effective settings
     (:func:`settings`)."""
@@ -233,11 +245,6 @@ def objective(representation: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 # --------------------------------------------------------------------------- settings
 
 
-def _base_name(layer: str) -> str:
-    """``fc6-ae`` → ``fc6`` (variants share their representation's defaults)."""
-    return layer.split("-")[0]
-
-
 def tv_resolution_factor(representation, image_size: int, beta: float = 2.0) -> float:
     """``min(1, S / crop)^β`` for a representation that resizes its input up to ``crop`` pixels, else 1.
 
@@ -251,21 +258,24 @@ def tv_resolution_factor(representation, image_size: int, beta: float = 2.0) -> 
     return float((image_size / crop) ** beta)
 
 
-def settings(layer: str, config: MVConfig, representation=None, image_size: Optional[int] = None) -> Dict[str, float]:
+def settings(base_name: str, config: MVConfig, representation=None,
+             image_size: Optional[int] = None) -> Dict[str, float]:
     """The effective ``lr``, ``lambda_alpha``, ``lambda_tv`` (after :func:`tv_resolution_factor` when
-    ``config.scale_tv`` and a representation and image size are given) and ``grey`` for ``layer``."""
-    name = _base_name(layer)
-    lambdas = DEFAULT_LAMBDAS.get(name, FALLBACK_LAMBDAS)
+    ``config.scale_tv`` and a representation and image size are given) and ``grey`` for the
+    representation configured as ``base_name`` (``hog``, ``conv1`` … ``fc8``; a variant such as
+    ``fc6-ae`` passes its base representation's name, ``RepresentationSpec.name``, and so shares
+    its defaults; other names take :data:`FALLBACK_LAMBDAS` and :data:`FALLBACK_LR`)."""
+    lambdas = DEFAULT_LAMBDAS.get(base_name, FALLBACK_LAMBDAS)
     factor = 1.0
     if config.scale_tv and representation is not None and image_size is not None:
         factor = tv_resolution_factor(representation, int(image_size), config.beta)
     lambda_tv = float(lambdas["lambda_tv"] if config.lambda_tv is None else config.lambda_tv)
     return {
-        "lr": float(DEFAULT_LR.get(name, FALLBACK_LR) if config.lr is None else config.lr),
+        "lr": float(DEFAULT_LR.get(base_name, FALLBACK_LR) if config.lr is None else config.lr),
         "lambda_alpha": float(lambdas["lambda_alpha"] if config.lambda_alpha is None else config.lambda_alpha),
         "lambda_tv": lambda_tv * factor,
         "tv_resolution_factor": factor,
-        "grey": bool(name in GREY_REPRESENTATIONS if config.grey is None else config.grey),
+        "grey": bool(base_name in GREY_REPRESENTATIONS if config.grey is None else config.grey),
     }
 
 
@@ -286,7 +296,7 @@ def noise_start(index: int, channels: int, size: int, config: MVConfig) -> torch
 # --------------------------------------------------------------------------- optimisation
 
 
-def _invert_batch(representation, targets: torch.Tensor, start: torch.Tensor, chosen: Dict[str, float],
+def _optimise_batch(representation, targets: torch.Tensor, start: torch.Tensor, chosen: Dict[str, float],
                   config: MVConfig, schedule: List[float], sums: Dict[int, Dict[str, float]]) -> torch.Tensor:
     x = start.clone().requires_grad_(True)
     velocity = torch.zeros_like(x)
@@ -313,14 +323,16 @@ def _invert_batch(representation, targets: torch.Tensor, start: torch.Tensor, ch
     return x.detach()
 
 
-def invert(representation, targets: torch.Tensor, image_size: int, layer: str, config: Optional[MVConfig] = None,
-           device: Union[str, torch.device] = "cpu",
-           progress: Optional[Callable[[int, int], None]] = None) -> InversionResult:
-    """Invert the codes ``targets`` (``(N, *feature_shape)``, Φ0) of ``representation`` by M&V's optimisation.
+def optimise_preimage(representation, targets: torch.Tensor, image_size: int, base_name: str,
+                      config: Optional[MVConfig] = None, device: Union[str, torch.device] = "cpu",
+                      progress: Optional[Callable[[int, int], None]] = None) -> PreimageResult:
+    """Pre-images of the codes ``targets`` (``(N, *feature_shape)``, Φ0) of ``representation`` by M&V's
+    optimisation.
 
-    ``image_size`` is the side S of the images sought; ``layer`` (``hog``, ``conv1`` … ``fc8``, a
-    variant such as ``fc6-ae`` counts as ``fc6``) picks the defaults of :data:`DEFAULT_LAMBDAS` and
-    :data:`DEFAULT_LR`. ``progress(done_images, total)`` is called after every batch.
+    ``image_size`` is the side S of the images sought; ``base_name`` (``hog``, ``conv1`` … ``fc8``:
+    the configured name of the representation, ``fc6`` for ``fc6-ae``) picks the defaults of
+    :data:`DEFAULT_LAMBDAS` and :data:`DEFAULT_LR` (:func:`settings`). ``progress(done_images,
+    total)`` is called after every batch.
     """
     config = config or MVConfig()
     if config.iterations < 1 or config.batch_size < 1:
@@ -328,7 +340,7 @@ def invert(representation, targets: torch.Tensor, image_size: int, layer: str, c
     device = torch.device(device)
     if hasattr(representation, "to"):
         representation.to(device)
-    chosen = settings(layer, config, representation, image_size)
+    chosen = settings(base_name, config, representation, image_size)
     schedule = lr_schedule(config, chosen["lr"])
     channels = 1 if chosen["grey"] else 3
     n = len(targets)
@@ -339,7 +351,7 @@ def invert(representation, targets: torch.Tensor, image_size: int, layer: str, c
         for offset in range(0, n, config.batch_size):
             batch = targets[offset:offset + config.batch_size].to(device, torch.float32)
             start = torch.stack([noise_start(offset + i, channels, image_size, config) for i in range(len(batch))])
-            x = _invert_batch(representation, batch, start.to(device), chosen, config, schedule, sums)
+            x = _optimise_batch(representation, batch, start.to(device), chosen, config, schedule, sums)
             out.append(to_image(x).clamp(0, 1).cpu())
             if progress is not None:
                 progress(offset + len(batch), n)
@@ -347,7 +359,7 @@ def invert(representation, targets: torch.Tensor, image_size: int, layer: str, c
     history = [{"iteration": step, **{k: (v if k == "lr" else v / n) for k, v in entry.items()}}
                for step, entry in sorted(sums.items())]
     images = torch.cat(out) if out else torch.empty(0, 3, image_size, image_size)
-    return InversionResult(images=images, history=history, seconds=seconds, seconds_per_image=seconds / max(1, n),
+    return PreimageResult(images=images, history=history, seconds=seconds, seconds_per_image=seconds / max(1, n),
                            settings=dict(chosen))
 
 
@@ -367,3 +379,70 @@ def feature_space_error(representation, images: torch.Tensor, targets: torch.Ten
         t = targets[start:start + batch_size].to(f.device, torch.float32).flatten(1)
         errors.append(((f - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-12)).cpu().double().numpy())
     return np.concatenate(errors) if errors else np.empty(0)
+
+
+# --------------------------------------------------------------------------- the pipeline step
+
+
+def mahendran_vedaldi(representation_name: str, representation, base_name: str, decoder_path: str,
+                      test_images_path: str, csv_path: str, h5_path: str, png_path: str, mv_config: MVConfig,
+                      images: int = 8, n_show: int = 6, seed: int = 0, device: str = "auto") -> pd.DataFrame:
+    """Our decoder against Mahendran & Vedaldi's optimisation on the same test images (Table 2).
+
+    Both methods get Φ0 = Φ(x) of the first ``images`` figure images. Reported for each: the
+    image-space normalised error (the paper's measure, where the decoder wins) and the
+    feature-space error ‖Φ(x̂) − Φ0‖/‖Φ0‖ (what the optimisation minimises, where it wins), and the
+    seconds per image, measured in the same run. ``representation_name`` names the rows (the slug,
+    ``fc6-ae``); ``base_name`` is the configured name of its base representation (``fc6``), which
+    picks the optimisation's defaults (:func:`settings`).
+    """
+    decoder = TrainedDecoder(decoder_path, device)
+    representation.to(decoder.device)
+    with decoder.images(test_images_path) as test_images:
+        normaliser = metrics.mean_pairwise_distance(test_images.float_view())
+        pick = show_indices(len(test_images), max(images, 1))[:images]
+        truth = store.to_float(test_images.take(pick))
+    with torch.no_grad():
+        targets = representation(truth.to(decoder.device)).cpu()
+    started = time.perf_counter()
+    decoded = decoder(targets)
+    decoder_seconds = time.perf_counter() - started
+    done = {"n": 0}
+
+    def progress(finished: int, total: int) -> None:
+        if finished > done["n"]:
+            done["n"] = finished
+            log.info("%s: Mahendran & Vedaldi %d/%d images", representation_name, finished, total)
+
+    result = optimise_preimage(representation, targets.to(decoder.device), decoder.image_size, base_name, mv_config,
+                               device=decoder.device, progress=progress)
+    optimised = result.images.cpu()
+    rows = []
+    for method, recon, seconds in (("decoder", decoded, decoder_seconds / len(truth)),
+                                   ("mahendran_vedaldi", optimised, result.seconds_per_image)):
+        row = metrics.error_summary(metrics.normalised_error(recon, truth, normaliser), seed,
+                                    representation=representation_name, method=method)
+        row["feature_error"] = float(np.mean(feature_space_error(representation, recon.to(decoder.device),
+                                                                 targets.to(decoder.device))))
+        row["seconds_per_image"] = float(seconds)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    store.write_csv(table, csv_path)
+    with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
+        handle.create_dataset("indices", data=np.asarray(pick))
+        handle.create_dataset("decoder", data=store.to_uint8(decoded), compression=store.COMPRESSION)
+        handle.create_dataset("mahendran_vedaldi", data=store.to_uint8(optimised), compression=store.COMPRESSION)
+        store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
+                                                   history=result.history[-1:] if result.history else []))
+    show = slice(0, min(n_show, len(truth)))
+    d, m = rows
+    image_grid([
+        ("input", store.to_uint8(truth[show])),
+        (f"our decoder\n{d['error']:.3f} / {d['feature_error']:.3f}", store.to_uint8(decoded[show])),
+        (f"Mahendran &\nVedaldi\n{m['error']:.3f} / {m['feature_error']:.3f}", store.to_uint8(optimised[show])),
+    ], png_path, title=analysis_title(representation_name, decoder.label,
+                                      "decoder vs optimisation (row label: image error / feature error)"))
+    for row in rows:
+        log.info("%s %-18s image error %.4f  feature error %.4f  %.4f s/image", representation_name, row["method"],
+                 row["error"], row["feature_error"], row["seconds_per_image"])
+    return table
