@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -126,7 +127,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     except BaseException as err:
-        _remove(tmp)
         if is_disk_full(err) and not isinstance(err, NoSpaceLeft):
             raise NoSpaceLeft(final) from err
         raise
@@ -140,16 +140,9 @@ def temporaries_of(path: str | os.PathLike) -> list[Path]:
     final = Path(path)
     if not final.parent.is_dir():
         return []
-    found = list(final.parent.glob(f".{glob_escape(final.name)}.tmp-*"))
+    found = list(final.parent.glob(f".{glob.escape(final.name)}.tmp-*"))
     legacy = final.with_name(final.name + ".tmp")
     return sorted(found + ([legacy] if legacy.is_file() else []))
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped (``resnet18@layer1`` has none; ``[x]`` would)."""
-    import glob
-
-    return glob.escape(name)
 
 
 def remove_stale_temporaries(paths: Sequence[str | os.PathLike]) -> list[Path]:
