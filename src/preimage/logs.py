@@ -90,6 +90,37 @@ def _raise_terminated(signum: int, frame: Any) -> None:
                      "stopping); rerun to continue (training resumes from its last checkpoint)")
 
 
+def _ours() -> bool:
+    return signal.getsignal(signal.SIGTERM) is _raise_terminated
+
+
+def _block_sigterm_for_fork() -> None:
+    if _ours():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _unblock_sigterm_in_parent() -> None:
+    if _ours():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _default_sigterm_in_child() -> None:
+    """Forked children (extraction's process pool) die on SIGTERM as by default. A Python handler
+    would run only once the interpreter gets control, and a SIGTERM arriving just after the fork
+    is dropped when the interpreter resets its signal state, so ``Pool.terminate()`` could wait
+    for a worker forever. SIGTERM stays blocked across the fork until the default is back."""
+    if _ours():
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+os.register_at_fork(before=_block_sigterm_for_fork, after_in_parent=_unblock_sigterm_in_parent,
+                    after_in_child=_default_sigterm_in_child)
+
+
 def _own_outputs(smk: Any) -> List[str]:
     """The job's outputs and its checkpoint (``params.checkpoint``, outside the outputs)."""
     paths = [str(p) for p in getattr(smk, "output", [])]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -126,7 +127,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     except BaseException as err:
-        _remove(tmp)
         if is_disk_full(err) and not isinstance(err, NoSpaceLeft):
             raise NoSpaceLeft(final) from err
         raise
@@ -140,16 +140,9 @@ def temporaries_of(path: str | os.PathLike) -> list[Path]:
     final = Path(path)
     if not final.parent.is_dir():
         return []
-    found = list(final.parent.glob(f".{glob_escape(final.name)}.tmp-*"))
+    found = list(final.parent.glob(f".{glob.escape(final.name)}.tmp-*"))
     legacy = final.with_name(final.name + ".tmp")
     return sorted(found + ([legacy] if legacy.is_file() else []))
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped (``resnet18@layer1`` has none; ``[x]`` would)."""
-    import glob
-
-    return glob.escape(name)
 
 
 def remove_stale_temporaries(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -195,7 +188,7 @@ def open_h5(path: str | os.PathLike) -> h5py.File:
     """Open an HDF5 file for reading; an unreadable file raises :class:`DamagedFile`."""
     try:
         return h5py.File(path, "r")
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except OSError as err:
         if not Path(path).exists():
@@ -302,24 +295,24 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu", advice: str =
 
     try:
         return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except pickle.UnpicklingError as err:
-        first = " ".join(str(err).split("\n")[0].split()) or type(err).__name__
-        reason = first if "Weights only load failed" not in first else (
-            "it holds pickled Python objects, not only tensors and plain values, and loading them could run code")
-        detail = _unsafe_detail(str(err))
-        raise UnsafeFile(f"refusing to load {path}: {reason}{detail}; {advice}") from None
+        # A pickle of other objects (or bytes that are no pickle torch writes): refused unread.
+        raise UnsafeFile(f"refusing to load {path}: it is not only tensors and plain values, and unpickling the "
+                         f"rest could run code{_unsafe_detail(str(err))}; {advice}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise DamagedFile(path, " ".join(str(err).split())[:300] or type(err).__name__, advice) from None
 
 
 def _unsafe_detail(text: str) -> str:
-    """The global torch's weights-only unpickler refused (e.g. ``builtins.open``), if it says."""
+    """What torch's weights-only unpickler objected to (e.g. ``Unsupported global: GLOBAL io.open``)."""
     import re
 
-    match = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|[Uu]nsupported [^.\n]{0,80})", text)
-    return f" ({match.group(1)})" if match else ""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.S)
+    detail = " ".join(match.group(1).split()) if match else ""
+    detail = re.split(r" was not an allowed global|\. ", detail)[0][:200]
+    return f" (weights-only unpickler: {detail})" if detail else ""
 
 
 def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
