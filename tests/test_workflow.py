@@ -16,7 +16,8 @@ TINY = {
     "variants": {"autoencoder": ["fc6"]},
     "analyses": {"perturbation": {"layers": ["fc6"]}, "interpolation": {"layers": ["fc6"], "pairs": 1, "steps": 3},
                  "random_samples": {"layers": ["fc6"], "count": 2, "bins": 8},
-                 "single_units": {"layers": ["fc8"], "count": 2}, "n_show": 2},
+                 "single_units": {"layers": ["fc8"], "count": 2}, "dark_knowledge": {"layers": ["fc8"]},
+                 "hue_shift": {"layers": ["fc8"]}, "n_show": 2},
     "baselines": {"mahendran_vedaldi": {"representations": ["hog"], "images": 2, "iterations": 3}},
     "decoder": {"width": 0.125},
     "train": {"epochs": {"default": 1, "hog": 2, "fc6-ae": 1}, "batch_size": 8, "device": "cpu"},
@@ -82,7 +83,7 @@ def test_all_builds_the_analyses_variants_and_baseline(finished_run):
     assert pd.read_csv(results / "fc8/analysis/hue_shift.csv")["degrees"].tolist() == [0, 120, 240]
     assert pd.read_csv(results / "hog/analysis/brightness.csv")["factor"].tolist() == [1, 10, 0.1]
     for figure in ("perturbation_fc6", "perturbation_fc6-ae", "interpolation_fc6", "interpolation", "random_samples_fc6",
-                   "single_units_fc8", "dark_knowledge", "hue_shift", "brightness", "mahendran_vedaldi_hog"):
+                   "single_units_fc8", "dark_knowledge_fc8", "hue_shift_fc8", "brightness", "mahendran_vedaldi_hog"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 0, figure
     findings = (results / "findings.md").read_text()
     for heading in ("Reconstruction error", "Perturbed features", "Decoder vs Mahendran & Vedaldi", "Dark knowledge",
@@ -145,7 +146,8 @@ def test_adding_a_layer_to_an_analysis_runs_only_that_layer(finished_run):
     workdir, configfile = finished_run
     analyses = ("analyses={interpolation: {layers: [fc6, fc8], pairs: 1, steps: 3}, "
                 "perturbation: {layers: [fc6]}, random_samples: {layers: [fc6], count: 2, bins: 8}, "
-                "single_units: {layers: [fc8], count: 2}, n_show: 2}")
+                "single_units: {layers: [fc8], count: 2}, dark_knowledge: {layers: [fc8]}, "
+                "hue_shift: {layers: [fc8]}, n_show: 2}")
     planned = planned_jobs(workdir, "--config", analyses, configfile=configfile)
     # the new layer's strip, and the overview figure that gathers every layer's strip
     assert planned == {"interpolation": 1, "interpolation_overview": 1, "all": 1}

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
     "representations": ["efficientnet_lite0:stages.3", "efficientnet_lite0:fc"],
-    "features": {"efficientnet_lite0": {"weights": "imagenet"}},
+    "features": {"efficientnet_lite0": {"weights": "imagenet", "crop": 224}},
     "variants": {"autoencoder": []},
     "analyses": {"single_units": {"layers": ["efficientnet_lite0:fc"], "count": 2}, "n_show": 2},
     "baselines": {"mahendran_vedaldi": {"representations": []}},
