@@ -62,16 +62,6 @@ class RepresentationSpec:
         (``fc6-ae``, ``efficientnet_lite0:fc-random``)."""
         return f"{self.name}-{self.variant}" if self.variant else self.name
 
-    @property
-    def is_alexnet_layer(self) -> bool:
-        return self.family == "alexnet" and self.name in ALEXNET_LAYERS
-
-    def create(self):
-        """The representation itself (loads its network's weights)."""
-        from preimage.features import create
-
-        return create(self.name, **self.params)
-
 
 def per_rep(value: Any, spec: RepresentationSpec) -> Any:
     """A config value that is one value for all, or a mapping ``{default: v, <name>: v}``: the
@@ -250,8 +240,3 @@ class Catalog:
         """(name, parameters) that recreate a representation inside an analysis job."""
         return {"name": self.specs[slug].name, "params": self.feature_params(slug, results)}
 
-
-def describe(catalog: Catalog) -> Sequence[str]:
-    """One line per representation, for logs and tests."""
-    return [f"{s.slug}: {s.family}" + (f" ({VARIANTS[s.variant]} of {s.base})" if s.variant else "")
-            for s in catalog.specs.values()]
