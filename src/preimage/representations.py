@@ -16,7 +16,7 @@ rule files and the library both use it, so no name is parsed anywhere else.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from preimage.features.alexnet import LAYERS as _ALEXNET_MODULES
 from preimage.features.base import lookup
