@@ -257,18 +257,58 @@ def test_builtin_refuses_train_per_class_all(tmp_path):
 # --------------------------------------------------------------------------- builtin source
 
 
-def test_builtin_test_crops_come_from_unseen_photographs(tmp_path):
-    params = _params(source="builtin", train_per_class=3, test_per_class=2)
+def _crop_boxes(image_store):
+    """{photo: [(x0, y0, x1, y1), …]} from the store's ``paths`` (``spec#crop=left,top,side[,flip]``)."""
+    boxes = {}
+    for path in image_store.paths:
+        spec, _, crop = path.partition("#crop=")
+        left, top, side = (int(v) for v in crop.split(",")[:3])
+        boxes.setdefault(spec, []).append((left, top, left + side, top + side))
+    return boxes
+
+
+def test_builtin_regions_never_share_a_pixel_between_splits(tmp_path):
+    params = _params(source="builtin", train_per_class=12, test_per_class=6)
+    report, train, test = _extract(tmp_path, params)
+    train_boxes, test_boxes = _crop_boxes(train), _crop_boxes(test)
+    assert set(train_boxes) == set(test_boxes) == set(data.BUILTIN_PHOTOS)
+    assert len(train) == 12 * len(data.BUILTIN_PHOTOS) and len(test) == 6 * len(data.BUILTIN_PHOTOS)
+    for photo in data.BUILTIN_PHOTOS:
+        for a in train_boxes[photo]:
+            for b in test_boxes[photo]:
+                overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+                overlap_y = min(a[3], b[3]) - max(a[1], b[1])
+                assert overlap_x <= 0 or overlap_y <= 0, (photo, a, b)
+    # the same range of scales in both splits: every side within [min_scale, 1] × the strip's side
+    sides = {split: [b[2] - b[0] for boxes in s.values() for b in boxes] for split, s in (("train", train_boxes), ("test", test_boxes))}
+    assert max(sides["train"]) <= 2 * max(sides["test"])
+    assert report.skipped == []
+    assert train.read(0, len(train)).std() > 20  # real photographs, not blank crops
+    assert train.attrs["seed"] == 0 and train.attrs["params"]["size"] == SIZE and "preimage_version" in train.attrs
+    assert list(train.labels[:12]) == [0] * 12 and sorted(set(test.labels)) == list(range(len(data.BUILTIN_PHOTOS)))
+
+
+def test_builtin_region_of_a_landscape_and_a_portrait_photograph():
+    box, side = data.builtin_region(600, 400, 0.4, strip_at_end=True, split="test")
+    assert box == (360, 0, 600, 400) and side == 240
+    box, _ = data.builtin_region(600, 400, 0.4, strip_at_end=True, split="train")
+    assert box == (0, 0, 360, 400)
+    box, side = data.builtin_region(300, 500, 0.4, strip_at_end=False, split="test")
+    assert box == (0, 0, 300, 200) and side == 200
+    box, _ = data.builtin_region(300, 500, 0.4, strip_at_end=False, split="train")
+    assert box == (0, 200, 300, 500)
+    with pytest.raises(data.DataError, match="test_fraction"):
+        data.builtin_region(20, 10, 0.1, strip_at_end=False, split="test")
+
+
+def test_builtin_photos_split_tests_on_unseen_photographs(tmp_path):
+    params = _params(source="builtin", train_per_class=3, test_per_class=2, builtin={"split": "photos"})
     report, train, test = _extract(tmp_path, params)
     train_photos = {p.split("#")[0] for p in train.paths}
     test_photos = {p.split("#")[0] for p in test.paths}
     assert train_photos == set(data.BUILTIN_TRAIN_PHOTOS)
     assert test_photos == set(data.BUILTIN_TEST_PHOTOS)
     assert len(train) == 3 * len(data.BUILTIN_TRAIN_PHOTOS) and len(test) == 2 * len(data.BUILTIN_TEST_PHOTOS)
-    assert report.skipped == []
-    images = train.read(0, len(train))
-    assert images.std() > 20  # real photographs, not blank crops
-    assert train.attrs["seed"] == 0 and train.attrs["params"]["size"] == SIZE and "preimage_version" in train.attrs
 
 
 def test_builtin_is_deterministic_in_the_seed(tmp_path):
@@ -280,7 +320,7 @@ def test_builtin_is_deterministic_in_the_seed(tmp_path):
 
 
 def test_builtin_rejects_overlapping_photographs(tmp_path):
-    photos = {"train_photos": ["skimage:coffee.png"], "test_photos": ["skimage:coffee.png"]}
+    photos = {"split": "photos", "train_photos": ["skimage:coffee.png"], "test_photos": ["skimage:coffee.png"]}
     with pytest.raises(data.DataError, match="both training and test"):
         _extract(tmp_path, _params(source="builtin", builtin=photos))
 

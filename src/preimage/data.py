@@ -14,9 +14,12 @@ from a seed, from one of three sources:
     the seed and split into disjoint test and training images.
 ``builtin``
     The embedded default, needing no download: colour photographs that ship inside scikit-image and
-    matplotlib (:data:`BUILTIN_TRAIN_PHOTOS`, :data:`BUILTIN_TEST_PHOTOS`), expanded into many
-    crops at random positions and scales. Test crops come only from photographs never used for
-    training.
+    matplotlib (:data:`BUILTIN_PHOTOS`), expanded into many crops at random positions and scales.
+    Each photograph is a class. By default (``split: regions``) a strip of every photograph is held
+    out and test crops come only from it, training crops only from the rest, so no test pixel is
+    ever seen in training while test and training images show the same scenes (as ImageNet's
+    validation images show the training set's classes). ``split: photos`` instead tests on whole
+    photographs never used for training (:data:`BUILTIN_TRAIN_PHOTOS`, :data:`BUILTIN_TEST_PHOTOS`).
 
 Bad files (corrupt, truncated, unreadable) are skipped, logged and listed in the store's
 ``skipped`` attribute, and replaced by the next candidate of the same class; CMYK, grayscale,
@@ -52,7 +55,20 @@ log = logging.getLogger("preimage.data")
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
-#: Photographs of the ``builtin`` source, as ``package:file``. Training crops come from these…
+#: Colour photographs of the ``builtin`` source, as ``package:file``; with ``split: regions`` (the
+#: default) each is a class with a held-out test strip.
+BUILTIN_PHOTOS = (
+    "skimage:astronaut.png",
+    "skimage:coffee.png",
+    "skimage:chelsea.png",
+    "skimage:motorcycle_left.png",
+    "skimage:rocket.jpg",
+    "matplotlib:grace_hopper.jpg",
+    "skimage:hubble_deep_field.jpg",
+    "skimage:retina.jpg",
+    "skimage:ihc.png",
+)
+#: With ``split: photos``: training crops come from these…
 BUILTIN_TRAIN_PHOTOS = (
     "skimage:astronaut.png",
     "skimage:coffee.png",
@@ -355,44 +371,70 @@ def resolve_builtin_photo(spec: str) -> Path:
 
 
 def select_builtin(params: Mapping[str, Any]) -> Selection:
-    """Random square crops (position, scale, flip) of the bundled photographs.
+    """Random square crops (position, scale, flip) of the bundled photographs; each photograph is one
+    class, ``train_per_class`` training and ``test_per_class`` test crops per class.
 
-    Each photograph is one class; ``train_per_class`` crops per training photo and
-    ``test_per_class`` per test photo. Crop sides are uniform in [min_scale, 1] × the shorter side.
+    ``split: regions`` (default): every photograph of ``photos`` is cut across its longer side into
+    a held-out strip of ``test_fraction`` of that side (at the start or the end, chosen with the
+    seed) and the rest; test crops lie inside the strip, training crops inside the rest, so they
+    never share a pixel. Crop sides are uniform in [min_scale, 1] × the strip's shorter side for
+    both, so both splits see the same scales. ``split: photos``: training crops of
+    ``train_photos``, test crops of ``test_photos`` (disjoint lists), sides uniform in
+    [min_scale, 1] × the photograph's shorter side.
+
     With ``colour_jitter`` = s > 0, training crops (never test crops) get a random hue rotation of
-    up to ±s/2 turns and saturation and value scaled by up to e^(±0.7s) and e^(±0.4s): with so few
-    photographs this keeps decoders from learning their palettes by heart.
+    up to ±s/2 turns and saturation and value scaled by up to e^(±0.7s) and e^(±0.4s).
     """
     options = params.get("builtin") or {}
-    train = list(options.get("train_photos") or BUILTIN_TRAIN_PHOTOS)
-    test = list(options.get("test_photos") or BUILTIN_TEST_PHOTOS)
-    overlap = set(train) & set(test)
-    if overlap:
-        raise DataError(f"data.builtin: photos used for both training and test: {sorted(overlap)}")
-    if isinstance(params.get("classes"), int):
-        train = train[: params["classes"]]
     if ALL in (params["train_per_class"], params["test_per_class"]):
         raise DataError("data.train_per_class/test_per_class: 'all' needs a finite image source (folder or "
                         "imagenet); the builtin source draws random crops, give a count")
+    split_mode = options.get("split", "regions")
+    if split_mode == "regions":
+        photos = list(options.get("photos") or BUILTIN_PHOTOS)
+        if isinstance(params.get("classes"), int):
+            photos = photos[: params["classes"]]
+        # (photo, label, split): every photograph gives both splits
+        plan = [(spec, label, split) for label, spec in enumerate(photos) for split in ("train", "test")]
+        notes: Dict[str, Any] = {"split": "regions", "photos": photos,
+                                 "test_fraction": float(options.get("test_fraction", 0.4))}
+    elif split_mode == "photos":
+        train = list(options.get("train_photos") or BUILTIN_TRAIN_PHOTOS)
+        test = list(options.get("test_photos") or BUILTIN_TEST_PHOTOS)
+        overlap = set(train) & set(test)
+        if overlap:
+            raise DataError(f"data.builtin: photos used for both training and test: {sorted(overlap)}")
+        if isinstance(params.get("classes"), int):
+            train = train[: params["classes"]]
+        photos = train + test
+        plan = [(spec, label, "train" if label < len(train) else "test") for label, spec in enumerate(photos)]
+        notes = {"split": "photos", "train_photos": train, "test_photos": test}
+    else:
+        raise DataError(f"data.builtin.split: {split_mode!r}; use 'regions' or 'photos'")
     min_scale = float(options.get("min_scale", 0.35))
+    fraction = float(options.get("test_fraction", 0.4))
     flip = bool(options.get("flip", True))
     jitter = float(options.get("colour_jitter", 0.0))
     rng = np.random.default_rng(params["seed"])
-    classes = [spec.partition(":")[2].rsplit(".", 1)[0] for spec in train + test]
+    classes = [spec.partition(":")[2].rsplit(".", 1)[0] for spec in photos]
+    strip_at_end = {spec: bool(rng.integers(2)) for spec in photos}
     needs, queues = {}, {}
-    for label, spec in enumerate(train + test):
-        split = "train" if label < len(train) else "test"
+    for spec, label, split in plan:
         count = params["train_per_class"] if split == "train" else params["test_per_class"]
         path = resolve_builtin_photo(spec)
         with Image.open(path) as image:
             width, height = image.size
-        shorter = min(width, height)
+        if split_mode == "regions":
+            region, shorter = builtin_region(width, height, fraction, strip_at_end[spec], split)
+        else:
+            region, shorter = (0, 0, width, height), min(width, height)
+        x0, y0, x1, y1 = region
         key = (split, label)
         items = collections.deque()
         for _ in range(count):
             side = max(8, int(round(shorter * rng.uniform(min_scale, 1.0))))
-            left = int(rng.integers(0, width - side + 1))
-            top = int(rng.integers(0, height - side + 1))
+            left = int(rng.integers(x0, x1 - side + 1))
+            top = int(rng.integers(y0, y1 - side + 1))
             flipped = flip and bool(rng.integers(2))
             change = None
             if split == "train" and jitter > 0:
@@ -400,8 +442,24 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
                           float(np.exp(rng.uniform(-1, 1) * jitter * 0.4)))
             items.append(Item(str(path), label, split, key, box=(left, top, side), flip=flipped, jitter=change, name=spec))
         needs[key], queues[key] = count, items
-    notes = {"train_photos": train, "test_photos": test}
     return Selection(classes, needs, queues, notes)
+
+
+def builtin_region(width: int, height: int, fraction: float, strip_at_end: bool,
+                   split: str) -> Tuple[Tuple[int, int, int, int], int]:
+    """The box (x0, y0, x1, y1) of a photograph that ``split`` draws its crops from under
+    ``split: regions`` (the held-out strip for ``test``, the rest for ``train``; the cut runs across
+    the longer side), and the largest crop side both splits use: the shorter side of the smaller
+    of the two parts."""
+    longer = max(width, height)
+    cut = int(round(longer * fraction))
+    if not 8 <= cut <= longer - 8:
+        raise DataError(f"data.builtin.test_fraction {fraction}: leaves no room for crops in a {width}×{height} photograph")
+    lo, hi = (longer - cut, longer) if strip_at_end else (0, cut)
+    if split == "train":
+        lo, hi = (0, longer - cut) if strip_at_end else (cut, longer)
+    box = (lo, 0, hi, height) if width >= height else (0, lo, width, hi)
+    return box, min(cut, longer - cut, width, height)
 
 
 SOURCES = {"imagenet": select_imagenet, "folder": select_folder, "builtin": select_builtin}
