@@ -110,7 +110,12 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     readable file that holds no decoder (another network's state dict, a checkpoint) named as
     such (:class:`NotADecoder`, a ``DamagedFile``).
     """
-    payload = store.load_torch(path)
+    try:
+        payload = store.load_torch(path)
+    except store.UnsafeFile:
+        if _torch_file(path):
+            raise
+        raise NotADecoder(path, "not a file torch.save writes") from None
     if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
         raise NotADecoder(path, "no 'meta' and 'state_dict'")
     meta = payload["meta"]
@@ -124,6 +129,16 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (ValueError, TypeError, RuntimeError) as err:
         raise NotADecoder(path, " ".join(str(err).split())[:300]) from None
     return model.to(device).eval(), meta
+
+
+def _torch_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts like a file ``torch.save`` writes: a zip archive, or a pickle (the
+    legacy format) from protocol 2 on."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
 
 
 class TrainedDecoder:
