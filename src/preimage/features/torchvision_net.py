@@ -354,7 +354,29 @@ def node_extractor(model: torch.nn.Module, node: str, model_name: str,
     _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
     if not has_node(eval_nodes, node):
         raise ValueError(_unknown_node(model_name, node, eval_nodes))
-    return create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
+    extractor = create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
+    return _without_asserts(extractor)
+
+
+def _without_asserts(module: torch.nn.Module) -> torch.nn.Module:
+    """Drop the graph's ``torch._assert`` calls (input-shape checks) and what only they needed.
+
+    An assert counts as a side effect, so the FX pruning keeps everything it checks: a ViT
+    block asserts the rank of its input, which kept every block up to the last one computing
+    (``encoder_layer_1`` ran eleven blocks). The inputs here always have the shape the network
+    was built for, so the checks are redundant; the node's value is unchanged."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return module
+    asserts = [n for n in graph.nodes if n.op == "call_function" and n.target is torch._assert and not n.users]
+    if not asserts:
+        return module
+    for n in asserts:
+        graph.erase_node(n)
+    graph.eliminate_dead_code()
+    module.recompile()
+    module.delete_all_unused_submodules()
+    return module
 
 
 def _module_names(nodes: list) -> list:
