@@ -229,3 +229,10 @@ def test_console_script(tiny, tmp_path, capsys):
                                                                     "waves_hog.png"]
     with pytest.raises(SystemExit):
         cli.main(["invert"])  # --decoder is required: argparse's usage message
+
+
+def test_photographs_inside_packages(tiny, tmp_path, capsys):
+    result = invert_images(decoder(tiny / "hog/decoder.pt"), ["skimage:color.png"], tmp_path, progress=False)
+    assert result.names == ["skimage:color.png"] and result.outputs == [tmp_path / "color_hog.png"]
+    code, err = run_cli(capsys, "--decoder", tiny / "hog/decoder.pt", "skimage:color.png")
+    assert code == 1 and err.endswith("need an output folder (-o)")  # never written into the package

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "representation, parameters, weights and their sha256, image size, crop) on image files, "
                     "or take stored features (--features), decode them and write each reconstruction as PNG "
                     "plus a sheet of the inputs above their reconstructions.")
-    inv.add_argument("images", nargs="*", help="image files (any format Pillow reads)")
+    inv.add_argument("images", nargs="*", help="image files (any format Pillow reads), or photographs inside a package "
+                                               "(skimage:camera.png, matplotlib:grace_hopper.jpg)")
     inv.add_argument("--decoder", required=True, help="a decoder.pt written by the workflow (results/<rep>/decoder.pt)")
     inv.add_argument("-o", "--out", default=None,
                      help="output folder (default: beside each image; required with --features)")

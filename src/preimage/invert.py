@@ -247,6 +247,19 @@ def _write_errors(result: InvertResult, folder: Path, tag: str) -> None:
 # --------------------------------------------------------------------------- images
 
 
+def _resolve_input(name: str) -> str:
+    """An image file, or a photograph inside a package named as the builtin data source names them
+    (``skimage:camera.png``, ``matplotlib:grace_hopper.jpg``: :func:`preimage.data.resolve_builtin_photo`)."""
+    from preimage.data import DataError, resolve_builtin_photo
+
+    if Path(name).exists() or name.partition(":")[0] not in ("skimage", "matplotlib"):
+        return name
+    try:
+        return os.fspath(resolve_builtin_photo(name))
+    except DataError as err:
+        raise InvertError(f"cannot read image {name}: {err}") from None
+
+
 def _check_readable(path: str) -> None:
     """An :class:`InvertError` naming ``path`` unless it is a file whose header is an image's."""
     from PIL import Image, UnidentifiedImageError
@@ -278,7 +291,8 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
                   weights: Optional[str | os.PathLike] = None, batch_size: int = 16, error: bool = False,
                   normaliser: Optional[str] = None, sheet: bool = True, sheet_max: int = 64, progress: bool = True,
                   seed: int = 0) -> InvertResult:
-    """Reconstruct the image files ``paths`` with ``decoder`` (module docstring).
+    """Reconstruct the image files ``paths`` with ``decoder`` (module docstring); a path may also
+    name a photograph inside scikit-image or matplotlib (``skimage:camera.png``).
 
     Writes ``<stem>_<tag>.png`` per image (:func:`output_tag`) into ``out_dir`` (default: beside
     each input), ``sheet_<tag>.png`` (the first ``sheet_max`` images) and, with ``error``,
@@ -287,22 +301,25 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
     if not paths:
         raise InvertError("no images given")
     names = [os.fspath(p) for p in paths]
+    files = [_resolve_input(name) for name in names]
+    if out_dir is None and files != names:
+        raise InvertError("photos inside packages (skimage:…, matplotlib:…) need an output folder (-o)")
     record = decoder.provenance
     size = int(record["image_size"])
-    for name in names:  # every file is an image before anything is computed
-        _check_readable(name)
+    for file in files:  # every file is an image before anything is computed
+        _check_readable(file)
     representation = decoder.representation(weights)
     tag = output_tag(decoder)
     folder = Path(out_dir) if out_dir is not None else None
-    outputs = _output_paths(names, folder, tag)
+    outputs = _output_paths(files, folder, tag)
     collector = _Collector(decoder, names, outputs, error, _needs_targets(decoder, error, normaliser), sheet_max)
     with _progress(len(names), f"invert {tag}", progress) as bar:
-        for _, chunk in _batches(names, batch_size):
-            images = np.stack([read_image(name, size) for name in chunk])
+        for _, chunk in _batches(files, batch_size):
+            images = np.stack([read_image(file, size) for file in chunk])
             recon = decoder(decoder.features(representation, images), batch_size=batch_size)
             collector.add(recon, decoder.targets(images))
             bar.update(len(chunk))
-    home = folder if folder is not None else Path(names[0]).parent
+    home = folder if folder is not None else Path(files[0]).parent
     result = collector.finish(home / f"sheet_{tag}.png" if sheet else None, normaliser, seed)
     _write_errors(result, home, tag)
     return result
