@@ -13,7 +13,7 @@ from preimage import cli, data, decoding, store, train
 from preimage.config import validate_config
 from preimage.evaluate import evaluate_decoder
 from preimage.features.cache import compute_cache
-from preimage.invert import invert_features, invert_images
+from preimage.invert import invert_features, invert_images, read_image
 from workflow import ROOT
 
 SIZE = 32
@@ -236,3 +236,33 @@ def test_photographs_inside_packages(tiny, tmp_path, capsys):
     assert result.names == ["skimage:color.png"] and result.outputs == [tmp_path / "color_hog.png"]
     code, err = run_cli(capsys, "--decoder", tiny / "hog/decoder.pt", "skimage:color.png")
     assert code == 1 and err.endswith("need an output folder (-o)")  # never written into the package
+
+
+def test_an_autoencoder_decodes_with_its_fine_tuned_encoder(tiny, tmp_path, capsys):
+    from preimage.features import create
+
+    folder = tmp_path / "conv2-ae"
+    folder.mkdir()
+    train.train_autoencoder("conv2", str(tiny / "train.h5"), str(folder / "decoder.pt"), str(folder / "encoder.pt"),
+                            str(folder / "log.csv"), str(tmp_path / "ckpt.pt"), {**FAST, "epochs": 1},
+                            weights="random", weights_seed=3, crop=67)
+    trained = decoder(folder / "decoder.pt")
+    record = trained.provenance
+    assert record["weights_file"] == "encoder.pt" and record["weights"] == store.file_sha256(folder / "encoder.pt")
+    inputs = generated(tmp_path)
+    result = invert_images(trained, inputs, tmp_path / "out", progress=False)
+    # the code of the fine-tuned encoder beside the decoder, not of the network it started from
+    encoder = create("conv2", weights=str(folder / "encoder.pt"), crop=67)
+    images = np.stack([read_image(p, SIZE) for p in inputs])
+    with torch.no_grad():
+        expected = store.to_uint8(trained(encoder(store.to_float(images)).numpy()))
+    written = np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1) for p in result.outputs])
+    np.testing.assert_array_equal(written, expected)
+    # moved without its encoder: the missing file is named; --weights finds it again
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes((folder / "decoder.pt").read_bytes())
+    code, err = run_cli(capsys, "--decoder", moved, inputs[0], "-o", tmp_path / "m")
+    assert code == 1 and str(tmp_path / "encoder.pt") in err and err.endswith("(--weights PATH says where they are)")
+    code, _ = run_cli(capsys, "--decoder", moved, inputs[0], "-o", tmp_path / "m", "--weights", folder / "encoder.pt",
+                      "--quiet")
+    assert code == 0

@@ -84,7 +84,7 @@ def _invert(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         return _fail("invert", f"--device {args.device}: {err}")
-    expected = (InvertError, NoProvenance, WeightsMismatch, WeightsUnavailableError, store.DamagedFile,
+    expected = (InvertError, NoProvenance, WeightsMismatch, store.DamagedFile,
                 store.UnsafeFile, FileNotFoundError, IsADirectoryError, PermissionError)
     try:
         decoder = TrainedDecoder(args.decoder, device)
@@ -96,6 +96,8 @@ def _invert(args: argparse.Namespace) -> int:
                                          limit=args.limit, **options)
             else:
                 result = invert_images(decoder, args.images, args.out, weights=args.weights, **options)
+    except WeightsUnavailableError as err:
+        return _fail("invert", f"{str(err).splitlines()[0]} (--weights PATH says where they are)")
     except expected as err:
         return _fail("invert", str(err))
     except ValueError as err:  # a shape that does not fit the decoder, a crop the network cannot take …
