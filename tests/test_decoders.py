@@ -436,7 +436,11 @@ def test_each_representation_declares_its_decoder(name, shape, kind):
 
 def test_no_decoder_for_features_of_other_ranks():
     with pytest.raises(ValueError, match="no decoder"):
-        lookup("torchvision:resnet18:layer4").decoder_kind((4, 5))
+        lookup("torchvision:resnet18:layer4").decoder_kind((4, 5, 6, 7))
+    with pytest.raises(ValueError, match="no decoder"):  # tokens (T, D) only on a square patch grid
+        lookup("torchvision:resnet18:layer4").decoder_kind((7, 5))
+    with pytest.raises(ValueError, match="no decoder"):  # HOG etc. take no tokens
+        lookup("conv1").decoder_kind((5, 768))
 
 
 def test_tiny_decoder_fits_a_batch():

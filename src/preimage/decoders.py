@@ -84,6 +84,11 @@ What is derived (ours)
   the paper; 128 → 64, 96 → 64, 64 → 32).  Smaller outputs use fewer up-convolutions, the last
   ``n`` of Table 7's (64 px: 4×4×256 → 64, 32, 3 at 32 px).  An explicit ``output_size``
   (``4·2^n``) may be given.
+* **Token sequences** (kind ``"tokens"``, vision transformers, which the paper predates): the
+  ``g²`` patch tokens ``(T, D)`` are laid back on their ``g × g`` grid as a ``D``-channel map;
+  a class token (``T = 1 + g²``) passes a linear layer ``cls_fc`` (D → 256, Table 6's width)
+  and is broadcast over the grid as extra channels; then the ``"conv"`` decoder above
+  (:class:`TokenDecoder`).
 * **Width.**  ``width`` multiplies every hidden channel count and fc size of the same topology
   (:func:`scale_channels`: rounded, at least :data:`MIN_CHANNELS`); the input and the 3 output
   channels are never scaled.  ``width=1.0`` is the paper's scale; the embedded default uses 0.25
@@ -95,7 +100,7 @@ What is derived (ours)
   tables' 4), which avoids checkerboard artefacts.  The default ``"deconv"`` is the paper's.
 
 Public API: :func:`build_decoder`, :func:`count_parameters`,
-:func:`fc_output_size`, :func:`scale_channels`; :class:`Decoder` (``kind``, ``feature_shape``,
+:func:`fc_output_size`, :func:`scale_channels`, :func:`token_grid`; :class:`Decoder` (``kind``, ``feature_shape``,
 ``image_size``, ``output_size``, ``width``, ``upsample``, ``layers``, ``describe()``).
 """
 
@@ -119,15 +124,17 @@ __all__ = [
     "SiftDecoder",
     "ConvDecoder",
     "FCDecoder",
+    "TokenDecoder",
     "build_decoder",
     "count_parameters",
     "fc_output_size",
     "scale_channels",
+    "token_grid",
 ]
 
 LEAKY_SLOPE = 0.2
 MIN_CHANNELS = 8
-DECODER_KINDS = ("two_stream", "sift", "conv", "fc")
+DECODER_KINDS = ("two_stream", "sift", "conv", "fc", "tokens")
 UPSAMPLE_MODES = ("deconv", "nearest")
 BOTTLENECK = 4  # spatial side the HOG/LBP stream A and the SIFT encoder compress to (Tables 3-5)
 
@@ -474,7 +481,10 @@ class ConvDecoder(Decoder):
 
     def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
         super().__init__(feature_shape, image_size, width, upsample)
-        c, h, w = _spatial(feature_shape, "conv")
+        self._conv_body(*_spatial(feature_shape, "conv"))
+
+    def _conv_body(self, c: int, h: int, w: int) -> None:
+        """Table 6's pattern on a ``c × h × w`` map: three convolutions, then the up-convolutions."""
         side = max(h, w)
         self._pad_input(c, h, w, side)
         n = max(1, _log2_round(self.image_size / side))
@@ -485,6 +495,75 @@ class ConvDecoder(Decoder):
         for j, ch in enumerate(_last(_CONV_UP, n, _CONV_UP[0])):
             prev = self._add(f"upconv{j + 1}", [prev], "upconv", self._ch(ch), 5)
         self._finish()
+
+
+def token_grid(feature_shape: Sequence[int]) -> Tuple[int, int, int]:
+    """``(global tokens, grid side g, dim D)`` of token features ``(T, D)``: ``T = g²`` patch tokens,
+    optionally preceded by one global (class) token (``T = 1 + g²``, torchvision's ViT). Any
+    other token count is a ValueError: there is no square grid to put the tokens on."""
+    if len(feature_shape) != 2:
+        raise ValueError(f"tokens decoder needs token features (T, D), got {tuple(feature_shape)}")
+    t, d = (int(v) for v in feature_shape)
+    if min(t, d) < 1:
+        raise ValueError(f"invalid feature shape {tuple(feature_shape)}")
+    g = math.isqrt(t)
+    if g * g == t:
+        return 0, g, d
+    g = math.isqrt(t - 1)
+    if g >= 1 and g * g == t - 1:
+        return 1, g, d
+    raise ValueError(f"{t} tokens are neither g² patch tokens nor a class token and g² patch tokens; "
+                     "a tokens decoder needs a square patch grid")
+
+
+class TokenDecoder(ConvDecoder):
+    """Decoder for token sequences ``(T, D)`` of vision transformers (torchvision's ViT encoder
+    layers: a class token and ``g × g`` patch tokens). Not in the paper, which predates them.
+
+    Our choice: the patch tokens are put back on their ``g × g`` grid (row-major, the order the
+    patch embedding produced them) as a ``D``-channel feature map; the class token, which is a
+    summary of the whole image rather than of one patch, enters as a global input: a linear
+    layer ``cls_fc`` (D → 256·width, leaky ReLU) whose output is copied to every grid cell and
+    concatenated to the patch channels. The map then goes through the convolutional decoder of
+    spatial features (:class:`ConvDecoder`, Table 6's pattern): ``output_size = g·2^n``.
+    Without a class token (``T = g²``) the grid alone is decoded.
+    """
+
+    kind = "tokens"
+
+    def __init__(self, feature_shape, image_size, width=1.0, upsample="deconv") -> None:
+        Decoder.__init__(self, feature_shape, image_size, width, upsample)
+        self.global_tokens, self.grid, dim = token_grid(self.feature_shape)
+        extra = 0
+        if self.global_tokens:
+            extra = self._ch(_CONV_CONVS[0][1])
+            self.cls_fc = nn.Sequential(nn.Linear(dim, extra), nn.LeakyReLU(LEAKY_SLOPE))
+        self._conv_body(dim + extra, self.grid, self.grid)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        n, g = x.shape[0], self.grid
+        patches = x[:, self.global_tokens:].transpose(1, 2).reshape(n, x.shape[2], g, g)
+        if not self.global_tokens:
+            return patches
+        cls = self.cls_fc(x[:, 0])
+        return torch.cat([patches, cls[:, :, None, None].expand(-1, -1, g, g)], dim=1)
+
+    def describe(self) -> str:
+        t, d = self.feature_shape
+        g = self.grid
+        rows = [("grid", "input", f"{g * g}×{d}", "—", "—", f"{g}×{g}×{d}")]
+        if self.global_tokens:
+            c = self.cls_fc[0].out_features
+            rows += [("cls_fc", "input[0]", f"{d}", "—", "—", f"{c}"),
+                     ("broadcast", "{grid, cls_fc}", f"{g}×{g}×{d}", "—", "—", f"{g}×{g}×{d + c}")]
+        body = [layer.row() for layer in self.layers]
+        body[0] = (body[0][0], "broadcast" if self.global_tokens else "grid", *body[0][2:])
+        rows += body
+        out = self.layers[-1].out_shape
+        if out[0] != self.output_size:
+            rows.append(("crop", self.layers[-1].name, "×".join(map(str, out)), "—", "—",
+                         f"{self.output_size}×{self.output_size}×3"))
+        return _render(rows)
 
 
 class FCDecoder(Decoder):
@@ -525,13 +604,15 @@ class FCDecoder(Decoder):
 
 # --------------------------------------------------------------------------- factory
 
-_BUILDERS = {"two_stream": TwoStreamDecoder, "sift": SiftDecoder, "conv": ConvDecoder, "fc": FCDecoder}
+_BUILDERS = {"two_stream": TwoStreamDecoder, "sift": SiftDecoder, "conv": ConvDecoder, "fc": FCDecoder,
+             "tokens": TokenDecoder}
 
 
 def build_decoder(kind: str, feature_shape: Sequence[int], image_size: int, width: float = 1.0, **kwargs) -> Decoder:
-    """Build the decoder ``kind`` ∈ {"two_stream", "sift", "conv", "fc"}.
+    """Build the decoder ``kind`` ∈ {"two_stream", "sift", "conv", "fc", "tokens"}.
 
-    ``feature_shape`` is the per-image feature shape, ``(C, H, W)`` or ``(D,)``;
+    ``feature_shape`` is the per-image feature shape, ``(C, H, W)``, ``(D,)`` or, for
+    ``tokens``, ``(T, D)``;
     ``image_size`` the side of the (square) target images.  Keyword options: ``upsample``
     ("deconv" — default, the paper's — or "nearest"), and for ``fc`` an explicit ``output_size``
     (``4·2^n``).  The result maps ``(N, *feature_shape)`` to

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import queue
 import sys
 import threading
@@ -52,6 +53,7 @@ import torch.nn.functional as F
 
 from preimage import store
 from preimage.decoders import Decoder, build_decoder
+from preimage.decoding import feature_provenance
 from preimage.devices import resolve_device
 
 log = logging.getLogger("preimage.train")
@@ -433,6 +435,7 @@ def train_decoder(
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
         "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
         "label": feature_attrs.get("label", representation_name), "fingerprint": fingerprint,
+        "provenance": feature_provenance(feature_attrs),  # how to compute its features anew (preimage invert)
     }
 
     def inputs(f: np.ndarray) -> torch.Tensor:
@@ -476,7 +479,7 @@ def train_autoencoder(
     for p in encoder.net.parameters():
         p.requires_grad_(True)
     with store.ImageStore(images_path) as imgs:
-        count, image_size = len(imgs), int(encoder.target_size(imgs.size))
+        count, image_size, imgs_size = len(imgs), int(encoder.target_size(imgs.size)), imgs.size
         train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         sample = np.sort(rng.choice(train_idx, size=min(256, len(train_idx)), replace=False))
@@ -489,9 +492,9 @@ def train_autoencoder(
     kind = encoder.decoder_kind(feature_shape)
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
     identity = encoder.identity()
+    images_sha256 = store.file_sha256(images_path)
     fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,
-                                   "images_sha256": store.file_sha256(images_path),
-                                   "count": count})
+                                   "images_sha256": images_sha256, "count": count})
     name = f"{layer}-ae"
     meta = {
         "representation": name, "kind": kind, "feature_shape": list(feature_shape),
@@ -499,6 +502,12 @@ def train_autoencoder(
         "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": json.dumps(identity),
         "label": f"{layer} autoencoder (encoder fine-tuned from {encoder.label})", "fingerprint": fingerprint,
         "encoder_lr_scale": encoder_lr_scale,
+        # the fine-tuned encoder computes its features anew (preimage invert); its sha256 is added by _finish
+        "provenance": feature_provenance(
+            {"representation": layer, "params": {"weights": weights, "seed": weights_seed, "crop": crop, "arch": arch},
+             "identity": identity, "image_size": imgs_size, "target_size": image_size, "dtype": "float32",
+             "images_sha256": images_sha256},
+            weights=None, weights_file=os.path.relpath(encoder_path, os.path.dirname(os.path.abspath(out_path)) or ".")),
     }
 
     def inputs(x: np.ndarray) -> torch.Tensor:
@@ -582,6 +591,10 @@ def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data:
 
 def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
     """Write the decoder, the CSV log and (autoencoder) the fine-tuned network; drop the checkpoint."""
+    if run.encoder is not None and files.encoder is not None:
+        store.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
+        if "provenance" in run.meta:  # the fine-tuned weights the decoder's features come from
+            run.meta["provenance"]["weights"] = store.file_sha256(files.encoder)
     store.save_torch({"state_dict": {k: v.cpu() for k, v in run.model.state_dict().items()}, "meta": run.meta},
                      files.decoder)
     with store.atomic_path(files.log) as tmp:
@@ -589,8 +602,6 @@ def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
             writer = csv.DictWriter(handle, fieldnames=list(run.history[0]) if run.history else ["epoch"])
             writer.writeheader()
             writer.writerows(run.history)
-    if run.encoder is not None and files.encoder is not None:
-        store.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
     files.checkpoint.unlink(missing_ok=True)
     return {"history": run.history, "meta": run.meta}
 

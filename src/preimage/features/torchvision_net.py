@@ -24,7 +24,20 @@ Parameters (``params:`` in the config)
     (bilinear, aspect kept) so that its shorter side equals ``crop``.
 
 Inputs are normalised with the mean/std of the weights' transforms (ImageNet statistics for
-``random`` and path weights too). Outputs must be ``(N, C, h, w)`` or ``(N, D)`` tensors.
+``random`` and path weights too). Outputs are ``(N, C, h, w)`` feature maps, ``(N, D)`` vectors
+or ``(N, T, D)`` token sequences:
+
+* **Vision transformers** (``vit_b_16`` …): an encoder layer
+  (``torchvision:vit_b_16:encoder.layers.encoder_layer_<k>``, ``encoder.ln``) gives a class
+  token and ``g × g`` patch tokens; :meth:`TorchvisionRepresentation.decoder_kind` declares the
+  ``tokens`` decoder for them (:class:`preimage.decoders.TokenDecoder`). A ViT runs at
+  ``crop`` (a multiple of its patch size): at another size than the one it was built for (224)
+  its position embeddings are resized to the new patch grid with torchvision's own
+  ``interpolate_embeddings`` (bicubic; the class token's embedding is kept), as when a ViT is
+  fine-tuned at another resolution. A small ``crop`` makes the tiny test runs cheap.
+* **Swin transformers** keep their feature maps channels-last ``(N, h, w, C)`` up to the
+  ``permute`` node before pooling; those outputs are permuted to ``(N, C, h, w)`` here, so that
+  they are feature maps like every other network's.
 
 :class:`CNNRepresentation` holds what AlexNet (:mod:`preimage.features.alexnet`) shares with
 this module: weights, crop, normalisation, devices, identity.
@@ -42,8 +55,8 @@ import torch.nn.functional as F
 from preimage.features.base import Representation, register
 from preimage.weights import LoadedModel, load_model
 
-__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "fit_crop", "graph_nodes", "name_problem",
-           "node_extractor"]
+__all__ = ["CNNRepresentation", "TorchvisionRepresentation", "channels_last", "fit_crop", "fit_vit", "graph_nodes",
+           "name_problem", "node_extractor"]
 
 
 def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
@@ -185,12 +198,17 @@ class TorchvisionRepresentation(CNNRepresentation):
         self.model_name, self.node = parts[1], parts[2]
         loaded = self._load(self.model_name, weights, int(seed), int(crop))
 
+        fit_vit(loaded.model, self.crop, name)
+        self.channels_last = channels_last(loaded.model, self.node)
         self.net = node_extractor(loaded.model, self.node, self.model_name)
         shape = self.output_shape(self.crop, self.crop)
-        if len(shape) not in (1, 3):
+        if len(shape) not in (1, 2, 3):
             raise ValueError(
-                f"{name}: node output has per-image shape {shape}; representations must be (C, h, w) or (D,)"
+                f"{name}: node output has per-image shape {shape}; representations must be (C, h, w), (D,) "
+                "or tokens (T, D)"
             )
+        if len(shape) == 2:
+            self.decoder_kind(shape)  # a token sequence without a square patch grid is refused here
 
     @staticmethod
     def categories_for(name: str, weights: Any = "imagenet") -> Optional[list]:
@@ -203,7 +221,59 @@ class TorchvisionRepresentation(CNNRepresentation):
         out = self.net(x)["out"]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{self.name}: node output is a {type(out).__name__}, not a tensor")
+        if self.channels_last and out.dim() == 4:
+            out = out.permute(0, 3, 1, 2)
         return out
+
+    @classmethod
+    def decoder_kind(cls, feature_shape: Tuple[int, ...]) -> str:
+        """Token sequences ``(T, D)`` (a ViT's encoder layers) get the ``tokens`` decoder, whose
+        :func:`preimage.decoders.token_grid` checks that they are a square patch grid (and a class
+        token); maps and vectors get the decoders of :meth:`Representation.decoder_kind`."""
+        shape = tuple(int(v) for v in feature_shape)
+        if len(shape) == 2:
+            from preimage.decoders import token_grid
+
+            try:
+                token_grid(shape)
+            except ValueError as err:
+                raise ValueError(f"{cls.__name__}: no decoder for features of per-image shape {shape}: {err}") from None
+            return "tokens"
+        return super().decoder_kind(shape)
+
+
+def fit_vit(model: torch.nn.Module, crop: int, name: str = "") -> None:
+    """Make a torchvision ``VisionTransformer`` take ``crop × crop`` inputs (in place): its position
+    embeddings are resized to the ``crop / patch_size`` grid by torchvision's
+    ``interpolate_embeddings`` (bicubic, class-token embedding kept). Other models are left alone;
+    a ``crop`` that is no multiple of the patch size is a ValueError."""
+    from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+
+    if not isinstance(model, VisionTransformer) or model.image_size == crop:
+        return
+    if crop % model.patch_size:
+        raise ValueError(f"{name or 'vision transformer'}: crop {crop} is not a multiple of the patch size "
+                         f"{model.patch_size}")
+    state = interpolate_embeddings(crop, model.patch_size, {"encoder.pos_embedding": model.encoder.pos_embedding.data})
+    embedding = state["encoder.pos_embedding"]
+    model.encoder.pos_embedding = torch.nn.Parameter(embedding.contiguous(), requires_grad=False)
+    model.image_size = crop
+    model.seq_length = int(embedding.shape[1])
+
+
+def channels_last(model: torch.nn.Module, node: str) -> bool:
+    """Whether graph node ``node`` of ``model`` gives channels-last maps ``(N, h, w, C)``: the
+    stages of torchvision's Swin transformers, before their ``permute`` node."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    if not isinstance(model, SwinTransformer):
+        return False
+    _, nodes = get_graph_node_names(model)
+    if "permute" not in nodes:
+        return False
+    inside = [i for i, n in enumerate(nodes) if n == node or n.startswith(node + ".")]
+    return bool(inside) and max(inside) < nodes.index("permute")
 
 
 def has_node(nodes, node: str) -> bool:
@@ -284,7 +354,29 @@ def node_extractor(model: torch.nn.Module, node: str, model_name: str,
     _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
     if not has_node(eval_nodes, node):
         raise ValueError(_unknown_node(model_name, node, eval_nodes))
-    return create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
+    extractor = create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
+    return _without_asserts(extractor)
+
+
+def _without_asserts(module: torch.nn.Module) -> torch.nn.Module:
+    """Drop the graph's ``torch._assert`` calls (input-shape checks) and what only they needed.
+
+    An assert counts as a side effect, so the FX pruning keeps everything it checks: a ViT
+    block asserts the rank of its input, which kept every block up to the last one computing
+    (``encoder_layer_1`` ran eleven blocks). The inputs here always have the shape the network
+    was built for, so the checks are redundant; the node's value is unchanged."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return module
+    asserts = [n for n in graph.nodes if n.op == "call_function" and n.target is torch._assert and not n.users]
+    if not asserts:
+        return module
+    for n in asserts:
+        graph.erase_node(n)
+    graph.eliminate_dead_code()
+    module.recompile()
+    module.delete_all_unused_submodules()
+    return module
 
 
 def _module_names(nodes: list) -> list:
