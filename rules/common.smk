@@ -33,7 +33,11 @@ FEATURES = config["features"]
 
 #: Every representation of the config, variants included, resolved by the library (slugs, families,
 #: parameters, which analyses run where): the rule files ask it and parse no names themselves.
-CATALOG = Catalog(config)
+try:
+    CATALOG = Catalog(config)
+except ValueError as _err:
+    sys.stderr.write(f"preimage: invalid configuration: {_err}\n")
+    raise SystemExit(1)
 REPS = CATALOG.slugs
 if workflow_is_main():
     for _note in CATALOG.notes:
@@ -107,7 +111,8 @@ def analysis_params():
 
 def all_targets():
     targets = [f"{R}/data/train.h5", f"{R}/data/test.h5"]
-    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=REPS, split=["train", "test"])
+    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
+                      split=["train", "test"])
     targets += expand(f"{R}/{{rep}}/{{file}}", rep=REPS, file=["error.csv", "reconstructions.png"])
     if not REPS:
         return targets
@@ -117,6 +122,7 @@ def all_targets():
     if CATALOG.shallow():
         targets.append(f"{R}/figures/reconstructions_shallow.png")
     targets += [f"{R}/figures/error_by_layer_{family}.png" for family in CATALOG.network_layers()]
+    targets += [f"{R}/figures/gan_{slug}.png" for slug in CATALOG.loss_bases()]
     return targets + analysis_targets() + baseline_targets() + [f"{R}/findings.md"]
 
 
