@@ -183,3 +183,16 @@ def findings_inputs(wc):
 def reconstruction_group(group):
     """The representations of paper Figure 3 (shallow) or Figure 5 (AlexNet layers)."""
     return CATALOG.shallow() if group == "shallow" else CATALOG.alexnet_layers()
+
+
+def loss_comparison_inputs(wc):
+    """Figures 12-13 for one representation: its -gan / -feature variants and its own decoder, and
+    Mahendran & Vedaldi's pre-images where that baseline ran for it."""
+    family = CATALOG.loss_family(wc.rep)
+    inputs = {"test_images": f"{R}/data/test.h5",
+              "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
+              "errors": expand(f"{R}/{{rep}}/error.csv", rep=family)}
+    if wc.rep in CATALOG.mahendran_vedaldi_slugs():
+        inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
+    return inputs
+

@@ -97,18 +97,6 @@ rule interpolation_overview:
         "../workflow/scripts/figures_interpolation.py"
 
 
-def loss_comparison_inputs(wc):
-    """Figures 12-13 for one representation: its -gan / -feature variants and its own decoder, and
-    Mahendran & Vedaldi's pre-images where that baseline ran for it."""
-    family = CATALOG.loss_family(wc.rep)
-    inputs = {"test_images": f"{R}/data/test.h5",
-              "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
-              "errors": expand(f"{R}/{{rep}}/error.csv", rep=family)}
-    if wc.rep in CATALOG.mahendran_vedaldi_slugs():
-        inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
-    return inputs
-
-
 rule loss_comparison:
     """Appendix A, Figures 12-13: input, GAN variant, feature-loss variant, simple decoder, M&V."""
     conda:
