@@ -271,3 +271,35 @@ def test_sharpness_known_values():
     blurred = torch.nn.functional.avg_pool2d(fine, 3, stride=1, padding=1, count_include_pad=False)
     assert 0 < sharpness(blurred, fine) < 0.5
     assert math.isnan(sharpness(fine, torch.full_like(fine, 0.5)))  # originals without any detail: undefined
+
+
+def test_figure_12_13_comparison_uses_the_optimisations_images(tiny, tmp_path, monkeypatch):
+    from preimage import figures, store
+
+    with store.ImageStore(tiny / "test.h5") as images:
+        n, originals = len(images), images.read(0, len(images))
+    decoders = {}
+    for label, blur in (("hog-gan", 0), ("hog", 2)):
+        h5 = tmp_path / f"{label}.h5"
+        with store.create_h5(h5) as handle:
+            handle.create_dataset("reconstructions", data=(originals // (blur + 1)).astype(np.uint8))
+        csv = tmp_path / f"{label}.csv"
+        pd.DataFrame([{"method": "decoder", "error": 0.5, "feature_error": 0.25, "sharpness": 0.75}]).to_csv(csv)
+        decoders[label] = (str(h5), str(csv))
+    mv_h5, mv_csv = tmp_path / "mv.h5", tmp_path / "mv.csv"
+    inverted = np.array([0, n - 1])
+    with store.create_h5(mv_h5) as handle:
+        handle.create_dataset("indices", data=inverted)
+        handle.create_dataset("mahendran_vedaldi", data=originals[inverted])
+    pd.DataFrame([{"method": "mahendran_vedaldi", "error": 0.9, "feature_error": 0.1}]).to_csv(mv_csv)
+    drawn = []
+    original_grid = figures.image_grid
+    monkeypatch.setattr(figures, "image_grid",
+                        lambda rows, path, title=None: (drawn.extend(rows), original_grid(rows, path, title)))
+    figures.loss_comparison(str(tiny / "test.h5"), decoders, str(tmp_path / "fig.png"), n_show=8,
+                            mahendran_vedaldi=(str(mv_h5), str(mv_csv)))
+    assert [label.split("\n")[0] for label, _ in drawn] == ["input", "hog-gan", "hog", "Mahendran &"]
+    assert all(len(images) == 2 for _, images in drawn)  # the two images the optimisation inverted
+    assert "0.500 / 0.250 / 0.75" in drawn[1][0]
+    assert drawn[3][0].endswith("0.900 / 0.100 / 1.00")  # its images are the originals: sharpness 1
+    assert (tmp_path / "fig.png").stat().st_size > 0
