@@ -33,7 +33,11 @@ FEATURES = config["features"]
 
 #: Every representation of the config, variants included, resolved by the library (slugs, families,
 #: parameters, which analyses run where): the rule files ask it and parse no names themselves.
-CATALOG = Catalog(config)
+try:
+    CATALOG = Catalog(config)
+except ValueError as _err:
+    sys.stderr.write(f"preimage: invalid configuration: {_err}\n")
+    raise SystemExit(1)
 REPS = CATALOG.slugs
 if workflow_is_main():
     for _note in CATALOG.notes:
@@ -107,7 +111,8 @@ def analysis_params():
 
 def all_targets():
     targets = [f"{R}/data/train.h5", f"{R}/data/test.h5"]
-    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=REPS, split=["train", "test"])
+    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
+                      split=["train", "test"])
     targets += expand(f"{R}/{{rep}}/{{file}}", rep=REPS, file=["error.csv", "reconstructions.png"])
     if not REPS:
         return targets
@@ -117,6 +122,7 @@ def all_targets():
     if CATALOG.shallow():
         targets.append(f"{R}/figures/reconstructions_shallow.png")
     targets += [f"{R}/figures/error_by_layer_{family}.png" for family in CATALOG.network_layers()]
+    targets += [f"{R}/figures/gan_{slug}.png" for slug in CATALOG.loss_bases()]
     return targets + analysis_targets() + baseline_targets() + [f"{R}/findings.md"]
 
 
@@ -177,3 +183,16 @@ def findings_inputs(wc):
 def reconstruction_group(group):
     """The representations of paper Figure 3 (shallow) or Figure 5 (AlexNet layers)."""
     return CATALOG.shallow() if group == "shallow" else CATALOG.alexnet_layers()
+
+
+def loss_comparison_inputs(wc):
+    """Figures 12-13 for one representation: its -gan / -feature variants and its own decoder, and
+    Mahendran & Vedaldi's pre-images where that baseline ran for it."""
+    family = CATALOG.loss_family(wc.rep)
+    inputs = {"test_images": f"{R}/data/test.h5",
+              "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
+              "errors": expand(f"{R}/{{rep}}/error.csv", rep=family)}
+    if wc.rep in CATALOG.mahendran_vedaldi_slugs():
+        inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
+    return inputs
+

@@ -6,9 +6,9 @@ rule evaluate:
         ENVIRONMENT
     input:
         decoder=f"{R}/{{rep}}/decoder.pt",
-        test_features=f"{R}/features/{{rep}}/test.h5",
+        test_features=lambda wc: f"{R}/features/{CATALOG.features_of(wc.rep)}/test.h5",
         test_images=f"{R}/data/test.h5",
-        train_features=f"{R}/features/{{rep}}/train.h5",
+        train_features=lambda wc: f"{R}/features/{CATALOG.features_of(wc.rep)}/train.h5",
         train_images=f"{R}/data/train.h5",
     output:
         error=f"{R}/{{rep}}/error.csv",
@@ -17,6 +17,8 @@ rule evaluate:
         representation=lambda wc: CATALOG[wc.rep].display,
         # only what changes the numbers: figure settings (n_show) belong to the figure rules
         options={k: v for k, v in config["evaluate"].items() if k not in ("n_show", "threads")},
+        # the decoders compared under Appendix A also get the feature error ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖
+        feature_space=lambda wc: CATALOG.feature_error_options(wc.rep, R),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=8000,

@@ -95,3 +95,23 @@ rule interpolation_overview:
         f"{R}/logs/figures/interpolation.log",
     script:
         "../workflow/scripts/figures_interpolation.py"
+
+
+rule loss_comparison:
+    """Appendix A, Figures 12-13: input, GAN variant, feature-loss variant, simple decoder, M&V."""
+    conda:
+        ENVIRONMENT
+    input:
+        unpack(loss_comparison_inputs),
+    output:
+        report(f"{R}/figures/gan_{{rep}}.png", caption="../workflow/report/loss_comparison.rst",
+               category="Reconstructions", subcategory="Appendix A"),
+    wildcard_constraints:
+        rep=alternation(CATALOG.loss_bases()),
+    params:
+        n_show=config["evaluate"]["n_show"],
+        labels=lambda wc: [CATALOG[s].display for s in CATALOG.loss_family(wc.rep)],
+    log:
+        f"{R}/logs/figures/gan_{{rep}}.log",
+    script:
+        "../workflow/scripts/figures_loss_comparison.py"

@@ -5,14 +5,19 @@ rule train:
     conda:
         ENVIRONMENT
     input:
-        features=f"{R}/features/{{rep}}/train.h5",
+        # the -feature / -gan variants (Appendix A) train on their base representation's features
+        features=lambda wc: f"{R}/features/{CATALOG.features_of(wc.rep)}/train.h5",
         images=f"{R}/data/train.h5",
+        # decoder.init: pixel starts a -feature / -gan decoder from its base's pixel decoder
+        init=lambda wc: CATALOG.init_decoder(wc.rep, R),
     output:
         decoder=f"{R}/{{rep}}/decoder.pt",
         log=f"{R}/{{rep}}/train_log.csv",
     params:
         representation=lambda wc: CATALOG[wc.rep].name,
         train=lambda wc: CATALOG.train_params(wc.rep),
+        # pixel (eq. 1), feature or gan (Appendix A): the kind, the representation and decoder.gan
+        loss=lambda wc: CATALOG.loss_params(wc.rep, R),
         # Outside the declared outputs (Snakemake deletes those before a job starts): a killed
         # or timed-out job resumes from the last finished epoch.
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.rep}/train.pt",

@@ -93,3 +93,55 @@ def test_error_by_layer_draws_another_networks_nodes_trained_and_untrained(tmp_p
                                     network="Net")
     assert labels == ["our decoder", "untrained Net (control)"]
     assert Image.open(tmp_path / "net.png").size[0] > 0
+
+
+def _loss_rows(gan_feature, gan_sharpness, gan_error):
+    """fc6 (simple decoder) and fc6-gan decoder rows with feature error and sharpness."""
+    rows = []
+    for rep, error, feature, sharp in (("fc6", 0.5, 0.8, 0.05), ("fc6-gan", gan_error, gan_feature, gan_sharpness)):
+        rows.append({"representation": rep, "method": "decoder", "label": rep, "error": error, "ci_low": error,
+                     "ci_high": error, "psnr": 15.0, "ssim": 0.3, "feature_error": feature, "sharpness": sharp,
+                     "n_test": 10, "normaliser": 30.0})
+        rows.append({"representation": rep, "method": "mean_image", "label": "mean", "error": 0.7, "ci_low": 0.7,
+                     "ci_high": 0.7, "psnr": 12.0, "ssim": 0.2, "feature_error": np.nan, "sharpness": 0.0,
+                     "n_test": 10, "normaliser": 30.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("gan, verdict", [
+    ((0.6, 0.4, 0.6), "The paper's claim holds here: lower feature error and sharper images, at the price of image error."),
+    ((0.6, 0.4, 0.45), "The paper's claim holds here: lower feature error and sharper images, without a higher image"),
+    ((0.9, 0.4, 0.6), "The paper's claim does not hold here: the feature error is not lower."),
+    ((0.9, 0.01, 0.6), "does not hold here: the feature error is not lower and the images are not sharper."),
+])
+def test_findings_state_whether_the_gan_claim_holds(tmp_path, gan, verdict):
+    path = tmp_path / "errors.csv"
+    _loss_rows(*gan).to_csv(path, index=False)
+    mv = tmp_path / "mv.csv"
+    pd.DataFrame([{"representation": "fc6", "method": "mahendran_vedaldi", "error": 0.9, "feature_error": 0.2,
+                   "n": 8}]).to_csv(mv, index=False)
+    text = write_findings({"errors": str(path), "mahendran_vedaldi": str(mv)}, str(tmp_path / "findings.md"))
+    assert "## Feature-space and adversarial losses (Appendix A, Figures 12-13)" in text
+    assert "`fc6-gan` (feature + adversarial loss) vs `fc6` (simple decoder)" in text
+    assert verdict in text
+    assert "Mahendran & Vedaldi on `fc6` (8 images): image error 0.900, feature error 0.200." in text
+
+
+def test_findings_without_loss_variants_have_no_appendix_section(tmp_path):
+    path = tmp_path / "errors.csv"
+    _errors().to_csv(path, index=False)
+    assert "Appendix A" not in write_findings({"errors": str(path)}, str(tmp_path / "findings.md"))
+
+
+def test_errors_markdown_shows_feature_error_and_sharpness(tmp_path):
+    table = tables.errors_table([_loss_rows(0.6, 0.4, 0.6)], tmp_path / "e.csv", tmp_path / "e.md")
+    markdown = (tmp_path / "e.md").read_text()
+    assert "| feature error | sharpness |" in markdown
+    assert "| 0.600 | 0.400 |" in markdown and len(table) == 4
+
+
+def test_error_by_layer_draws_the_loss_variants(tmp_path):
+    rows = _errors()
+    extra = rows[rows.representation == "fc6"].assign(representation="fc6-gan")
+    labels = figures.error_by_layer(pd.concat([rows, extra]), tmp_path / "gan.png")
+    assert "feature + adversarial loss (Appendix A)" in labels

@@ -84,3 +84,58 @@ def test_autoencoders_are_alexnet_only():
     config["variants"]["autoencoder"] = ["hog"]
     with pytest.raises(ValueError, match="AlexNet"):  # and so does the catalog, for a config built in code
         Catalog(config)
+
+
+def test_loss_variants_resolve_to_their_base_features_and_losses():
+    cat = _catalog(representations=["hog", "sift", "fc6", "efficientnet_lite0:pool"],
+                   variants={"gan": ["fc6", "efficientnet_lite0:pool", "conv5"], "feature": ["hog"],
+                             "untrained_control": "never"},
+                   decoder={"gan": {"adversarial_weight": 0.05},
+                            "init": {"default": "scratch", "efficientnet_lite0:pool-gan": "pixel"}},
+                   train={"epochs": {"default": 15, "efficientnet_lite0:pool-gan": 4}})
+    assert cat.slugs[-3:] == ["hog-feature", "fc6-gan", "efficientnet_lite0@pool-gan"]
+    gan = cat["efficientnet_lite0@pool-gan"]
+    assert (gan.variant, gan.base, gan.name, gan.display) == ("gan", "efficientnet_lite0@pool", "efficientnet_lite0:pool",
+                                                              "efficientnet_lite0:pool-gan")
+    assert gan.params == cat["efficientnet_lite0@pool"].params
+    assert cat.features_of("fc6-gan") == "fc6" and cat.features_of("fc6") == "fc6"
+    assert "fc6-gan" not in cat.feature_slugs(gpu=True) and "hog-feature" not in cat.feature_slugs(gpu=False)
+    assert "fc6-gan" in cat.decoder_slugs() and "hog-feature" in cat.decoder_slugs()
+    assert [cat.loss(s) for s in ("hog", "hog-feature", "fc6-gan", "sift")] == ["pixel", "feature", "gan", "pixel"]
+    params = cat.loss_params("fc6-gan", "out")
+    assert params["kind"] == "gan" and params["representation"] == {"name": "fc6", "params": cat["fc6"].params}
+    assert params["gan"]["adversarial_weight"] == 0.05
+    assert cat.loss_params("hog-feature", "out")["gan"] == {} and cat.loss_params("hog", "out") == {"kind": "pixel"}
+    assert cat.train_params("efficientnet_lite0@pool-gan")["epochs"] == 4 and cat.train_params("fc6-gan")["epochs"] == 15
+    assert cat.init_decoder("efficientnet_lite0@pool-gan", "out") == ["out/efficientnet_lite0@pool/decoder.pt"]
+    assert cat.init_decoder("fc6-gan", "out") == [] and cat.init_decoder("fc6", "out") == []
+    assert cat.loss_bases() == ["hog", "fc6", "efficientnet_lite0@pool"]
+    assert cat.loss_family("fc6") == ["fc6-gan", "fc6"] and cat.loss_family("hog") == ["hog-feature", "hog"]
+    assert cat.feature_error_options("fc6", "out") == {"name": "fc6", "params": cat["fc6"].params}
+    assert cat.feature_error_options("fc6-gan", "out")["name"] == "fc6"
+    assert cat.feature_error_options("sift", "out") is None
+    assert any("variants.gan skips conv5" in note for note in cat.notes)
+
+
+def test_decoder_loss_per_representation():
+    cat = _catalog(representations=["hog", "conv5"], variants={"untrained_control": "always"},
+                   decoder={"loss": {"default": "pixel", "conv5": "feature"}})
+    assert cat.loss("conv5") == "feature" and cat.loss("conv5-random") == "feature" and cat.loss("hog") == "pixel"
+    assert cat.feature_error_options("conv5", "out") is not None  # a feature-loss decoder gets its feature error
+
+
+def test_loss_variants_of_non_differentiable_representations_are_refused_by_the_library():
+    config = validate_config({"representations": ["sift"]})
+    config["variants"]["gan"] = ["sift"]
+    with pytest.raises(ValueError, match="variants.gan: sift is not differentiable"):
+        Catalog(config)
+    config = validate_config({"representations": ["lbp"]})
+    config["decoder"]["loss"] = "feature"
+    with pytest.raises(ValueError, match="decoder.loss: lbp is not differentiable"):
+        Catalog(config)
+
+
+def test_starting_from_a_pixel_decoder_needs_one():
+    with pytest.raises(ValueError, match="decoder.init"):
+        _catalog(representations=["hog"], variants={"gan": ["hog"]},
+                 decoder={"loss": {"default": "pixel", "hog": "feature"}, "init": "pixel"})

@@ -13,7 +13,7 @@ TINY = {
     "representations": ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "torchvision:resnet18:layer1"],
     "features": {"hog": {"cell_size": 8}, "lbp": {"cell_size": 8}, "alexnet": {"weights": "random"},
                  "torchvision": {"weights": "random", "crop": 64}},
-    "variants": {"autoencoder": ["fc6"]},
+    "variants": {"autoencoder": ["fc6"], "gan": ["hog"]},
     "analyses": {"perturbation": {"layers": ["fc6"]}, "interpolation": {"layers": ["fc6"], "pairs": 1, "steps": 3},
                  "random_samples": {"layers": ["fc6"], "count": 2, "bins": 8},
                  "single_units": {"layers": ["fc8"], "count": 2}, "dark_knowledge": {"layers": ["fc8"]},
@@ -23,7 +23,7 @@ TINY = {
     "train": {"epochs": {"default": 1, "hog": 2, "fc6-ae": 1}, "batch_size": 8, "device": "cpu"},
     "evaluate": {"n_show": 3, "device": "cpu"},
 }
-REPS = ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "fc6-ae", "resnet18@layer1"]
+REPS = ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "fc6-ae", "resnet18@layer1", "hog-gan"]
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def test_all_builds_features_decoders_errors_and_figures(finished_run):
         table = pd.read_csv(results / rep / "error.csv")
         assert table["method"].tolist() == ["decoder", "mean_image", "nearest_neighbour"]
         assert (results / rep / "reconstructions.png").stat().st_size > 0
-        assert len(pd.read_csv(results / rep / "train_log.csv")) == (2 if rep == "hog" else 1)
+        assert len(pd.read_csv(results / rep / "train_log.csv")) == (2 if rep in ("hog", "hog-gan") else 1)
     errors = pd.read_csv(results / "tables/errors.csv")
-    assert set(REPS[:-1]) | {"torchvision:resnet18:layer1"} <= set(errors["representation"])
+    assert set(REPS) - {"resnet18@layer1"} | {"torchvision:resnet18:layer1"} <= set(errors["representation"])
     assert errors.loc[(errors.representation == "hog") & (errors.method == "decoder"), "paper"].item() == 0.24
     markdown = (results / "tables/errors.md").read_text()
     assert "untrained" in markdown
@@ -91,6 +91,22 @@ def test_all_builds_the_analyses_variants_and_baseline(finished_run):
         assert f"## {heading}" in findings
     errors = pd.read_csv(results / "tables/errors.csv")
     assert "autoencoder" in errors.loc[(errors.representation == "fc6-ae") & (errors.method == "decoder"), "label"].item()
+
+
+def test_all_builds_the_gan_variant_its_measures_and_figure(finished_run):
+    """Appendix A: hog-gan trains on hog's features, gets feature error and sharpness beside hog's, and the
+    Figures 12-13 comparison (with Mahendran & Vedaldi, which ran for hog) and its findings section."""
+    workdir, _ = finished_run
+    results = workdir / "results"
+    assert not (results / "features/hog-gan").exists()
+    errors = pd.read_csv(results / "tables/errors.csv").set_index(["representation", "method"])
+    for rep in ("hog", "hog-gan"):
+        assert 0 <= errors.loc[(rep, "decoder"), "feature_error"] < 10 and errors.loc[(rep, "decoder"), "sharpness"] >= 0
+    assert pd.isna(errors.loc[("lbp", "decoder"), "feature_error"])
+    assert "adversarial" in errors.loc[("hog-gan", "decoder"), "label"]
+    assert {"train_adversarial", "train_d_loss", "val_feature"} <= set(pd.read_csv(results / "hog-gan/train_log.csv"))
+    assert (results / "figures/gan_hog.png").stat().st_size > 0
+    assert "## Feature-space and adversarial losses" in (results / "findings.md").read_text()
 
 
 def test_untrained_control_adds_random_weight_variants(finished_run):
@@ -124,7 +140,8 @@ def test_changing_the_seed_reruns_extraction(finished_run):
 def test_changing_a_hog_parameter_reruns_only_hog(finished_run):
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "features={hog: {cell_size: 4}}", configfile=configfile)
-    assert planned["shallow_features"] == 2 and planned["train"] == 1 and planned["evaluate"] == 1
+    # hog and hog-gan (on hog's features): one cache per split, two decoders
+    assert planned["shallow_features"] == 2 and planned["train"] == 2 and planned["evaluate"] == 2
     assert "extract_data" not in planned
 
 
@@ -138,7 +155,7 @@ def test_changing_one_representations_epochs_reruns_only_its_training(finished_r
 def test_changing_how_many_images_figures_show_reruns_only_figures(finished_run):
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "evaluate={n_show: 2, device: cpu}", configfile=configfile)
-    assert set(planned) == {"reconstructions_png", "reconstructions_figure", "all"}
+    assert set(planned) == {"reconstructions_png", "reconstructions_figure", "loss_comparison", "all"}
     assert planned["reconstructions_png"] == len(REPS)
 
 

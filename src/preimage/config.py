@@ -186,10 +186,46 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
         if name not in alexnet | {"hog"}:
             problems.append(f"baselines.mahendran_vedaldi.representations: {name!r} is not differentiable here "
                             "(hog, conv1 … fc8 are)")
+    problems.extend(loss_problems(config))
     analyses = config.get("analyses", {})
     for key in ("perturbation", "interpolation", "random_samples", "single_units"):
         for name in analyses.get(key, {}).get("layers") or []:
             if name not in alexnet and not name.startswith(("torchvision:", "efficientnet_lite0:")):
                 problems.append(f"analyses.{key}.layers: {name!r} is not a CNN representation "
                                 "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>)")
+    return problems
+
+
+def loss_problems(config: Mapping[str, Any]) -> List[str]:
+    """The feature-space losses of Appendix A need a differentiable representation: ``variants.feature``
+    and ``variants.gan`` entries and ``decoder.loss`` values other than ``pixel`` for SIFT or LBP
+    (classes that declare ``differentiable = False``) are refused before any job runs."""
+    from preimage.features.base import lookup
+    from preimage.representations import slug_of
+
+    def differentiable(name: str):
+        try:
+            return bool(getattr(lookup(name), "differentiable", False))
+        except KeyError:
+            return None
+
+    usable = "hog, conv1 … fc8, torchvision:<model>:<node> and efficientnet_lite0:<node> are"
+    problems = []
+    for key in ("feature", "gan"):
+        for name in config.get("variants", {}).get(key) or []:
+            known = differentiable(name)
+            if known is None:
+                problems.append(f"variants.{key}: unknown representation {name!r}")
+            elif not known:
+                problems.append(f"variants.{key}: {name!r} is not differentiable: the {key} loss needs the gradient of "
+                                f"its features with respect to the image ({usable})")
+    loss = config.get("decoder", {}).get("loss", "pixel")
+    for name in config.get("representations", []):
+        if isinstance(loss, Mapping):
+            value = next((loss[k] for k in (name, slug_of(name)) if k in loss), loss.get("default", "pixel"))
+        else:
+            value = loss
+        if value != "pixel" and differentiable(name) is False:
+            problems.append(f"decoder.loss: {value} for {name!r}, which is not differentiable: feature-space losses "
+                            f"need the gradient of its features with respect to the image ({usable}); use pixel")
     return problems

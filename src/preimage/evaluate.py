@@ -10,7 +10,13 @@ reference rows a reader needs to judge it:
 ``nearest_neighbour``
     the training image whose feature is closest (Euclidean) to the test image's feature.
 
-A decoder that does not beat both has learnt nothing useful. Reconstructions come from
+A decoder that does not beat both has learnt nothing useful.
+
+Every row also gets ``sharpness`` (:func:`preimage.metrics.sharpness`: the high-frequency energy of
+the reconstructions relative to the test images'), and the decoders compared under Appendix A (the
+``-feature`` / ``-gan`` variants and their base) the ``feature_error`` ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖ (mean over
+test images; Φ(x̂) recomputed from the clamped reconstruction at the evaluated size, Φ(x) from the
+feature cache), the quantity a feature-space loss minimises; NaN elsewhere. Reconstructions come from
 :class:`preimage.decoding.TrainedDecoder`: clipped to the valid range [0, 1] before measuring, fc
 decoders' smaller predictions upsampled bilinearly to the image size (§5.1). Everything streams in
 batches. The figures of the reconstructions are drawn by :mod:`preimage.figures`.
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -31,8 +37,8 @@ from preimage.decoding import TrainedDecoder
 
 log = logging.getLogger("preimage.evaluate")
 
-COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "psnr", "ssim", "n_test", "normaliser",
-           "eval_size", "output_size"]
+COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "psnr", "ssim", "feature_error",
+           "sharpness", "n_test", "normaliser", "eval_size", "output_size"]
 
 
 def mean_training_image(images: store.ImageStore, batch_size: int = 256) -> torch.Tensor:
@@ -77,6 +83,7 @@ def evaluate_decoder(
     device: str = "auto",
     nn_limit: Optional[int] = None,
     seed: int = 0,
+    feature_representation: Optional[Mapping[str, Any]] = None,
 ) -> pd.DataFrame:
     """Write ``error.csv`` (decoder + reference rows) and ``reconstructions.h5`` (uint8).
 
@@ -85,7 +92,8 @@ def evaluate_decoder(
     (the decoder's ``image_size``: the centre crop for AlexNet, paper Table 1), the decoder's
     output upsampled bilinearly to it when it predicts a smaller image (§5.1); ``eval_size`` and
     ``output_size`` in the table say at which size the error was computed and at which the
-    decoder predicts.
+    decoder predicts. ``feature_representation`` (``{"name", "params"}``) adds the decoder's
+    ``feature_error``, computed with that representation.
     """
     decoder = TrainedDecoder(decoder_path, device)
     label = decoder.meta.get("label") or representation_name
@@ -103,6 +111,14 @@ def evaluate_decoder(
         errs = {m: [] for m in ("decoder", "mean_image", "nearest_neighbour")}
         psnrs = {m: [] for m in errs}
         ssims = {m: [] for m in errs}
+        energy = {m: [] for m in errs}
+        truth_energy, feature_errors = [], []
+        representation = None
+        if feature_representation is not None:
+            from preimage.features import create
+
+            representation = create(feature_representation["name"],
+                                    **dict(feature_representation.get("params") or {})).to(decoder.device)
         with store.atomic_path(reconstructions_h5) as tmp, store.create_h5(tmp) as out:
             dataset = out.create_dataset("reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
                                          chunks=(1, 3, size, size), compression=store.COMPRESSION)
@@ -120,22 +136,36 @@ def evaluate_decoder(
                     errs[method].append(metrics.normalised_error(guess, truth, normaliser))
                     psnrs[method].append(metrics.psnr(guess, truth))
                     ssims[method].append(metrics.ssim(guess, truth))
+                    energy[method].append(metrics.high_frequency_energy(guess))
+                truth_energy.append(metrics.high_frequency_energy(truth))
+                if representation is not None:
+                    with torch.no_grad():
+                        phi = representation(recon.to(decoder.device)).float().cpu()
+                    feature_errors.append(metrics.relative_feature_error(
+                        phi, test_feats.read(offset, offset + len(recon))))
     labels = {"decoder": label, "mean_image": "mean training image",
               "nearest_neighbour": f"nearest neighbour in {representation_name} feature space "
                                    f"({searched} training images)"}
     rows = []
+    reference_energy = float(np.concatenate(truth_energy).sum())
     for method in errs:
         psnr = np.concatenate(psnrs[method])
         finite_psnr = psnr[np.isfinite(psnr)]
         row = metrics.error_summary(np.concatenate(errs[method]), seed, count_key="n_test",
                                     representation=representation_name, method=method, label=labels[method])
         row.update(psnr=float(finite_psnr.mean()) if len(finite_psnr) else float("inf"),
-                   ssim=float(np.concatenate(ssims[method]).mean()), normaliser=normaliser, eval_size=int(size),
+                   ssim=float(np.concatenate(ssims[method]).mean()),
+                   feature_error=(float(np.mean(np.concatenate(feature_errors)))
+                                  if method == "decoder" and feature_errors else float("nan")),
+                   sharpness=(float(np.concatenate(energy[method]).sum()) / reference_energy
+                              if reference_energy > 0 else float("nan")),
+                   normaliser=normaliser, eval_size=int(size),
                    output_size=int(output_size if method == "decoder" else size))
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
     store.write_csv(table, error_csv)
     for row in rows:
-        log.info("%-18s error %.4f [%.4f, %.4f]  PSNR %.2f dB  SSIM %.3f", row["method"], row["error"],
-                 row["ci_low"], row["ci_high"], row["psnr"], row["ssim"])
+        log.info("%-18s error %.4f [%.4f, %.4f]  PSNR %.2f dB  SSIM %.3f  feature error %.4f  sharpness %.3f",
+                 row["method"], row["error"], row["ci_low"], row["ci_high"], row["psnr"], row["ssim"],
+                 row["feature_error"], row["sharpness"])
     return table

@@ -2,7 +2,8 @@
 
 Figures are PNGs written atomically. :func:`show_indices` fixes the test images every figure
 shows; :func:`reconstructions_png` (one representation), :func:`group_figure` (Figures 3 and 5),
-:func:`error_by_layer` (Figure 7) and :func:`interpolation_overview` (Figure 10) draw from the
+:func:`error_by_layer` (Figure 7), :func:`interpolation_overview` (Figure 10) and
+:func:`loss_comparison` (Figures 12-13) draw from the
 stores the evaluation and the analyses wrote; :func:`image_grid` is the grid every analysis
 figure is drawn with. Titles name the weights that produced AlexNet features (e.g. "untrained
 AlexNet"), so a figure of the embedded default can never be mistaken for the paper's. The tables
@@ -116,7 +117,9 @@ def interpolation_overview(strips: Mapping[str, str], png_path: str) -> None:
 
 
 #: Curves of Figure 7 beyond the decoder: variants of the layers (suffix) and feature perturbations.
-VARIANT_CURVES = {"-ae": ("D-", "C3", "autoencoder"), "-random": ("v-", "C4", "untrained {network} (control)")}
+VARIANT_CURVES = {"-ae": ("D-", "C3", "autoencoder"), "-random": ("v-", "C4", "untrained {network} (control)"),
+                  "-feature": ("^-", "C6", "feature-space loss (Appendix A)"),
+                  "-gan": ("*-", "C5", "feature + adversarial loss (Appendix A)")}
 PERTURBATION_CURVES = {"binarise": ("o--", "C0", "binarised"), "dropout": ("x--", "C0", "dropout 50 %"),
                        "drop_small_binarise": ("o:", "C1", "drop smallest 50 % + binarise"),
                        "drop_random_binarise": ("x:", "C1", "drop random 50 % + binarise")}
@@ -184,3 +187,62 @@ def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional
     labels = [line.get_label() for line in ax.get_lines()]
     _save(fig, path)
     return labels
+
+
+def _numbers(row: Optional[Mapping]) -> str:
+    """``image / feature / sharpness`` of an error.csv or Mahendran & Vedaldi row ("–" where missing)."""
+    if row is None:
+        return ""
+
+    def fmt(key: str, digits: int) -> str:
+        value = row.get(key)
+        return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+    return f"{fmt('error', 3)} / {fmt('feature_error', 3)} / {fmt('sharpness', 2)}"
+
+
+def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str]], png_path: str, n_show: int,
+                    mahendran_vedaldi: Optional[Tuple[str, str]] = None, title: Optional[str] = None) -> None:
+    """Paper Figures 12-13: the input images, then the reconstructions of the decoders trained with
+    the losses of Appendix A and of the simple decoder, then Mahendran & Vedaldi's pre-images.
+
+    ``decoders`` maps a row label (``fc6-gan``, ``fc6-feature``, ``fc6``) to its
+    ``(reconstructions.h5, error.csv)``; ``mahendran_vedaldi`` is the optimisation's ``(images .h5,
+    csv)`` for the same representation, or None. The images shown are ``n_show`` of the ones the
+    optimisation inverted (evenly spaced among them) when it ran, else the usual
+    :func:`show_indices`. Row labels give image error / feature error / sharpness: the decoders' over
+    all test images (their error.csv), the optimisation's over its own images, with its sharpness
+    computed here on them (:func:`preimage.metrics.sharpness`).
+    """
+    from preimage import metrics
+
+    first = next(iter(decoders.values()))[0]
+    with store.reading(first) as handle:
+        side = handle["reconstructions"].shape[-1]
+    mv_images, mv_row = None, None
+    with store.ImageStore(test_images_path, crop=side) as images:
+        if mahendran_vedaldi is not None:
+            with store.reading(mahendran_vedaldi[0]) as handle:
+                inverted = np.asarray(handle["indices"])
+                chosen = show_indices(len(inverted), n_show)
+                pick = inverted[chosen]
+                mv_images = np.asarray(handle["mahendran_vedaldi"])[chosen]
+                all_mv = np.asarray(handle["mahendran_vedaldi"])
+            table = pd.read_csv(mahendran_vedaldi[1])
+            rows = table[table.method == "mahendran_vedaldi"]
+            mv_row = dict(rows.iloc[0]) if len(rows) else {}
+            mv_row["sharpness"] = metrics.sharpness(store.to_float(all_mv), store.to_float(images.take(inverted)))
+        else:
+            pick = show_indices(len(images), n_show)
+        inputs = images.take(pick)
+    grid = [("input", inputs)]
+    for label, (h5, csv) in decoders.items():
+        with store.reading(h5) as handle:
+            recon = handle["reconstructions"][np.sort(pick)]  # pick is sorted (show_indices)
+        table = pd.read_csv(csv)
+        rows = table[table.method == "decoder"]
+        grid.append((f"{label}\n{_numbers(dict(rows.iloc[0]) if len(rows) else None)}", recon))
+    if mv_images is not None:
+        grid.append((f"Mahendran &\nVedaldi\n{_numbers(mv_row)}", mv_images))
+    image_grid(grid, png_path, title=(title or "Reconstructions with the losses of Appendix A (cf. paper Figures 12-13)")
+               + "\nrow labels: image error / feature error / sharpness")

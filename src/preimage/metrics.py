@@ -6,7 +6,10 @@ images of the test set (so that predicting a random test image scores ≈ 1 and 
 the mean test image scores noticeably below 1).  For fc decoders, which predict a
 downsampled image, the prediction is first upsampled bilinearly to the image size (§5.1,
 :func:`upsample_to`).  PSNR and SSIM are additional, standard measures; bootstrap
-confidence intervals quantify the uncertainty of the mean over test images.
+confidence intervals quantify the uncertainty of the mean over test images.  For the losses of
+Appendix A two more measures compare methods beyond the paper's: the relative feature error
+(:func:`relative_feature_error`, what a feature-space loss minimises) and :func:`sharpness` (the
+high-frequency energy of reconstructions relative to the originals').
 
 Conventions
 -----------
@@ -31,10 +34,13 @@ import torch.nn.functional as F
 __all__ = [
     "bootstrap_ci",
     "error_summary",
+    "high_frequency_energy",
     "mean_normalised_error",
     "mean_pairwise_distance",
     "normalised_error",
     "psnr",
+    "relative_feature_error",
+    "sharpness",
     "ssim",
     "upsample_to",
 ]
@@ -117,6 +123,68 @@ def normalised_error(x: Any, y: Any, normaliser: Optional[float] = None) -> np.n
 def mean_normalised_error(x: Any, y: Any, normaliser: Optional[float] = None) -> float:
     """Mean over images of :func:`normalised_error`."""
     return float(np.mean(normalised_error(x, y, normaliser)))
+
+
+def relative_feature_error(features: Any, targets: Any) -> np.ndarray:
+    """Per-image ``‖Φ(x̂)_i − Φ(x)_i‖₂ / ‖Φ(x)_i‖₂``: ``features`` are the representation's features of
+    the reconstructions, ``targets`` those of the originals (any per-image shape, flattened). The
+    feature-space error of Mahendran & Vedaldi's comparison and of Appendix A's losses; a target
+    of norm 0 gives ``inf`` (or 0 when the features are 0 too)."""
+    ft, tt = _flat(features), _flat(targets)
+    _check_pair(ft, tt)
+    num, den = (ft - tt).norm(dim=1), tt.norm(dim=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (num / den).numpy()
+    out[(den == 0).numpy() & (num == 0).numpy()] = 0.0
+    return out
+
+
+#: Radial frequency (cycles per pixel) above which :func:`high_frequency_energy` counts: a quarter
+#: of the Nyquist frequency (0.5). Below the Nyquist frequency of every decoder's native output
+#: measured on the evaluated grid (the fc decoders predict about half-size images: 0.25 cycles per
+#: pixel at 64 px, 0.28 at 227 px), so the measure compares detail the decoders can draw rather
+#: than their output resolution.
+SHARPNESS_CUTOFF = 0.125
+
+
+def high_frequency_energy(images: Any, cutoff: float = SHARPNESS_CUTOFF) -> np.ndarray:
+    """Per-image energy of the spatial frequencies above ``cutoff`` cycles per pixel.
+
+    Each ``(C, H, W)`` image, every channel separately: subtract the channel's mean, multiply by a
+    separable Hann window (``w(n) = sin²(π·n/N)``, n = 0 … N−1: periodic, so that the image's
+    borders add no spurious edges to the periodic DFT), take the 2-D DFT ``X(u, v)`` and sum
+    ``|X(u, v)|² / (H·W)`` over the frequencies whose radius ``√(fu² + fv²)`` (``fu = u/H`` folded
+    to ``[−½, ½)``, likewise ``fv``) exceeds ``cutoff``; the channels are summed. By Parseval the
+    sum over all frequencies would be the windowed image's squared norm.
+    """
+    t = _as_tensor(images)
+    if t.ndim != 4:
+        raise ValueError(f"expected (N, C, H, W), got {tuple(t.shape)}")
+    h, w = t.shape[-2:]
+    window = (torch.sin(torch.pi * torch.arange(h, dtype=torch.float64) / h) ** 2)[:, None] * \
+             (torch.sin(torch.pi * torch.arange(w, dtype=torch.float64) / w) ** 2)[None, :]
+    centred = (t - t.mean(dim=(-2, -1), keepdim=True)) * window
+    power = torch.fft.fft2(centred).abs() ** 2 / (h * w)
+    fu = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    fv = torch.fft.fftfreq(w, dtype=torch.float64)[None, :]
+    high = (fu ** 2 + fv ** 2).sqrt() > cutoff
+    return (power * high).sum(dim=(1, 2, 3)).numpy()
+
+
+def sharpness(x: Any, y: Any, cutoff: float = SHARPNESS_CUTOFF) -> float:
+    """High-frequency energy of the reconstructions ``x`` relative to that of the originals ``y``:
+    ``Σ_i E(x_i) / Σ_i E(y_i)`` with E = :func:`high_frequency_energy` above ``cutoff`` cycles per
+    pixel (both sets of the same shape, compared at the same size).
+
+    1: as much fine detail as the originals; below 1: blurred (a decoder trained on eq. (1) averages
+    the details it cannot locate, §5.1, Figure 6); above 1: more than the originals (noise,
+    artefacts). A ratio of sums, not a mean of per-image ratios, so that nearly flat originals
+    (a patch of sky) cannot dominate it. NaN when the originals have no such energy at all.
+    """
+    xt, yt = _as_tensor(x), _as_tensor(y)
+    _check_pair(xt, yt)
+    den = float(high_frequency_energy(yt, cutoff).sum())
+    return float(high_frequency_energy(xt, cutoff).sum()) / den if den > 0 else float("nan")
 
 
 # --------------------------------------------------------------------------- psnr / ssim

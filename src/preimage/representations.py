@@ -2,7 +2,9 @@
 
 A configured name (``hog``, ``fc6``, ``torchvision:resnet50:layer4``) and the variants the
 workflow derives from it (``fc6-ae``: the autoencoder of §5.2, ``fc6-random``: the same layer of
-an untrained network) each become one :class:`RepresentationSpec`: its file-system slug, the name
+an untrained network, ``fc6-feature`` and ``fc6-gan``: its decoder trained with the feature-space
+and the adversarial losses of Appendix A, on the same features) each become one
+:class:`RepresentationSpec`: its file-system slug, the name
 to show in tables, its family (the ``features:`` section that parameterises it), the base
 representation it derives from, its variant, the parameters that create it and whether its
 features are computed on a GPU. What a representation *is* (decoder kind, crop, differentiability)
@@ -21,14 +23,20 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from preimage.features.alexnet import LAYERS as _ALEXNET_MODULES
 from preimage.features.base import lookup
 
-__all__ = ["ALEXNET_LAYERS", "SHALLOW", "VARIANTS", "Catalog", "RepresentationSpec", "per_rep", "slug_of"]
+__all__ = ["ALEXNET_LAYERS", "LOSS_VARIANTS", "SHALLOW", "VARIANTS", "Catalog", "RepresentationSpec", "per_rep",
+           "slug_of"]
 
 #: The layers of AlexNet in depth order (paper Table 1), as :mod:`preimage.features.alexnet` defines them.
 ALEXNET_LAYERS: Tuple[str, ...] = tuple(_ALEXNET_MODULES)
 #: The shallow representations of paper §2, in the order of Table 2.
 SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp")
-#: Variant suffixes: the autoencoder of §5.2 and the untrained-network control.
-VARIANTS: Dict[str, str] = {"ae": "autoencoder", "random": "untrained network"}
+#: Variant suffixes: the autoencoder of §5.2, the untrained-network control and the decoders trained
+#: with the losses of Appendix A (:mod:`preimage.adversarial`).
+VARIANTS: Dict[str, str] = {"ae": "autoencoder", "random": "untrained network",
+                            "feature": "feature-space loss", "gan": "feature + adversarial loss"}
+#: Variants that differ from their base representation only in the decoder's loss (``decoder.loss``):
+#: they share its feature cache.
+LOSS_VARIANTS: Tuple[str, ...] = ("feature", "gan")
 
 
 def slug_of(name: str) -> str:
@@ -76,7 +84,8 @@ def per_rep(value: Any, spec: RepresentationSpec) -> Any:
 
 class Catalog:
     """The representations of one validated configuration, variants included, in a fixed order:
-    the configured names, then the autoencoders, then the untrained controls."""
+    the configured names, then the autoencoders, the untrained controls, the ``-feature`` and the
+    ``-gan`` variants."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
@@ -103,7 +112,17 @@ class Catalog:
             params = {**base.params, "weights": "random"}
             specs[f"{base.slug}-random"] = dataclasses.replace(base, slug=f"{base.slug}-random", variant="random",
                                                                params=params)
+        for variant in LOSS_VARIANTS:
+            for slug in self.configured(variants.get(variant), f"variants.{variant}"):
+                base = specs[slug]
+                if not getattr(lookup(base.name), "differentiable", False):
+                    raise ValueError(f"variants.{variant}: {base.name} is not differentiable; the {variant} loss "
+                                     "needs the gradient of its features with respect to the image")
+                specs[f"{slug}-{variant}"] = dataclasses.replace(base, slug=f"{slug}-{variant}", variant=variant)
         self.specs = specs
+        for slug in specs:  # every decoder's loss and start, checked now rather than inside a job
+            self.loss(slug)
+            self.init_decoder(slug, config.get("results", "results"))
         # resolve every layer list once, so that :attr:`notes` names everything skipped
         self.perturbation_slugs()
         for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift"):
@@ -185,8 +204,74 @@ class Catalog:
         return [slug for slug, spec in self.specs.items() if spec.variant != "ae"]
 
     def feature_slugs(self, gpu: bool) -> List[str]:
-        """Feature caches computed on a GPU (networks) or on the CPU (HOG, SIFT, LBP)."""
-        return [slug for slug, spec in self.specs.items() if spec.uses_gpu == gpu]
+        """Feature caches computed on a GPU (networks) or on the CPU (HOG, SIFT, LBP); the loss
+        variants have none of their own (:meth:`features_of`)."""
+        return [slug for slug, spec in self.specs.items()
+                if spec.uses_gpu == gpu and spec.variant not in LOSS_VARIANTS]
+
+    def features_of(self, slug: str) -> str:
+        """Slug of the feature cache a representation's decoder is trained and evaluated on: its
+        own, or its base's for the ``-feature`` / ``-gan`` variants (same features, other loss)."""
+        spec = self.specs[slug]
+        return spec.base if spec.variant in LOSS_VARIANTS else slug
+
+    # -- the losses of Appendix A ------------------------------------------------------------
+
+    def loss(self, slug: str) -> str:
+        """The decoder's loss (:data:`preimage.adversarial.LOSSES`): fixed by a loss variant,
+        ``pixel`` for the autoencoder (§5.2), else ``decoder.loss`` (per representation). A
+        feature-space loss for a representation that is not differentiable is an error."""
+        spec = self.specs[slug]
+        if spec.variant in LOSS_VARIANTS:
+            return spec.variant
+        if spec.variant == "ae":
+            return "pixel"
+        loss = per_rep(self.config["decoder"].get("loss", "pixel"), spec) or "pixel"
+        if loss != "pixel" and not getattr(lookup(spec.name), "differentiable", False):
+            raise ValueError(f"decoder.loss: {spec.display} is not differentiable; the {loss} loss needs the "
+                             "gradient of its features with respect to the image (use pixel)")
+        return loss
+
+    def loss_params(self, slug: str, results: str) -> Dict[str, Any]:
+        """What :func:`preimage.train.train_decoder` takes as ``loss``: the kind, and for the
+        feature-space losses the representation to compute features with and ``decoder.gan``."""
+        kind = self.loss(slug)
+        if kind == "pixel":
+            return {"kind": "pixel"}
+        return {"kind": kind, "representation": self.options(slug, results),
+                "gan": dict(self.config["decoder"].get("gan", {})) if kind == "gan" else {}}
+
+    def init_decoder(self, slug: str, results: str) -> List[str]:
+        """``[decoder.pt]`` of the pixel decoder a ``-feature`` / ``-gan`` variant starts from
+        (``decoder.init: pixel``), else ``[]``."""
+        spec = self.specs[slug]
+        if spec.variant not in LOSS_VARIANTS:
+            return []
+        if per_rep(self.config["decoder"].get("init", "scratch"), spec) != "pixel":
+            return []
+        if self.loss(spec.base) != "pixel":
+            raise ValueError(f"decoder.init: {spec.display} is to start from the pixel decoder of {spec.name}, "
+                             f"but that one is trained with the {self.loss(spec.base)} loss")
+        return [f"{results}/{spec.base}/decoder.pt"]
+
+    def loss_bases(self) -> List[str]:
+        """Representations with a ``-feature`` or ``-gan`` variant, in configured order (each gets
+        the Figure 12-13 comparison)."""
+        variants = {self.specs[s].base for s in self.specs if self.specs[s].variant in LOSS_VARIANTS}
+        return [slug for slug in self._base if slug in variants]
+
+    def loss_family(self, base: str) -> List[str]:
+        """The decoders compared in Figures 12-13 for ``base``: its ``-gan``, its ``-feature`` (where
+        configured) and its own decoder."""
+        return [s for s in (f"{base}-gan", f"{base}-feature", base) if s in self.specs]
+
+    def feature_error_options(self, slug: str, results: str) -> Optional[Dict[str, Any]]:
+        """The representation (name, parameters) the evaluation recomputes features with, for the
+        feature error ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖ of a decoder compared under Appendix A (the loss
+        variants, their base, and any decoder trained with a feature-space loss); else None."""
+        spec = self.specs[slug]
+        compared = spec.variant in LOSS_VARIANTS or slug in self.loss_bases() or self.loss(slug) != "pixel"
+        return self.options(slug, results) if compared else None
 
     # -- parameters -----------------------------------------------------------------------
 

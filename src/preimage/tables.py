@@ -39,9 +39,12 @@ def errors_table(frames: Sequence[pd.DataFrame], csv_path: str | os.PathLike, md
 
 
 def errors_markdown(table: pd.DataFrame) -> str:
-    """Markdown rendering: decoder error with its 95 % interval, the references, the paper's value."""
-    lines = ["| representation | decoder error (95% CI) | nearest neighbour | mean image | PSNR dB | SSIM | px | paper |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Markdown rendering: decoder error with its 95 % interval, the references, PSNR, SSIM, the
+    feature error (where computed: the decoders compared under Appendix A) and the sharpness, the
+    paper's value."""
+    lines = ["| representation | decoder error (95% CI) | nearest neighbour | mean image | PSNR dB | SSIM | feature error "
+             "| sharpness | px | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v):
         return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
@@ -57,11 +60,11 @@ def errors_markdown(table: pd.DataFrame) -> str:
             f"| {name} | {fmt(dec['error'])} ({fmt(dec['ci_low'])}–{fmt(dec['ci_high'])}) | "
             f"{fmt(by['nearest_neighbour']['error']) if 'nearest_neighbour' in by else ''} | "
             f"{fmt(by['mean_image']['error']) if 'mean_image' in by else ''} | {dec['psnr']:.2f} | {dec['ssim']:.3f} | "
-            f"{_size(dec)} | {fmt(dec.get('paper'))} |"
+            f"{fmt(dec.get('feature_error'))} | {fmt(dec.get('sharpness'))} | {_size(dec)} | {fmt(dec.get('paper'))} |"
         )
         for method in ("hoggles", "mahendran_vedaldi"):
             if method in by:
-                lines.append(f"| {rep}: {by[method]['label']} |  |  |  |  |  |  | {fmt(by[method]['paper'])} |")
+                lines.append(f"| {rep}: {by[method]['label']} |  |  |  |  |  |  |  |  | {fmt(by[method]['paper'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,11 @@
 """Decoder training (paper §3, §4): minimise Σ‖x − f(Φ(x))‖² with Adam.
 
 * Loss: the squared reconstruction error of eq. (1), averaged over pixels and the batch (Adam is
-  invariant to the constant factor, so this is the paper's objective up to scale).
+  invariant to the constant factor, so this is the paper's objective up to scale). The
+  feature-space and adversarial losses of Appendix A (``decoder.loss: feature | gan``) are
+  objectives of :mod:`preimage.adversarial` plugged into the same loop (:class:`PixelObjective` is
+  the interface); each of their terms is logged per epoch (``train_<term>``), the discriminator and
+  its optimiser are saved in the checkpoint.
 * Optimiser: Adam (β1 = 0.9, β2 = 0.999), batch 64, learning rate 1e-3 (§4), kept constant for the
   first ``lr_decay_start`` of the run and then lowered smoothly (cosine) to ``lr_final`` × the
   base rate at the end: the paper's "lowered gradually towards the end".
@@ -94,6 +98,41 @@ class TrainConfig:
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class PixelObjective:
+    """Eq. (1), the default objective; the interface of every objective of the training loop.
+
+    ``objective(prediction, targets, inputs)`` gets the decoder's float output, the targets at its
+    output size and the decoder's inputs (scaled features), and returns named scalar tensors:
+    ``loss`` (minimised by the decoder's optimiser) and any further terms to log (``pixel``,
+    ``feature``, ``d_loss``, …), each averaged per epoch into ``train_<name>``. An objective with
+    its own networks (the GAN's discriminator) steps them inside the call and keeps them in
+    ``state_dict`` (saved in the checkpoint); ``validation`` adds ``val_*`` columns.
+    """
+
+    kind = "pixel"
+
+    def __call__(self, prediction: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"loss": F.mse_loss(prediction, targets)}
+
+    def set_learning_rate(self, lr: float) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "pixel loss (eq. 1)"
+
+    def settings(self) -> Dict[str, Any]:
+        return {"loss": self.kind}
+
+    def validation(self, model, data, inputs, device: torch.device, batch_size: int) -> Dict[str, float]:
+        return {}
 
 
 # --------------------------------------------------------------------------- data
@@ -351,21 +390,24 @@ class TrainingRun:
     encoder: Optional[FineTunedEncoder] = None
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     epoch: int = 0
+    objective: Any = dataclasses.field(default_factory=PixelObjective)
 
     @classmethod
     def start(cls, name: str, model: Decoder, meta: Dict[str, Any], cfg: TrainConfig,
               inputs: Callable[[np.ndarray], torch.Tensor],
-              encoder: Optional[FineTunedEncoder] = None) -> "TrainingRun":
-        """A fresh run: Adam (§4) over the decoder and, at its own rate, the fine-tuned encoder."""
+              encoder: Optional[FineTunedEncoder] = None, objective: Any = None) -> "TrainingRun":
+        """A fresh run: Adam (§4) over the decoder and, at its own rate, the fine-tuned encoder;
+        ``objective`` defaults to :class:`PixelObjective`."""
         groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
         if encoder is not None:
             groups.append({"params": encoder.parameters(), "lr_scale": encoder.lr_scale})
         optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        return cls(name, model, optimizer, meta, inputs, encoder)
+        return cls(name, model, optimizer, meta, inputs, encoder, objective=objective or PixelObjective())
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
+        self.objective.set_learning_rate(lr)
 
     def checkpoint(self) -> Dict[str, Any]:
         """The checkpoint of the epochs done: tensors and plain values only (``weights_only``)."""
@@ -373,6 +415,9 @@ class TrainingRun:
                  "optimizer": self.optimizer.state_dict(), "torch_rng": rng_state(), "history": self.history}
         if self.encoder is not None:
             state["encoder"] = self.encoder.state_dict()
+        objective = self.objective.state_dict()
+        if objective:
+            state["objective"] = objective
         return state
 
     def resume(self, path: Path, epochs: int) -> None:
@@ -387,6 +432,8 @@ class TrainingRun:
         if self.encoder is not None:
             self.encoder.load_state_dict(state["encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "objective" in state:
+            self.objective.load_state_dict(state["objective"])
         set_rng_state(state["torch_rng"])
         self.history, self.epoch = list(state["history"]), int(state["epoch"])
         log.info("resuming %s from %s at epoch %d/%d", self.name, path, self.epoch, epochs)
@@ -404,18 +451,27 @@ def train_decoder(
     checkpoint_path: str,
     config: Mapping[str, Any] | TrainConfig,
     stop_after_epochs: Optional[int] = None,
+    loss: Optional[Mapping[str, Any]] = None,
+    init_from: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Train the decoder of the representation named ``representation_name`` (its slug) on its
     feature cache; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
 
-    ``stop_after_epochs`` ends the run early *without* writing outputs (tests use it to simulate
-    a killed job; the checkpoint stays and the next call resumes).
+    ``loss`` selects the objective (:func:`preimage.adversarial.build_objective`: ``{"kind":
+    "pixel" | "feature" | "gan", "representation": {"name", "params"}, "gan": {…}}``; None or
+    ``pixel``: eq. (1)). ``init_from`` names a trained ``decoder.pt`` of the same network (the
+    pixel decoder of the representation, ``decoder.init: pixel``) whose weights the run starts
+    from instead of a random initialisation. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
+    use it to simulate a killed job; the checkpoint stays and the next call resumes).
     """
+    from preimage.adversarial import build_objective
+
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     with store.FeatureStore(features_path) as feats, store.ImageStore(images_path) as imgs:
         count, feature_shape = len(feats), feats.shape
+        imgs_size = imgs.size
         feature_attrs = feats.attrs
         missing = [key for key in ("target_size", "decoder_kind") if key not in feature_attrs]
         if missing:
@@ -428,22 +484,57 @@ def train_decoder(
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
     kind = feature_attrs["decoder_kind"]
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
+    init_identity = _initialise(model, init_from, scale) if init_from else None
+    objective = build_objective(loss, image_size=image_size, output_size=model.output_size, feature_scale=scale,
+                                width=cfg.width, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), device=device,
+                                use_amp=cfg.amp and device.type == "cuda") or PixelObjective()
+    if objective.kind != "pixel":
+        seen = int(objective.representation.target_size(imgs_size))
+        if seen != image_size:
+            raise ValueError(f"{representation_name}: the {objective.kind} loss's representation sees {seen}-px images "
+                             f"but {features_path} was computed on {image_size} px; recompute the features")
+    settings = objective.settings()
     fingerprint = cfg.fingerprint({"representation": representation_name, "features": feature_attrs.get("identity"),
-                                   "images_sha256": feature_attrs.get("images_sha256"), "count": count})
+                                   "images_sha256": feature_attrs.get("images_sha256"), "count": count,
+                                   **({"objective": settings} if objective.kind != "pixel" else {}),
+                                   **({"init": init_identity} if init_identity else {})})
+    label = feature_attrs.get("label", representation_name)
     meta = {
         "representation": representation_name, "kind": kind, "feature_shape": list(feature_shape),
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
         "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
-        "label": feature_attrs.get("label", representation_name), "fingerprint": fingerprint,
+        "label": label if objective.kind == "pixel" else f"{label}; {objective.describe()}", "fingerprint": fingerprint,
+        "loss": settings, "init": init_identity,
         "provenance": feature_provenance(feature_attrs),  # how to compute its features anew (preimage invert)
     }
 
     def inputs(f: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(f).to(device, non_blocking=True) * scale
 
-    run = TrainingRun.start(representation_name, model, meta, cfg, inputs)
+    run = TrainingRun.start(representation_name, model, meta, cfg, inputs, objective=objective)
     split = PairedSplit(features_path, images_path, train_idx, val_idx, image_size)
     return _train(run, cfg, device, split, RunFiles(out_path, log_path, Path(checkpoint_path)), stop_after_epochs)
+
+
+def _initialise(model: Decoder, path: str, scale: float) -> str:
+    """Load the weights of the trained decoder at ``path`` into ``model`` (same network, same
+    features: same kind, shapes and feature scale); returns the file's sha256 for the fingerprint."""
+    from preimage.decoding import load_decoder
+
+    source, meta = load_decoder(path)
+    mismatch = [key for key in ("kind", "feature_shape", "image_size", "output_size", "width", "upsample")
+                if meta.get(key) != {"kind": model.kind, "feature_shape": list(model.feature_shape),
+                                     "image_size": model.image_size, "output_size": model.output_size,
+                                     "width": model.width, "upsample": model.upsample}[key]]
+    if mismatch:
+        raise ValueError(f"cannot start from {path}: its decoder differs in {', '.join(mismatch)} "
+                         "(decoder.width and upsample must be those of the decoder it starts from)")
+    if not math.isclose(float(meta["feature_scale"]), scale, rel_tol=1e-6):
+        raise ValueError(f"cannot start from {path}: it was trained on other features (feature scale "
+                         f"{meta['feature_scale']:.6g}, here {scale:.6g})")
+    model.load_state_dict(source.state_dict())
+    log.info("starting from the weights of %s", path)
+    return store.file_sha256(path)
 
 
 def train_autoencoder(
@@ -534,15 +625,21 @@ def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: Pair
         for epoch in range(run.epoch, cfg.epochs):
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 return {"stopped_at": epoch}
-            loss, lr, seconds, seen = _train_epoch(run, cfg, device, train_data, epoch)
+            terms, lr, seconds, seen = _train_epoch(run, cfg, device, train_data, epoch)
+            loss = terms.pop("loss", float("nan"))
             val_loss = (evaluate_loss(run.model, val_data, run.inputs, run.model.output_size, device, cfg.batch_size)
                         if val_data else float("nan"))
             row = {"epoch": epoch + 1, "train_loss": loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
                    "images_per_s": seen / max(seconds, 1e-9)}
+            row.update({f"train_{name}": value for name, value in terms.items()})
+            if val_data:
+                row.update(run.objective.validation(run.model, val_data, run.inputs, device, cfg.batch_size))
             run.history.append(row)
             run.epoch = epoch + 1
-            log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s", epoch + 1, cfg.epochs,
-                     row["train_loss"], val_loss, row["images_per_s"], seconds)
+            log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s%s", epoch + 1, cfg.epochs,
+                     row["train_loss"], val_loss, row["images_per_s"], seconds,
+                     "".join(f"; {k} {v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))
+                             and k not in ("train_loss", "val_loss")))
             save_checkpoint(files.checkpoint, run.checkpoint())
     finally:
         train_data.close()
@@ -552,9 +649,9 @@ def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: Pair
 
 
 def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data: PairedData,
-                 epoch: int) -> Tuple[float, float, float, int]:
-    """One pass over ``data`` in the seeded order of ``epoch``: (mean training loss, the last
-    learning rate, seconds, images seen)."""
+                 epoch: int) -> Tuple[Dict[str, float], float, float, int]:
+    """One pass over ``data`` in the seeded order of ``epoch``: (the epoch means of the objective's
+    terms, ``loss`` among them; the last learning rate; seconds; images seen)."""
     from tqdm import tqdm
 
     run.model.train()
@@ -562,7 +659,8 @@ def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data:
     total_steps = steps_per_epoch * cfg.epochs
     use_amp = cfg.amp and device.type == "cuda"
     rng = np.random.default_rng([cfg.seed, epoch])
-    started, seen, loss_sum = time.perf_counter(), 0, 0.0
+    started, seen = time.perf_counter(), 0
+    sums: Dict[str, float] = {}
     lr = learning_rate(cfg, epoch * steps_per_epoch / max(1, total_steps))
     bar = tqdm(total=len(data), desc=f"{run.name} epoch {epoch + 1}/{cfg.epochs}", unit="img",
                disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
@@ -570,23 +668,27 @@ def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data:
         lr = learning_rate(cfg, (epoch * steps_per_epoch + step) / max(1, total_steps))
         run.set_learning_rate(lr)
         targets = to_targets(x, run.model.output_size, device)
+        z = run.inputs(f)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            prediction = run.model(run.inputs(f))
-        loss = F.mse_loss(prediction.float(), targets)
-        if not torch.isfinite(loss):
+            prediction = run.model(z)
+        terms = run.objective(prediction.float(), targets, z)
+        loss = terms["loss"]
+        bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+        if bad:
             raise NonFiniteLoss(
-                f"{run.name}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                f"{run.name}: {' and '.join(bad)} became {terms[bad[0]].item()} at epoch {epoch + 1}, step {step + 1} "
                 f"(lr {lr:.2e}); lower train.lr or check the features for extreme values"
             )
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
         seen += len(f)
-        loss_sum += loss.item() * len(f)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value.item() * len(f)
         bar.update(len(f))
         bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
     bar.close()
-    return loss_sum / max(1, seen), lr, time.perf_counter() - started, seen
+    return {name: total / max(1, seen) for name, total in sums.items()}, lr, time.perf_counter() - started, seen
 
 
 def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:

@@ -18,4 +18,5 @@ with logs.job(snakemake):
         device=options["device"],
         nn_limit=options["nn_limit"],
         seed=options["seed"],
+        feature_representation=snakemake.params.feature_space,
     )

@@ -12,4 +12,6 @@ with logs.job(snakemake):
         snakemake.output.log,
         snakemake.params.checkpoint,
         snakemake.params.train,
+        loss=snakemake.params.loss,
+        init_from=snakemake.input.init[0] if snakemake.input.init else None,
     )
