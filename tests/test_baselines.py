@@ -167,7 +167,8 @@ def test_learning_rate_schedule_divides_by_ten_at_the_decay_points():
 
 def test_settings_defaults_overrides_and_resolution(conv2, hog):
     config = baselines.MVConfig()
-    assert set(baselines.DEFAULT_LAMBDAS) == {"hog", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    assert set(baselines.DEFAULT_LAMBDAS) == {"hog", "hogb", "dsift", "conv1", "conv2", "conv3", "conv4", "conv5",
+                                              "fc6", "fc7", "fc8"}
     tv = [baselines.DEFAULT_LAMBDAS[n]["lambda_tv"] for n in ("conv1", "conv3", "conv5", "fc8")]
     assert tv == sorted(tv) and tv[0] < tv[-1]  # stronger TV for deeper layers
     s = baselines.settings("fc6", config)
