@@ -106,7 +106,8 @@ def fast_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     about 0.01 rad of ``atan2``, continuous, and finite with a finite derivative at the origin."""
     abs_y = y.abs() + _FLT_EPSILON
     positive = x >= 0
-    r = torch.where(positive, (x - abs_y) / (x + abs_y), (x + abs_y) / (abs_y - x))
+    # one division with a positive denominator in both branches (no inf in the branch not taken)
+    r = torch.where(positive, x - abs_y, x + abs_y) / torch.where(positive, x + abs_y, abs_y - x)
     base = torch.where(positive, torch.full_like(x, math.pi / 4), torch.full_like(x, 3 * math.pi / 4))
     angle = base + (_ATAN_C3 * r * r - _ATAN_C1) * r
     return torch.where(y < 0, -angle, angle)
