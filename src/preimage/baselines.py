@@ -384,15 +384,17 @@ def _optimise_batch(representation, targets: torch.Tensor, start: torch.Tensor, 
 def optimise_preimage(representation, targets: torch.Tensor, image_size: int, base_name: str,
                       config: Optional[MVConfig] = None, device: Union[str, torch.device] = "cpu",
                       progress: Optional[Callable[[int, int], None]] = None,
-                      mask: Optional[torch.Tensor] = None) -> PreimageResult:
+                      mask: Optional[torch.Tensor] = None, seeds: Optional[Sequence[int]] = None) -> PreimageResult:
     """Pre-images of the codes ``targets`` (``(N, *feature_shape)``, Φ0) of ``representation`` by M&V's
     optimisation, ``config.restarts`` of them per code.
 
     ``image_size`` is the side S of the images sought; ``base_name`` (``hog``, ``conv1`` … ``fc8``:
     the configured name of the representation, ``fc6`` for ``fc6-ae``) picks the defaults of
     :data:`DEFAULT_LAMBDAS` and :data:`DEFAULT_LR` (:func:`settings`). ``mask`` (``(1 or N,
-    *feature_shape)``, 0/1) restricts the data term to the masked activations. ``progress(done,
-    total)`` is called after every batch (counting reconstructions).
+    *feature_shape)``, 0/1) restricts the data term to the masked activations. ``seeds`` (default
+    ``0 … N−1``) is the index each code's noise start is seeded with (:func:`noise_start`): codes
+    with the same seed index start from the same noise. ``progress(done, total)`` is called after
+    every batch (counting reconstructions).
     """
     config = config or MVConfig()
     if config.iterations < 1 or config.batch_size < 1 or config.restarts < 1:
@@ -407,6 +409,9 @@ def optimise_preimage(representation, targets: torch.Tensor, image_size: int, ba
     n, k = len(targets), int(config.restarts)
     if mask is not None and mask.shape[0] not in (1, n):
         raise ValueError(f"mask has {mask.shape[0]} rows for {n} codes")
+    seeds = list(range(n)) if seeds is None else [int(v) for v in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} codes")
     jobs = [(i, r) for r in range(k) for i in range(n)]  # restart-major: restart 0 of every image first
     started = time.perf_counter()
     sums: Dict[int, Dict[str, float]] = {}
@@ -417,7 +422,7 @@ def optimise_preimage(representation, targets: torch.Tensor, image_size: int, ba
             rows = torch.tensor([i for i, _ in part])
             batch = targets[rows].to(device, torch.float32)
             part_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows]).to(device)
-            start = torch.stack([noise_start(i, channels, image_size, config, r) for i, r in part])
+            start = torch.stack([noise_start(seeds[i], channels, image_size, config, r) for i, r in part])
             x = _optimise_batch(representation, batch, start.to(device), chosen, config, schedule, sums, part_mask)
             out.append(to_image(x, chosen["sigma"]).clamp(0, 1).cpu())
             if progress is not None:
