@@ -19,7 +19,8 @@ rule mahendran_vedaldi:
     params:
         common=analysis_params(),
         representation=lambda wc: representation_options(wc.rep),
-        optimisation={k: v for k, v in MV.items() if k not in ("representations", "threads", "device")},
+        # every baselines.mahendran_vedaldi setting (sigma resolved for this representation), images included
+        optimisation=lambda wc: CATALOG.mahendran_vedaldi_options(wc.rep),
         device=MV["device"],
     threads: MV["threads"]
     resources:

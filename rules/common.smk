@@ -151,6 +151,11 @@ def analysis_targets():
             targets += [f"{R}/{slug}/analysis/{analysis}.csv", f"{R}/figures/{analysis}_{slug}.png"]
     if single_analysis("brightness", "hog"):
         targets += [f"{R}/hog/analysis/brightness.csv", f"{R}/figures/brightness.png"]
+    local = CATALOG.analysis_slugs("locality")
+    for slug in local:
+        targets += [f"{R}/{slug}/analysis/locality.csv", f"{R}/figures/locality_{slug}.png"]
+    if local:
+        targets.append(f"{R}/tables/locality.csv")
     return targets
 
 
@@ -159,6 +164,8 @@ def baseline_targets():
     targets = []
     for slug in slugs:
         targets += [f"{R}/{slug}/mahendran_vedaldi.csv", f"{R}/figures/mahendran_vedaldi_{slug}.png"]
+        if config["baselines"]["mahendran_vedaldi"]["restarts"] > 1:
+            targets.append(f"{R}/figures/mahendran_vedaldi_samples_{slug}.png")
     if slugs:
         targets += [f"{R}/tables/mahendran_vedaldi.csv", f"{R}/tables/mahendran_vedaldi.md"]
     return targets

@@ -115,3 +115,25 @@ rule loss_comparison:
         f"{R}/logs/figures/gan_{{rep}}.log",
     script:
         "../workflow/scripts/figures_loss_comparison.py"
+
+
+rule mahendran_vedaldi_samples:
+    """The several pre-images per code of the optimisation (baselines.mahendran_vedaldi.restarts > 1)."""
+    conda:
+        ENVIRONMENT
+    input:
+        images=f"{R}/{{rep}}/mahendran_vedaldi.h5",
+        csv=f"{R}/{{rep}}/mahendran_vedaldi.csv",
+        test_images=f"{R}/data/test.h5",
+    output:
+        report(f"{R}/figures/mahendran_vedaldi_samples_{{rep}}.png",
+               caption="../workflow/report/mahendran_vedaldi_samples.rst", category="Baselines",
+               subcategory="Mahendran & Vedaldi"),
+    wildcard_constraints:
+        rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
+    params:
+        n_show=config["analyses"]["n_show"],
+    log:
+        f"{R}/logs/figures/mahendran_vedaldi_samples_{{rep}}.log",
+    script:
+        "../workflow/scripts/figures_mahendran_vedaldi_samples.py"

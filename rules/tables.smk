@@ -39,7 +39,23 @@ rule mahendran_vedaldi_table:
         csv=report(f"{R}/tables/mahendran_vedaldi.csv", caption="../workflow/report/mahendran_vedaldi_table.rst",
                    category="Baselines"),
         md=f"{R}/tables/mahendran_vedaldi.md",
+    params:
+        networks=CATALOG.networks(),  # the representations M&V's "≤ 20 %" is about (CNN layers)
     log:
         f"{R}/logs/tables/mahendran_vedaldi.log",
+    script:
+        "../workflow/scripts/tables_mahendran_vedaldi.py"
+
+
+rule locality_table:
+    conda:
+        ENVIRONMENT
+    input:
+        expand(f"{R}/{{rep}}/analysis/locality.csv", rep=CATALOG.analysis_slugs("locality")),
+    output:
+        csv=f"{R}/tables/locality.csv",
+        md=f"{R}/tables/locality.md",
+    log:
+        f"{R}/logs/tables/locality.log",
     script:
         "../workflow/scripts/tables_concat.py"

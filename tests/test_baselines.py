@@ -5,7 +5,7 @@ import torch
 from skimage import data as skdata
 from skimage.transform import resize
 
-from preimage import baselines
+from preimage import baselines, metrics
 from preimage.features import create
 
 SIZE = 32
@@ -167,7 +167,8 @@ def test_learning_rate_schedule_divides_by_ten_at_the_decay_points():
 
 def test_settings_defaults_overrides_and_resolution(conv2, hog):
     config = baselines.MVConfig()
-    assert set(baselines.DEFAULT_LAMBDAS) == {"hog", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    assert set(baselines.DEFAULT_LAMBDAS) == {"hog", "hogb", "dsift", "conv1", "conv2", "conv3", "conv4", "conv5",
+                                              "fc6", "fc7", "fc8"}
     tv = [baselines.DEFAULT_LAMBDAS[n]["lambda_tv"] for n in ("conv1", "conv3", "conv5", "fc8")]
     assert tv == sorted(tv) and tv[0] < tv[-1]  # stronger TV for deeper layers
     s = baselines.settings("fc6", config)
@@ -197,3 +198,88 @@ def test_variants_take_their_base_representations_settings_from_the_catalog():
         name = catalog.options(slug, "results")["name"]
         assert name == "fc6" and baselines.settings(name, config) == baselines.settings("fc6", config)
     assert catalog.options("hog", "results")["name"] == "hog"
+
+
+# --------------------------------------------------------------------------- σ, restarts, masks, M&V's error
+
+
+def test_sigma_scales_the_variable_not_the_image_or_the_priors(photos):
+    sigma = baselines.MV_SIGMA
+    u = baselines.from_image(photos, sigma=sigma)
+    torch.testing.assert_close(baselines.to_image(u, sigma), photos, atol=1e-6, rtol=0)
+    identity = lambda im: im.flatten(1)  # noqa: E731
+    scaled = baselines.objective(identity, u, photos.flatten(1), 1.0, 1.0, sigma=sigma)
+    plain = baselines.objective(identity, baselines.from_image(photos), photos.flatten(1), 1.0, 1.0)
+    assert scaled["feature_loss"].abs().max() < 1e-10
+    for key in ("alpha_prior", "tv_prior"):  # priors of the image deviation: the same whatever σ
+        torch.testing.assert_close(scaled[key], plain[key], rtol=1e-4, atol=0)
+    # defaults: the image step and noise start we calibrated, in units of u
+    config = baselines.MVConfig()
+    chosen = baselines.settings("hog", config)
+    assert chosen["sigma"] == sigma and chosen["lr"] * sigma == pytest.approx(baselines.PIXEL_STEP)
+    assert config.init_std * sigma == pytest.approx(baselines.PIXEL_INIT_STD)
+    assert baselines.settings("hog", baselines.MVConfig(sigma=1.0))["sigma"] == 1.0
+
+
+def test_sigma_changes_the_steps_in_the_image(photos, hog):
+    targets = hog(photos[:1]).detach()
+    small = baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(iterations=3, sigma=0.05))
+    large = baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(iterations=3, sigma=0.5))
+    mean = baselines.MEAN_GREY
+    assert (small.images - mean).abs().mean() < (large.images - mean).abs().mean()
+
+
+def test_restarts_give_different_reconstructions_and_restart_0_is_the_single_run(photos, hog):
+    targets = hog(photos[:2]).detach()
+    single = baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(iterations=4))
+    three = baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(iterations=4, restarts=3))
+    assert three.samples.shape == (2, 3, 3, SIZE, SIZE) and torch.equal(three.samples[:, 0], three.images)
+    torch.testing.assert_close(three.images, single.images, atol=2e-4, rtol=0)  # same starts, other batch
+    for i in range(2):
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            assert (three.samples[i, a] - three.samples[i, b]).abs().max() > 1e-3
+    assert three.seconds_per_image == pytest.approx(three.seconds / 6)
+    diversity = metrics.sample_diversity(three.samples, normaliser=1.0)
+    assert diversity.shape == (2,) and (diversity > 0).all()
+    with pytest.raises(ValueError):
+        baselines.optimise_preimage(hog, targets, SIZE, "hog", baselines.MVConfig(restarts=0))
+
+
+def test_sample_diversity_by_hand():
+    a = torch.zeros(1, 3, 2, 2)
+    samples = torch.stack([a, a + 0.5, a + 1.0], dim=1)  # distances 1, 2, 1 (12 values, steps 0.5 and 1)
+    side = 12 ** 0.5
+    expected = (0.5 * side + 1.0 * side + 0.5 * side) / 3
+    assert metrics.sample_diversity(samples, 2.0).tolist() == pytest.approx([expected / 2])
+    assert metrics.sample_diversity(torch.stack([a, a], dim=1), 1.0).tolist() == [0.0]
+    with pytest.raises(ValueError):
+        metrics.sample_diversity(samples[:, :1], 1.0)
+
+
+def test_the_mask_restricts_the_data_term_to_the_kept_activations():
+    identity = lambda im: im  # noqa: E731
+    x = torch.zeros(1, 3, 4, 4)
+    target = baselines.to_image(x).clone()
+    target[..., 0, 0] += 1.0  # the code differs from Φ(img(x)) at one activation
+    mask = torch.ones(1, 3, 4, 4)
+    mask[..., 0, 0] = 0
+    assert baselines.objective(identity, x, target, 0, 0, mask=mask)["feature_loss"].item() == pytest.approx(0)
+    assert baselines.objective(identity, x, target, 0, 0)["feature_loss"].item() > 0
+    errors = baselines.feature_space_error(identity, baselines.to_image(x), target, mask=mask)
+    assert errors.tolist() == pytest.approx([0.0])
+
+
+def test_mv_normalised_error_by_hand():
+    targets = torch.tensor([[0.0, 0.0], [3.0, 4.0]])  # squared distances: 0, 25, 25, 0 → mean 12.5
+    assert baselines.mv_normalised_error(np.array([12.5, 25.0]), targets).tolist() == pytest.approx([1.0, 2.0])
+    with pytest.raises(ValueError):
+        baselines.mv_normalised_error(np.array([1.0]), targets[:1])
+
+
+@pytest.mark.parametrize("name,params", [("hogb", {"cell_size": 4}), ("dsift", {"bin_size": 4, "step": 4})])
+def test_hogb_and_dsift_invert_by_optimisation(photos, name, params):
+    rep = create(name, **params)
+    targets = rep(photos[:1]).detach()
+    result = baselines.optimise_preimage(rep, targets, SIZE, name, baselines.MVConfig(iterations=25, log_every=5))
+    assert result.settings["grey"] and torch.equal(result.images[:, 0], result.images[:, 1])
+    assert result.history[-1]["feature_loss"] < 0.7 * result.history[0]["feature_loss"]

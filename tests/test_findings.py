@@ -145,3 +145,31 @@ def test_error_by_layer_draws_the_loss_variants(tmp_path):
     extra = rows[rows.representation == "fc6"].assign(representation="fc6-gan")
     labels = figures.error_by_layer(pd.concat([rows, extra]), tmp_path / "gan.png")
     assert "feature + adversarial loss (Appendix A)" in labels
+
+
+
+def test_mahendran_vedaldi_table_sets_their_claim_beside_their_measure_for_cnn_layers(tmp_path):
+    from preimage.findings import mahendran_vedaldi
+
+    rows = []
+    for rep, mv_error in (("hog", 0.05), ("conv5", 0.12), ("fc6", 0.35)):
+        rows.append({"representation": rep, "method": "decoder", "error": 0.4, "ci_low": 0.3, "ci_high": 0.5,
+                     "feature_error": 0.9, "mv_error": 1.5, "restarts": 1, "diversity": np.nan,
+                     "seconds_per_image": 0.001})
+        rows.append({"representation": rep, "method": "mahendran_vedaldi", "error": 0.6, "ci_low": 0.5,
+                     "ci_high": 0.7, "feature_error": 0.2, "mv_error": mv_error, "restarts": 3, "diversity": 0.25,
+                     "seconds_per_image": 1.0})
+    paths = []
+    for rep in ("hog", "conv5", "fc6"):
+        paths.append(tmp_path / f"{rep}.csv")
+        pd.DataFrame([r for r in rows if r["representation"] == rep]).to_csv(paths[-1], index=False)
+    table = tables.mahendran_vedaldi_table([str(p) for p in paths], tmp_path / "mv.csv", tmp_path / "mv.md",
+                                           networks=["conv5", "fc6"])
+    claimed = table[table.mv_claim.notna()]
+    assert claimed["representation"].tolist() == ["conv5", "fc6"] and (claimed["method"] == "mahendran_vedaldi").all()
+    assert claimed["claim_holds"].tolist() == [True, False]
+    markdown = (tmp_path / "mv.md").read_text()
+    assert "≤ 0.20: holds" in markdown and "≤ 0.20: does not hold" in markdown and "0.250 (3)" in markdown
+    text = "\n".join(mahendran_vedaldi(pd.read_csv(tmp_path / "mv.csv")))
+    assert "holds at 1 of 2 layers here: `conv5` 12.0% (holds); `fc6` 35.0% (exceeds)" in text
+    assert "`hog` 0.250 (3 restarts)" in text

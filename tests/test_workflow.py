@@ -17,7 +17,8 @@ TINY = {
     "analyses": {"perturbation": {"layers": ["fc6"]}, "interpolation": {"layers": ["fc6"], "pairs": 1, "steps": 3},
                  "random_samples": {"layers": ["fc6"], "count": 2, "bins": 8},
                  "single_units": {"layers": ["fc8"], "count": 2}, "dark_knowledge": {"layers": ["fc8"]},
-                 "hue_shift": {"layers": ["fc8"]}, "n_show": 2},
+                 "hue_shift": {"layers": ["fc8"]}, "locality": {"layers": ["conv5"], "images": 1, "iterations": 3},
+                 "n_show": 2},
     "baselines": {"mahendran_vedaldi": {"representations": ["hog"], "images": 2, "iterations": 3}},
     "decoder": {"width": 0.125},
     "train": {"epochs": {"default": 1, "hog": 2, "fc6-ae": 1}, "batch_size": 8, "device": "cpu"},
@@ -164,7 +165,7 @@ def test_adding_a_layer_to_an_analysis_runs_only_that_layer(finished_run):
     analyses = ("analyses={interpolation: {layers: [fc6, fc8], pairs: 1, steps: 3}, "
                 "perturbation: {layers: [fc6]}, random_samples: {layers: [fc6], count: 2, bins: 8}, "
                 "single_units: {layers: [fc8], count: 2}, dark_knowledge: {layers: [fc8]}, "
-                "hue_shift: {layers: [fc8]}, n_show: 2}")
+                "hue_shift: {layers: [fc8]}, locality: {layers: [conv5], images: 1, iterations: 3}, n_show: 2}")
     planned = planned_jobs(workdir, "--config", analyses, configfile=configfile)
     # the new layer's strip, and the overview figure that gathers every layer's strip
     assert planned == {"interpolation": 1, "interpolation_overview": 1, "all": 1}

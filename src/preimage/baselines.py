@@ -18,15 +18,35 @@ pre-images")
     Rα(x)     = Σ |x|^α / (H·W·B^α)                                         α = 6
     R_TV^β(x) = Σ_ij ((x_{i,j+1} − x_ij)² + (x_{i+1,j} − x_ij)²)^{β/2} / (H·W·V^β)   β = 2
 
-Image parametrisation (our exact choice)
-----------------------------------------
-* ``x`` is the mean-subtracted image in the ``[0, 1]`` scale of the representations' inputs:
-  ``img(x) = μ + x`` with μ the ImageNet mean colour :data:`MEAN_RGB`; no clamping during the
-  optimisation (M&V do not clamp either; the α-norm prior keeps pixels in range), the returned
-  images are clamped to ``[0, 1]`` once at the end.
-* Grey representations (:data:`GREY_REPRESENTATIONS`: ``hog``) are inverted, like M&V's HOG
-  experiments, as one grey channel ``x`` around μ = 0.5 (M&V: ``255·gray − 128``) that is
-  repeated into R, G and B; HOG sees only luma, so colour would be left to the priors alone.
+Image parametrisation and the σ scaling
+---------------------------------------
+M&V's final objective is ``‖Φ(σx) − Φ0‖² / ‖Φ0‖² + λα Rα(x) + λV R_V^β(x)``: the variable ``x`` is
+a normalised image and σ, "the average Euclidean norm of natural images in a training set", scales
+it back into the range the representation was built for (the first layers of a CNN have biases
+tuned to a natural working range). In their code (``core/invert_nn.m``) σ is ``x0_sigma`` = 27098,
+the mean norm of their mean-subtracted 227×227×3 images in 0-255 units, one value for every layer
+and for HOG/DSIFT; the noise start has norm σ, and the data and prior gradients are rescaled by
+σ as the substitution ``x → σx`` implies. Here (our exact choice):
+
+* the variable ``u`` of the descent relates to the image by ``img(u) = μ + σ·u`` (in the ``[0, 1]``
+  scale of the representations' inputs, μ the ImageNet mean colour :data:`MEAN_RGB`), so the data
+  term is ``‖Φ(μ + σu) − Φ0‖² / ‖Φ0‖²``: M&V's ``Φ(σx)`` with the mean subtraction of their
+  input normalisation made explicit;
+* σ is per pixel (so that it does not depend on the image size): M&V's ``x0_sigma`` divided by
+  ``√(227·227·3)`` and by 255, :data:`MV_SIGMA` = 0.27 (the RMS of a mean-subtracted natural image
+  in ``[0, 1]`` units); ``baselines.mahendran_vedaldi.sigma`` sets it per representation;
+* the priors are evaluated on the image deviation ``σu`` with the bounds B and V below, so λα and
+  λTV keep their meaning whatever σ (equivalently: priors on ``u`` with bounds ``B/σ``, ``V/σ``);
+* the learning rate :attr:`MVConfig.lr` and the noise start :attr:`MVConfig.init_std` are in units
+  of ``u``, as M&V's: a larger σ means larger steps and a larger noise start in the image. The
+  defaults (:data:`DEFAULT_LR`, ``init_std``) are the steps we calibrated in image units (0.01 and
+  0.02, below) divided by :data:`MV_SIGMA`, so with the default σ the image moves as calibrated.
+* No clamping during the optimisation (M&V do not clamp either; the α-norm prior keeps pixels in
+  range); the returned images are clamped to ``[0, 1]`` once at the end.
+* Grey representations (:data:`GREY_REPRESENTATIONS`: ``hog``, ``hogb``, ``dsift``) are inverted,
+  like M&V's HOG and DSIFT experiments, as one grey channel around μ = 0.5 (M&V:
+  ``255·gray − 128``) that is repeated into R, G and B; they see only luma, so colour would be
+  left to the priors alone.
 * B = :data:`PIXEL_BOUND` = 0.5, half the range of a pixel (a mean-subtracted pixel lies in about
   ``[−0.5, 0.5]``; 128 in 0-255 units). V = :data:`TV_SCALE` = B / 6.5, M&V's typical
   gradient magnitude. H, W are the image size; sums run over all pixels and channels.
@@ -46,8 +66,8 @@ e.g. 256-px images centre-cropped to 227, and for HOG, which does not resize).
 
 Optimisation (M&V's momentum gradient descent)
 ----------------------------------------------
-Gradient descent with momentum 0.9 from small Gaussian noise (std :attr:`MVConfig.init_std` = 0.02,
-seeded per image), ``iterations`` steps (200 by default; M&V ran 400 for the CNN and 800 for HOG).
+Gradient descent with momentum 0.9 from small Gaussian noise (std :attr:`MVConfig.init_std` in units
+of ``u``, 0.02 in the image at the default σ; seeded per image and restart), ``iterations`` steps (200 by default; M&V ran 400 for the CNN and 800 for HOG).
 The learning rate starts at ``lr`` and is divided by 10 at the fractions :attr:`MVConfig.decay_at`
 of the run: by default after 1/4 and 3/4, M&V's CNN schedule (100 + 200 + 100 iterations at rates
 1, 0.1, 0.01). As in M&V's code the momentum buffer is reset whenever the rate changes (the stale
@@ -55,10 +75,20 @@ velocity overshoots otherwise; measured on HOG: final objective 0.273 with the r
 without).
 
 Gradient normalisation (ours): each image's gradient is divided by its root mean square before the
-momentum update, so ``lr`` is a step in pixel units (``[0, 1]`` scale) whatever the scale of the
-representation. M&V's absolute rates were tuned for their units (CaffeNet in MatConvNet) and do
+momentum update, so ``lr`` is a step in units of ``u`` (``σ·lr`` in the ``[0, 1]`` image scale)
+whatever the scale of the representation. M&V's absolute rates were tuned for their units (CaffeNet in MatConvNet) and do
 not carry over; with the normalisation one schedule serves HOG and every AlexNet layer
 (:data:`DEFAULT_LR`). It changes the path, not which image is optimal.
+
+Several reconstructions per code (M&V's ``numRepeats``, their Figure 7): with
+:attr:`MVConfig.restarts` = K every code is inverted K times from different noise (restart ``k`` of
+image ``i`` starts from noise seeded by ``(seed, i, k)``; restart 0 from ``(seed, i)``, the single
+run's start). The spread of the K pre-images is what the representation is invariant to;
+:func:`mahendran_vedaldi` reports it as a diversity (:func:`preimage.metrics.sample_diversity`).
+
+Partial codes (M&V's ``neigh`` and ``filterGroup``, their Figures 9 and 10): with a ``mask`` the data
+term compares only the masked activations, ``‖(Φ(img(u)) − Φ0)⊙m‖² / ‖Φ0⊙m‖²``; the other
+activations are free (:mod:`preimage.locality`).
 
 Batching: batches of ``batch_size`` images run through one forward/backward; each image has its own
 objective (the energies are summed, so gradients do not mix), its own ``‖Φ0‖²``, its own gradient
@@ -99,7 +129,14 @@ PIXEL_BOUND = 0.5
 #: V = B / 6.5: M&V's typical gradient magnitude, which normalises the TV prior.
 TV_SCALE = PIXEL_BOUND / 6.5
 #: Representations that see only luma: optimised as one grey channel repeated into RGB.
-GREY_REPRESENTATIONS = ("hog",)
+GREY_REPRESENTATIONS = ("hog", "hogb", "dsift")
+#: σ of M&V's ``Φ(σx)`` per pixel: their ``x0_sigma`` (27098, the mean norm of a mean-subtracted
+#: 227×227×3 image in 0-255 units, ``experiments/x0_sigma.mat`` of their code) / √(227·227·3) / 255.
+MV_SIGMA = 0.27
+#: The image step (``[0, 1]`` scale, RMS-normalised gradient) and the std of the noise start that
+#: we calibrated (below); the defaults of ``lr`` and ``init_std`` are these divided by σ.
+PIXEL_STEP = 0.01
+PIXEL_INIT_STD = 0.02
 
 #: Prior weights ``{"lambda_alpha": λα, "lambda_tv": λTV}`` per representation (the data term has
 #: weight 1).
@@ -111,13 +148,16 @@ GREY_REPRESENTATIONS = ("hog",)
 #: typical image (their ``x0_sigma``). With ``‖x̄‖² ≈ 3·H·W·s²`` for a per-pixel standard deviation
 #: s ≈ 0.23 (ImageNet's std, 58 in 0-255 units) that is ``λ/2 · V² / (3 s²) ≈ 0.019 λ`` in our
 #: normalisation: 0.02, 0.2 and 2. Our layers end at conv1 → pool1 (M&V's group 1), conv2 → pool2,
-#: conv3, conv4 (group 2), conv5 → pool5, fc6, fc7, fc8 (group 3).
+#: conv3, conv4 (group 2), conv5 → pool5, fc6, fc7, fc8 (group 3). HOGb and DSIFT get M&V's
+#: weight for them (``experiment_shallow.m``: λTV = 1, as HOG).
 #:
 #: λα: M&V's α-norm weight ``8e-10/2`` on ``Σ x⁶`` (0-255 units) over the same ``‖x̄‖²`` is
 #: ``4e-10 · (128)⁶ / (3 · 58²) ≈ 0.17`` in our normalisation, the same for every layer (small
 #: next to the data term: it only bites on pixels beyond B).
 DEFAULT_LAMBDAS: Dict[str, Dict[str, float]] = {
     "hog": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
+    "hogb": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
+    "dsift": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
     "conv1": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
     "conv2": {"lambda_alpha": 0.17, "lambda_tv": 0.2},
     "conv3": {"lambda_alpha": 0.17, "lambda_tv": 0.2},
@@ -130,13 +170,14 @@ DEFAULT_LAMBDAS: Dict[str, Dict[str, float]] = {
 #: Weights for representations not in :data:`DEFAULT_LAMBDAS` (e.g. ``torchvision:…`` nodes).
 FALLBACK_LAMBDAS = {"lambda_alpha": 0.17, "lambda_tv": 0.2}
 
-#: Initial learning rate per representation: pixel units (``[0, 1]`` scale) per step of the RMS-normalised
-#: gradient, before momentum (which multiplies the stationary step by 10). Chosen by us on the embedded
-#: 64-px images, 200 iterations (final mean objective; 8 images for HOG, 2 for conv3, random weights):
-#: HOG 0.284 / 0.273 / 0.289 at 0.003 / 0.01 / 0.03; conv3 0.102 / 0.098 / 0.097. One rate, 0.01,
-#: for all: HOG's best, within 1 % of the best for conv3.
-DEFAULT_LR: Dict[str, float] = {name: 0.01 for name in DEFAULT_LAMBDAS}
-FALLBACK_LR = 0.01
+#: Initial learning rate per representation, in units of ``u`` per step of the RMS-normalised gradient,
+#: before momentum (which multiplies the stationary step by 10): :data:`PIXEL_STEP` / :data:`MV_SIGMA`.
+#: The image step was chosen by us on the embedded 64-px images, 200 iterations (final mean objective;
+#: 8 images for HOG, 2 for conv3, random weights): HOG 0.284 / 0.273 / 0.289 at image steps 0.003 /
+#: 0.01 / 0.03; conv3 0.102 / 0.098 / 0.097. One step, 0.01, for all: HOG's best, within 1 % of the
+#: best for conv3.
+DEFAULT_LR: Dict[str, float] = {name: PIXEL_STEP / MV_SIGMA for name in DEFAULT_LAMBDAS}
+FALLBACK_LR = PIXEL_STEP / MV_SIGMA
 
 
 @dataclasses.dataclass
@@ -144,11 +185,14 @@ class MVConfig:
     """Settings of the M&V optimisation (``baselines.mahendran_vedaldi`` in the workflow config).
 
     ``lr``, ``lambda_alpha`` and ``lambda_tv`` left at ``None`` take the representation's entry of
-    :data:`DEFAULT_LR` / :data:`DEFAULT_LAMBDAS`.
+    :data:`DEFAULT_LR` / :data:`DEFAULT_LAMBDAS`, ``sigma`` :data:`MV_SIGMA` (the workflow resolves
+    a per-representation mapping of ``sigma`` before it gets here).
     """
 
     iterations: int = 200
-    lr: Optional[float] = None  # initial step, pixel units ([0, 1] scale) of the RMS-normalised gradient
+    lr: Optional[float] = None  # initial step in units of u (image step σ·lr) of the RMS-normalised gradient
+    sigma: Optional[float] = None  # img = μ + σ·u; None: MV_SIGMA
+    restarts: int = 1  # reconstructions per code, from different noise
     momentum: float = 0.9
     alpha: float = 6.0
     beta: float = 2.0
@@ -160,7 +204,7 @@ class MVConfig:
     decay_factor: float = 0.1
     reset_momentum: bool = True  # zero the velocity when the rate changes (M&V)
     normalize_gradient: bool = True  # divide each image's gradient by its RMS
-    init_std: float = 0.02  # std of the Gaussian noise start ([0, 1] scale)
+    init_std: float = PIXEL_INIT_STD / MV_SIGMA  # std of the Gaussian noise start, units of u
     grey: Optional[bool] = None  # None: grey exactly for GREY_REPRESENTATIONS
     scale_tv: bool = True  # λTV given at the network's input resolution (see tv_resolution_factor)
     log_every: int = 25  # history every this many iterations (and the last)
@@ -168,15 +212,17 @@ class MVConfig:
 
 @dataclasses.dataclass
 class PreimageResult:
-    """Images ``(N, 3, S, S)`` in ``[0, 1]`` (clamped at the end); ``history``: per logged iteration the
-    mean over all images of the objective and its terms; wall time in seconds; the effective settings
-    (:func:`settings`)."""
+    """Images ``(N, 3, S, S)`` in ``[0, 1]`` (clamped at the end; restart 0), ``samples``
+    ``(N, K, 3, S, S)`` all K restarts (``samples[:, 0]`` is ``images``); ``history``: per logged
+    iteration the mean over all images and restarts of the objective and its terms; wall time in
+    seconds (``seconds_per_image`` per reconstruction); the effective settings (:func:`settings`)."""
 
     images: torch.Tensor
     history: List[Dict[str, float]]
     seconds: float
     seconds_per_image: float
-    settings: Dict[str, float] = dataclasses.field(default_factory=dict)  # effective lr, λα, λTV, grey
+    settings: Dict[str, float] = dataclasses.field(default_factory=dict)  # effective lr, σ, λα, λTV, grey
+    samples: Optional[torch.Tensor] = None
 
 
 # --------------------------------------------------------------------------- priors
@@ -211,33 +257,41 @@ def _mean(channels: int, device, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(values, device=device, dtype=dtype).view(1, channels, 1, 1)
 
 
-def to_image(x: torch.Tensor) -> torch.Tensor:
-    """Parametrisation → RGB image in ``[0, 1]`` scale (not clamped): ``μ + x``, grey repeated to RGB."""
-    image = x + _mean(x.shape[1], x.device, x.dtype)
+def to_image(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Parametrisation → RGB image in ``[0, 1]`` scale (not clamped): ``μ + σ·x``, grey repeated to RGB."""
+    image = (x * sigma if sigma != 1 else x) + _mean(x.shape[1], x.device, x.dtype)
     return image.expand(-1, 3, -1, -1) if x.shape[1] == 1 else image
 
 
-def from_image(images: torch.Tensor, grey: bool = False) -> torch.Tensor:
-    """RGB images in ``[0, 1]`` → the parametrisation (grey: BT.601 luma, as the HOG sees it)."""
+def from_image(images: torch.Tensor, grey: bool = False, sigma: float = 1.0) -> torch.Tensor:
+    """RGB images in ``[0, 1]`` → the parametrisation ``(img − μ)/σ`` (grey: BT.601 luma, as HOG sees it)."""
     if grey:
         weights = torch.tensor((0.299, 0.587, 0.114), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         images = (images * weights).sum(dim=1, keepdim=True)
-    return images - _mean(images.shape[1], images.device, images.dtype)
+    return (images - _mean(images.shape[1], images.device, images.dtype)) / sigma
 
 
 def objective(representation: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targets: torch.Tensor,
-              lambda_alpha: float, lambda_tv: float, alpha: float = 6.0, beta: float = 2.0) -> Dict[str, torch.Tensor]:
-    """Per-image terms of M&V's energy at ``x`` (the parametrisation, ``(N, 1 or 3, H, W)``).
+              lambda_alpha: float, lambda_tv: float, alpha: float = 6.0, beta: float = 2.0, sigma: float = 1.0,
+              mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Per-image terms of M&V's energy at ``x`` (the parametrisation ``u``, ``(N, 1 or 3, H, W)``).
 
-    Returns ``(N,)`` tensors: ``feature_loss`` ‖Φ(img(x)) − Φ0‖²/‖Φ0‖², the normalised priors
-    ``alpha_prior`` Rα and ``tv_prior`` R_TV^β (unweighted), and ``objective`` their weighted sum.
+    Returns ``(N,)`` tensors: ``feature_loss`` ‖(Φ(μ + σx) − Φ0)⊙m‖²/‖Φ0⊙m‖² (``m`` = ``mask``,
+    broadcastable to the features, or all ones), the normalised priors of the image deviation
+    ``σx``, ``alpha_prior`` Rα and ``tv_prior`` R_TV^β (unweighted), and ``objective`` their
+    weighted sum.
     """
     h, w = x.shape[-2:]
-    features = representation(to_image(x)).flatten(1)
-    t = targets.to(features.device, features.dtype).flatten(1)
-    feature_loss = (features - t).pow(2).sum(dim=1) / t.pow(2).sum(dim=1).clamp_min(1e-12)
-    alpha_prior = alpha_norm(x, alpha) / (h * w * PIXEL_BOUND ** alpha)
-    tv_prior = tv_beta(x, beta) / (h * w * TV_SCALE ** beta)
+    features = representation(to_image(x, sigma))
+    t = targets.to(features.device, features.dtype)
+    difference = features - t
+    if mask is not None:
+        m = mask.to(features.device, features.dtype)
+        difference, t = difference * m, t * m
+    feature_loss = difference.flatten(1).pow(2).sum(dim=1) / t.flatten(1).pow(2).sum(dim=1).clamp_min(1e-12)
+    deviation = x * sigma if sigma != 1 else x
+    alpha_prior = alpha_norm(deviation, alpha) / (h * w * PIXEL_BOUND ** alpha)
+    tv_prior = tv_beta(deviation, beta) / (h * w * TV_SCALE ** beta)
     total = feature_loss + lambda_alpha * alpha_prior + lambda_tv * tv_prior
     return {"objective": total, "feature_loss": feature_loss, "alpha_prior": alpha_prior, "tv_prior": tv_prior}
 
@@ -260,7 +314,7 @@ def tv_resolution_factor(representation, image_size: int, beta: float = 2.0) -> 
 
 def settings(base_name: str, config: MVConfig, representation=None,
              image_size: Optional[int] = None) -> Dict[str, float]:
-    """The effective ``lr``, ``lambda_alpha``, ``lambda_tv`` (after :func:`tv_resolution_factor` when
+    """The effective ``lr``, ``sigma``, ``lambda_alpha``, ``lambda_tv`` (after :func:`tv_resolution_factor` when
     ``config.scale_tv`` and a representation and image size are given) and ``grey`` for the
     representation configured as ``base_name`` (``hog``, ``conv1`` … ``fc8``; a variant such as
     ``fc6-ae`` passes its base representation's name, ``RepresentationSpec.name``, and so shares
@@ -272,6 +326,7 @@ def settings(base_name: str, config: MVConfig, representation=None,
     lambda_tv = float(lambdas["lambda_tv"] if config.lambda_tv is None else config.lambda_tv)
     return {
         "lr": float(DEFAULT_LR.get(base_name, FALLBACK_LR) if config.lr is None else config.lr),
+        "sigma": float(MV_SIGMA if config.sigma is None else config.sigma),
         "lambda_alpha": float(lambdas["lambda_alpha"] if config.lambda_alpha is None else config.lambda_alpha),
         "lambda_tv": lambda_tv * factor,
         "tv_resolution_factor": factor,
@@ -286,9 +341,11 @@ def lr_schedule(config: MVConfig, lr: float) -> List[float]:
     return [lr * config.decay_factor ** sum(t >= s for s in steps) for t in range(config.iterations)]
 
 
-def noise_start(index: int, channels: int, size: int, config: MVConfig) -> torch.Tensor:
-    """The seeded noise start of image ``index`` (from ``(config.seed, index)``, whatever its batch)."""
-    state = np.random.SeedSequence([int(config.seed), int(index)]).generate_state(2, dtype=np.uint64)
+def noise_start(index: int, channels: int, size: int, config: MVConfig, restart: int = 0) -> torch.Tensor:
+    """The seeded noise start of image ``index``, restart ``restart`` (from ``(config.seed, index)``
+    for restart 0, ``(config.seed, index, restart)`` otherwise; whatever its batch)."""
+    key = [int(config.seed), int(index)] + ([int(restart)] if restart else [])
+    state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint64)
     generator = torch.Generator().manual_seed(int(state[0] % (2**63)))
     return torch.randn(channels, size, size, generator=generator) * config.init_std
 
@@ -297,7 +354,8 @@ def noise_start(index: int, channels: int, size: int, config: MVConfig) -> torch
 
 
 def _optimise_batch(representation, targets: torch.Tensor, start: torch.Tensor, chosen: Dict[str, float],
-                  config: MVConfig, schedule: List[float], sums: Dict[int, Dict[str, float]]) -> torch.Tensor:
+                    config: MVConfig, schedule: List[float], sums: Dict[int, Dict[str, float]],
+                    mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     x = start.clone().requires_grad_(True)
     velocity = torch.zeros_like(x)
     previous_lr = None
@@ -307,7 +365,7 @@ def _optimise_batch(representation, targets: torch.Tensor, start: torch.Tensor, 
             velocity.zero_()
         previous_lr = lr
         terms = objective(representation, x, targets, chosen["lambda_alpha"], chosen["lambda_tv"],
-                          config.alpha, config.beta)
+                          config.alpha, config.beta, chosen["sigma"], mask)
         (grad,) = torch.autograd.grad(terms["objective"].sum(), x)
         if config.normalize_gradient:
             rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-20)
@@ -325,60 +383,106 @@ def _optimise_batch(representation, targets: torch.Tensor, start: torch.Tensor, 
 
 def optimise_preimage(representation, targets: torch.Tensor, image_size: int, base_name: str,
                       config: Optional[MVConfig] = None, device: Union[str, torch.device] = "cpu",
-                      progress: Optional[Callable[[int, int], None]] = None) -> PreimageResult:
+                      progress: Optional[Callable[[int, int], None]] = None,
+                      mask: Optional[torch.Tensor] = None, seeds: Optional[Sequence[int]] = None) -> PreimageResult:
     """Pre-images of the codes ``targets`` (``(N, *feature_shape)``, Φ0) of ``representation`` by M&V's
-    optimisation.
+    optimisation, ``config.restarts`` of them per code.
 
     ``image_size`` is the side S of the images sought; ``base_name`` (``hog``, ``conv1`` … ``fc8``:
     the configured name of the representation, ``fc6`` for ``fc6-ae``) picks the defaults of
-    :data:`DEFAULT_LAMBDAS` and :data:`DEFAULT_LR` (:func:`settings`). ``progress(done_images,
-    total)`` is called after every batch.
+    :data:`DEFAULT_LAMBDAS` and :data:`DEFAULT_LR` (:func:`settings`). ``mask`` (``(1 or N,
+    *feature_shape)``, 0/1) restricts the data term to the masked activations. ``seeds`` (default
+    ``0 … N−1``) is the index each code's noise start is seeded with (:func:`noise_start`): codes
+    with the same seed index start from the same noise. ``progress(done, total)`` is called after
+    every batch (counting reconstructions).
     """
     config = config or MVConfig()
-    if config.iterations < 1 or config.batch_size < 1:
-        raise ValueError(f"iterations and batch_size must be positive (got {config.iterations}, {config.batch_size})")
+    if config.iterations < 1 or config.batch_size < 1 or config.restarts < 1:
+        raise ValueError(f"iterations, batch_size and restarts must be positive (got {config.iterations}, "
+                         f"{config.batch_size}, {config.restarts})")
     device = torch.device(device)
     if hasattr(representation, "to"):
         representation.to(device)
     chosen = settings(base_name, config, representation, image_size)
     schedule = lr_schedule(config, chosen["lr"])
     channels = 1 if chosen["grey"] else 3
-    n = len(targets)
+    n, k = len(targets), int(config.restarts)
+    if mask is not None and mask.shape[0] not in (1, n):
+        raise ValueError(f"mask has {mask.shape[0]} rows for {n} codes")
+    seeds = list(range(n)) if seeds is None else [int(v) for v in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} codes")
+    jobs = [(i, r) for r in range(k) for i in range(n)]  # restart-major: restart 0 of every image first
     started = time.perf_counter()
     sums: Dict[int, Dict[str, float]] = {}
     out = []
     with torch.enable_grad():
-        for offset in range(0, n, config.batch_size):
-            batch = targets[offset:offset + config.batch_size].to(device, torch.float32)
-            start = torch.stack([noise_start(offset + i, channels, image_size, config) for i in range(len(batch))])
-            x = _optimise_batch(representation, batch, start.to(device), chosen, config, schedule, sums)
-            out.append(to_image(x).clamp(0, 1).cpu())
+        for offset in range(0, len(jobs), config.batch_size):
+            part = jobs[offset:offset + config.batch_size]
+            rows = torch.tensor([i for i, _ in part])
+            batch = targets[rows].to(device, torch.float32)
+            part_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows]).to(device)
+            start = torch.stack([noise_start(seeds[i], channels, image_size, config, r) for i, r in part])
+            x = _optimise_batch(representation, batch, start.to(device), chosen, config, schedule, sums, part_mask)
+            out.append(to_image(x, chosen["sigma"]).clamp(0, 1).cpu())
             if progress is not None:
-                progress(offset + len(batch), n)
+                progress(offset + len(part), len(jobs))
     seconds = time.perf_counter() - started
-    history = [{"iteration": step, **{k: (v if k == "lr" else v / n) for k, v in entry.items()}}
+    history = [{"iteration": step, **{key: (v if key == "lr" else v / len(jobs)) for key, v in entry.items()}}
                for step, entry in sorted(sums.items())]
-    images = torch.cat(out) if out else torch.empty(0, 3, image_size, image_size)
-    return PreimageResult(images=images, history=history, seconds=seconds, seconds_per_image=seconds / max(1, n),
-                           settings=dict(chosen))
+    flat = torch.cat(out) if out else torch.empty(0, 3, image_size, image_size)
+    samples = flat.view(k, n, *flat.shape[1:]).transpose(0, 1)
+    return PreimageResult(images=samples[:, 0].contiguous(), history=history, seconds=seconds,
+                          seconds_per_image=seconds / max(1, len(jobs)), settings=dict(chosen),
+                          samples=samples.contiguous())
 
 
 @torch.no_grad()
 def feature_space_error(representation, images: torch.Tensor, targets: torch.Tensor,
-                        batch_size: int = 32) -> np.ndarray:
-    """Per image ``‖Φ(x) − Φ0‖ / ‖Φ0‖`` for images ``(N, 3, S, S)`` in ``[0, 1]`` (any method's reconstructions)."""
+                        batch_size: int = 32, mask: Optional[torch.Tensor] = None) -> np.ndarray:
+    """Per image ``‖(Φ(x) − Φ0)⊙m‖ / ‖Φ0⊙m‖`` for images ``(N, 3, S, S)`` in ``[0, 1]`` (any method's
+    reconstructions); ``m`` = ``mask`` (``(1, *feature_shape)``) or all ones."""
+    return np.sqrt(_feature_distances(representation, images, targets, batch_size, mask)[0])
+
+
+@torch.no_grad()
+def _feature_distances(representation, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 32,
+                       mask: Optional[torch.Tensor] = None) -> tuple:
+    """Per image (``‖(Φ(x) − Φ0)⊙m‖² / ‖Φ0⊙m‖²``, ``‖(Φ(x) − Φ0)⊙m‖²``) as float64 arrays."""
     if len(images) != len(targets):
         raise ValueError(f"{len(images)} images but {len(targets)} targets")
     device = getattr(representation, "device", None)
-    errors = []
+    relative, squared = [], []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size].float()
         if isinstance(device, torch.device):
             chunk = chunk.to(device)
-        f = representation(chunk).flatten(1).float()
-        t = targets[start:start + batch_size].to(f.device, torch.float32).flatten(1)
-        errors.append(((f - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-12)).cpu().double().numpy())
-    return np.concatenate(errors) if errors else np.empty(0)
+        f = representation(chunk).float()
+        t = targets[start:start + batch_size].to(f.device, torch.float32)
+        if mask is not None:
+            m = mask.to(f.device, torch.float32)
+            f, t = f * m, t * m
+        d2 = (f - t).flatten(1).double().pow(2).sum(dim=1)
+        relative.append((d2 / t.flatten(1).double().pow(2).sum(dim=1).clamp_min(1e-24)).cpu().numpy())
+        squared.append(d2.cpu().numpy())
+    if not relative:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(relative), np.concatenate(squared)
+
+
+def mv_normalised_error(squared_distances: np.ndarray, targets: torch.Tensor) -> np.ndarray:
+    """M&V's normalised reconstruction error per image: ``‖Φ(x̂_i) − Φ0_i‖²`` over the mean squared
+    distance between the codes ``Φ0_j``, ``Φ0_l`` of the evaluated images, averaged over all
+    ``N×N`` pairs including ``j = l`` as in their evaluation code
+    (``experiment_shallow_quantitative.m``: ``mean(pdist2(y0, y0).^2)``). This is the measure
+    behind their "the error rarely exceeds 20 %" for CNN layers; needs two codes or more."""
+    t = targets.flatten(1).double()
+    if len(t) < 2:
+        raise ValueError("M&V's normalised error needs the codes of two images or more")
+    gram = t @ t.T
+    norms = gram.diagonal()
+    mean_sq = float((norms[:, None] + norms[None, :] - 2 * gram).clamp_min(0).mean())
+    return np.asarray(squared_distances, dtype=np.float64) / max(mean_sq, 1e-24)
 
 
 # --------------------------------------------------------------------------- the pipeline step
@@ -390,11 +494,15 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     """Our decoder against Mahendran & Vedaldi's optimisation on the same test images (Table 2).
 
     Both methods get Φ0 = Φ(x) of the first ``images`` figure images. Reported for each: the
-    image-space normalised error (the paper's measure, where the decoder wins) and the
-    feature-space error ‖Φ(x̂) − Φ0‖/‖Φ0‖ (what the optimisation minimises, where it wins), and the
-    seconds per image, measured in the same run. ``representation_name`` names the rows (the slug,
-    ``fc6-ae``); ``base_name`` is the configured name of its base representation (``fc6``), which
-    picks the optimisation's defaults (:func:`settings`).
+    image-space normalised error (the paper's measure, where the decoder wins), the feature-space
+    error ‖Φ(x̂) − Φ0‖/‖Φ0‖ (what the optimisation minimises, where it wins), M&V's own normalised
+    feature error (``mv_error``, :func:`mv_normalised_error`, the measure of their "≤ 20 %") and
+    the seconds per reconstruction, measured in the same run. With ``mv_config.restarts`` = K > 1
+    the optimisation's rows average over its K reconstructions per code, ``diversity`` is their
+    spread (:func:`preimage.metrics.sample_diversity`) and the HDF5 store keeps them all
+    (``mahendran_vedaldi_samples``, drawn by :func:`samples_png`). ``representation_name`` names the rows (the slug, ``fc6-ae``); ``base_name`` is the
+    configured name of its base representation (``fc6``), which picks the optimisation's defaults
+    (:func:`settings`).
     """
     decoder = TrainedDecoder(decoder_path, device)
     representation.to(decoder.device)
@@ -412,27 +520,40 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     def progress(finished: int, total: int) -> None:
         if finished > done["n"]:
             done["n"] = finished
-            log.info("%s: Mahendran & Vedaldi %d/%d images", representation_name, finished, total)
+            log.info("%s: Mahendran & Vedaldi %d/%d reconstructions", representation_name, finished, total)
 
     result = optimise_preimage(representation, targets.to(decoder.device), decoder.image_size, base_name, mv_config,
                                device=decoder.device, progress=progress)
-    optimised = result.images.cpu()
+    samples = result.samples.cpu()  # (N, K, 3, S, S)
+    n, k = samples.shape[:2]
     rows = []
-    for method, recon, seconds in (("decoder", decoded, decoder_seconds / len(truth)),
-                                   ("mahendran_vedaldi", optimised, result.seconds_per_image)):
-        row = metrics.error_summary(metrics.normalised_error(recon, truth, normaliser), seed,
-                                    representation=representation_name, method=method)
-        row["feature_error"] = float(np.mean(feature_space_error(representation, recon.to(decoder.device),
-                                                                 targets.to(decoder.device))))
+    for method, recon, seconds in (("decoder", decoded.unsqueeze(1), decoder_seconds / len(truth)),
+                                   ("mahendran_vedaldi", samples, result.seconds_per_image)):
+        flat, repeated = recon.flatten(0, 1), targets.repeat_interleave(recon.shape[1], dim=0)
+        errors = metrics.normalised_error(flat, truth.repeat_interleave(recon.shape[1], dim=0), normaliser)
+        row = metrics.error_summary(errors.reshape(n, -1).mean(axis=1), seed, representation=representation_name,
+                                    method=method)
+        relative, squared = _feature_distances(representation, flat.to(decoder.device), repeated.to(decoder.device))
+        row["feature_error"] = float(np.mean(np.sqrt(relative).reshape(n, -1).mean(axis=1)))
+        row["mv_error"] = float(np.mean(mv_normalised_error(squared, repeated) if n > 1 else np.nan))
+        row["restarts"] = int(recon.shape[1])
+        row["diversity"] = (float(np.mean(metrics.sample_diversity(recon, normaliser))) if recon.shape[1] > 1
+                            else float("nan"))
+        row["sigma"] = result.settings["sigma"] if method == "mahendran_vedaldi" else float("nan")
         row["seconds_per_image"] = float(seconds)
         rows.append(row)
     table = pd.DataFrame(rows)
     store.write_csv(table, csv_path)
+    optimised = samples[:, 0]
     with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
         handle.create_dataset("indices", data=np.asarray(pick))
         handle.create_dataset("decoder", data=store.to_uint8(decoded), compression=store.COMPRESSION)
         handle.create_dataset("mahendran_vedaldi", data=store.to_uint8(optimised), compression=store.COMPRESSION)
+        if k > 1:
+            handle.create_dataset("mahendran_vedaldi_samples", data=store.to_uint8(samples.flatten(0, 1)).reshape(
+                n, k, *samples.shape[2:]), compression=store.COMPRESSION)
         store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
+                                                   settings=result.settings,
                                                    history=result.history[-1:] if result.history else []))
     show = slice(0, min(n_show, len(truth)))
     d, m = rows
@@ -443,6 +564,27 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     ], png_path, title=analysis_title(representation_name, decoder.label,
                                       "decoder vs optimisation (row label: image error / feature error)"))
     for row in rows:
-        log.info("%s %-18s image error %.4f  feature error %.4f  %.4f s/image", representation_name, row["method"],
-                 row["error"], row["feature_error"], row["seconds_per_image"])
+        log.info("%s %-18s image error %.4f  feature error %.4f  M&V error %.4f  diversity %.4f  %.4f s/image",
+                 representation_name, row["method"], row["error"], row["feature_error"], row["mv_error"],
+                 row["diversity"], row["seconds_per_image"])
     return table
+
+
+def samples_png(h5_path: str, csv_path: str, test_images_path: str, png_path: str, n_show: int = 6) -> None:
+    """The K reconstructions per code of :func:`mahendran_vedaldi` (restarts > 1), one row per
+    restart under the inputs (M&V's Figure 7 layout), titled with their diversity."""
+    with store.reading(h5_path) as handle:
+        if "mahendran_vedaldi_samples" not in handle:
+            raise ValueError(f"{h5_path} holds one reconstruction per code (baselines.mahendran_vedaldi.restarts: 1)")
+        indices = np.asarray(handle["indices"])
+        count = min(n_show, len(indices))
+        samples = np.asarray(handle["mahendran_vedaldi_samples"][:count])  # (n, K, 3, S, S) uint8
+        attrs = store.read_attrs(handle)
+    with store.ImageStore(test_images_path, crop=samples.shape[-1]) as images:
+        inputs = images.take(indices[:count])
+    row = pd.read_csv(csv_path).set_index("method").loc["mahendran_vedaldi"]
+    rows = [("input", inputs)] + [(f"restart {r + 1}", samples[:, r]) for r in range(samples.shape[1])]
+    image_grid(rows, png_path, title=analysis_title(
+        str(attrs.get("representation", "")), str(attrs.get("label", "")),
+        f"{samples.shape[1]} pre-images per code from different noise (Mahendran & Vedaldi); diversity "
+        f"{row['diversity']:.3f}"))

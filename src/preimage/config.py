@@ -111,7 +111,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
     if error.validator == "pattern" and "representations" in [str(p) for p in error.absolute_path]:
         return (
-            f"{where}: unknown representation {error.instance!r}; use hog, lbp, sift, conv1..conv5, fc6..fc8 "
+            f"{where}: unknown representation {error.instance!r}; use hog, hogb, dsift, lbp, sift, conv1..conv5, fc6..fc8 "
             "or torchvision:<model>:<node>"
         )
     return f"{where}: {error.message}"
@@ -162,6 +162,17 @@ def deep_problems(config: Mapping[str, Any]) -> List[str]:
     return problems
 
 
+def _differentiable(name: str) -> bool:
+    """Whether the representation class registered for ``name`` passes gradients to the image
+    (unknown names are the schema's business: reported there, not here)."""
+    from preimage.features import lookup
+
+    try:
+        return bool(lookup(name).differentiable)
+    except KeyError:
+        return True
+
+
 def semantic_problems(config: Mapping[str, Any]) -> List[str]:
     """Checks beyond the schema: existence of data roots and consistency between keys."""
     problems = []
@@ -183,10 +194,15 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
                         "state dict converted from bvlc_reference_caffenet.caffemodel, or random")
     mv = config.get("baselines", {}).get("mahendran_vedaldi", {}).get("representations", [])
     for name in mv:
-        if name not in alexnet | {"hog"}:
+        if not _differentiable(name):
             problems.append(f"baselines.mahendran_vedaldi.representations: {name!r} is not differentiable here "
-                            "(hog, conv1 … fc8 are)")
+                            "(hog, hogb, dsift, conv1 … fc8 and the network nodes are)")
     problems.extend(loss_problems(config))
+    locality = config.get("analyses", {}).get("locality", {})
+    for name in locality.get("layers") or []:
+        if not _differentiable(name):
+            problems.append(f"analyses.locality.layers: {name!r} is not differentiable (the optimisation needs "
+                            "gradients; hog, hogb, dsift, conv1 … fc8 and the network nodes are)")
     analyses = config.get("analyses", {})
     for key in ("perturbation", "interpolation", "random_samples", "single_units"):
         for name in analyses.get(key, {}).get("layers") or []:

@@ -41,6 +41,10 @@ __all__ = [
     "psnr",
     "relative_feature_error",
     "sharpness",
+
+
+
+    "sample_diversity",
     "ssim",
     "upsample_to",
 ]
@@ -185,6 +189,26 @@ def sharpness(x: Any, y: Any, cutoff: float = SHARPNESS_CUTOFF) -> float:
     _check_pair(xt, yt)
     den = float(high_frequency_energy(yt, cutoff).sum())
     return float(high_frequency_energy(xt, cutoff).sum()) / den if den > 0 else float("nan")
+
+
+
+def sample_diversity(samples: Any, normaliser: float) -> np.ndarray:
+    """Per code, the spread of several reconstructions of it (Mahendran & Vedaldi's "several
+    pre-images per code"): the mean Euclidean distance over all pairs of its ``K`` reconstructions,
+    divided by ``normaliser`` like :func:`normalised_error` (the mean distance between test
+    images), so that 1 is the spread of unrelated test images and 0 identical samples.
+
+    ``samples``: ``(N, K, ...)`` with ``K ≥ 2``. Returns ``(N,)`` float64.
+    """
+    t = _as_tensor(samples)
+    if t.ndim < 3 or t.shape[1] < 2:
+        raise ValueError(f"expected (N, K >= 2, ...) samples, got shape {tuple(t.shape)}")
+    if not normaliser > 0:
+        raise ValueError(f"normaliser must be positive, got {normaliser}")
+    flat = t.reshape(t.shape[0], t.shape[1], -1)
+    distances = torch.cdist(flat, flat)  # (N, K, K)
+    k = t.shape[1]
+    return (distances.sum(dim=(1, 2)) / (k * (k - 1)) / float(normaliser)).numpy()
 
 
 # --------------------------------------------------------------------------- psnr / ssim

@@ -28,8 +28,9 @@ __all__ = ["ALEXNET_LAYERS", "LOSS_VARIANTS", "SHALLOW", "VARIANTS", "Catalog", 
 
 #: The layers of AlexNet in depth order (paper Table 1), as :mod:`preimage.features.alexnet` defines them.
 ALEXNET_LAYERS: Tuple[str, ...] = tuple(_ALEXNET_MODULES)
-#: The shallow representations of paper §2, in the order of Table 2.
-SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp")
+#: The shallow representations of paper §2, in the order of Table 2, then Mahendran & Vedaldi's
+#: HOG with bilinear orientations and dense SIFT.
+SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp", "hogb", "dsift")
 #: Variant suffixes: the autoencoder of §5.2, the untrained-network control and the decoders trained
 #: with the losses of Appendix A (:mod:`preimage.adversarial`).
 VARIANTS: Dict[str, str] = {"ae": "autoencoder", "random": "untrained network",
@@ -125,7 +126,7 @@ class Catalog:
             self.init_decoder(slug, config.get("results", "results"))
         # resolve every layer list once, so that :attr:`notes` names everything skipped
         self.perturbation_slugs()
-        for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift"):
+        for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift", "locality"):
             self.analysis_slugs(analysis)
         self.mahendran_vedaldi_slugs()
 
@@ -320,6 +321,21 @@ class Catalog:
         """Where the optimisation baseline runs beside a decoder of the same representation."""
         return self.configured(self.config["baselines"]["mahendran_vedaldi"]["representations"],
                                "baselines.mahendran_vedaldi.representations")
+
+    def mahendran_vedaldi_options(self, slug: str, *drop: str) -> Dict[str, Any]:
+        """The optimisation's settings for one representation (``baselines.mahendran_vedaldi`` without
+        the keys that are not :class:`preimage.baselines.MVConfig` fields and without ``drop``),
+        ``sigma`` resolved from a per-representation mapping."""
+        settings = self.config["baselines"]["mahendran_vedaldi"]
+        skip = {"representations", "threads", "device", *drop}
+        options = {k: v for k, v in settings.items() if k not in skip}
+        if "sigma" in options:
+            options["sigma"] = per_rep(options["sigma"], self.specs[slug])
+        return options
+
+    def networks(self) -> List[str]:
+        """Slugs of the CNN representations (every variant included): those M&V's "≤ 20 %" is about."""
+        return [slug for slug, spec in self.specs.items() if spec.uses_gpu]
 
     def options(self, slug: str, results: str) -> Dict[str, Any]:
         """(name, parameters) that recreate a representation inside an analysis job."""

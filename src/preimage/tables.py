@@ -100,3 +100,56 @@ def concat_tables(paths: Sequence[str], csv_path: str | os.PathLike,
     if md_path is not None:
         store.write_text(markdown_table(table), md_path)
     return table
+
+
+# --------------------------------------------------------------------------- Mahendran & Vedaldi
+
+#: Mahendran & Vedaldi (CVPR 2015, experiments with deep representations): for CNN layers their
+#: normalised reconstruction error in feature space "rarely exceeds 20 %".
+MV_CLAIM = 0.20
+
+
+def mahendran_vedaldi_table(paths: Sequence[str], csv_path: str | os.PathLike, md_path: str | os.PathLike,
+                            networks: Sequence[str] = ()) -> pd.DataFrame:
+    """The decoder-vs-optimisation table (one CSV per representation from
+    :func:`preimage.baselines.mahendran_vedaldi`) with M&V's claim beside their own measure: for
+    the optimisation rows of the ``networks`` (CNN layers; the claim is about those), ``mv_claim``
+    is :data:`MV_CLAIM` and ``claim_holds`` whether ``mv_error`` (M&V's normalised feature error)
+    is at most that."""
+    table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame()
+    if not table.empty:
+        claimed = (table["method"] == "mahendran_vedaldi") & table["representation"].isin(list(networks))
+        table["mv_claim"] = np.where(claimed, MV_CLAIM, np.nan)
+        if "mv_error" in table:
+            holds = table["mv_error"] <= MV_CLAIM
+            table["claim_holds"] = [bool(h) if c else None for h, c in zip(holds, claimed)]
+    store.write_csv(table, csv_path)
+    store.write_text(mahendran_vedaldi_markdown(table), md_path)
+    return table
+
+
+def mahendran_vedaldi_markdown(table: pd.DataFrame) -> str:
+    """Markdown: per representation and method the image error, the feature errors (ours:
+    ‖Φ(x̂) − Φ0‖/‖Φ0‖; M&V's normalised one next to their claim), diversity and time."""
+    if table.empty:
+        return "(no rows)\n"
+
+    def fmt(row, key, digits=3):
+        v = row.get(key)
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+    lines = ["| representation | method | image error (95% CI) | feature error | M&V error | M&V claim (CNN) | "
+             "diversity (restarts) | s/image |", "|---|---|---|---|---|---|---|---|"]
+    for _, row in table.iterrows():
+        claim = ""
+        if "mv_claim" in row and not pd.isna(row["mv_claim"]):
+            held = row.get("claim_holds")
+            claim = f"≤ {row['mv_claim']:.2f}: " + ("holds" if held is True or held == "True" else "does not hold")
+        restarts = row.get("restarts")
+        diversity = fmt(row, "diversity")
+        if diversity and restarts is not None and not pd.isna(restarts):
+            diversity += f" ({int(restarts)})"
+        lines.append(f"| {row['representation']} | {row['method']} | {fmt(row, 'error')} ({fmt(row, 'ci_low')}–"
+                     f"{fmt(row, 'ci_high')}) | {fmt(row, 'feature_error')} | {fmt(row, 'mv_error')} | {claim} | "
+                     f"{diversity} | {fmt(row, 'seconds_per_image', 4)} |")
+    return "\n".join(lines) + "\n"

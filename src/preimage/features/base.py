@@ -2,7 +2,7 @@
 
 Every representation is one module in this package that subclasses :class:`Representation`
 and decorates itself with :func:`register`. The workflow only ever calls :func:`create`
-with a name from the config (``hog``, ``lbp``, ``sift``, ``conv1`` … ``fc8``,
+with a name from the config (``hog``, ``hogb``, ``dsift``, ``lbp``, ``sift``, ``conv1`` … ``fc8``,
 ``torchvision:<model>:<node>``, ``efficientnet_lite0:<node>``) and the parameters from ``params:``.
 
 Conventions shared by all representations
@@ -135,7 +135,7 @@ def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
     import importlib
 
-    for module in ("hog", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite"):
+    for module in ("hog", "hogb", "dsift", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite"):
         try:
             importlib.import_module(f"preimage.features.{module}")
         except ModuleNotFoundError as err:  # a module not written yet must not hide others

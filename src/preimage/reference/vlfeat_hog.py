@@ -50,6 +50,8 @@ def _lib() -> ctypes.CDLL:
     lib.vl_hog_extract.restype = None
     lib.vl_hog_delete.argtypes = [vp]
     lib.vl_hog_delete.restype = None
+    lib.vl_hog_set_use_bilinear_orientation_assignments.argtypes = [vp, ctypes.c_int]
+    lib.vl_hog_set_use_bilinear_orientation_assignments.restype = None
     return lib
 
 
@@ -67,13 +69,15 @@ def _check_size(height: int, width: int, cell_size: int) -> None:
         raise ValueError(f"image {height}x{width} too small for VLFeat HOG with cell size {cell_size}")
 
 
-def vl_hog(gray: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> np.ndarray:
+def vl_hog(gray: np.ndarray, cell_size: int = 8, num_orientations: int = 9, bilinear: bool = False) -> np.ndarray:
     """VLFeat's UoCTTI HOG of one single-channel image.
 
     ``gray``: ``(H, W)`` array (converted to C-contiguous float32; the values are passed through
     unchanged, so feed the same scale as the PyTorch implementation, e.g. ``[0, 1]``).
     Returns a float32 ``(3*num_orientations + 4, hogH, hogW)`` array with
     ``hogH = (H + cell_size//2) // cell_size`` (VLFeat's cell count), channel order as VLFeat.
+    ``bilinear`` switches on VLFeat's bilinear orientation assignment
+    (``vl_hog_set_use_bilinear_orientation_assignments``), the HOGb of :mod:`preimage.features.hogb`.
     """
     lib = _lib()
     img = np.ascontiguousarray(gray, dtype=np.float32)
@@ -85,6 +89,7 @@ def vl_hog(gray: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> n
     if not handle:
         raise MemoryError("vl_hog_new failed")
     try:
+        lib.vl_hog_set_use_bilinear_orientation_assignments(handle, int(bool(bilinear)))
         fptr = ctypes.POINTER(ctypes.c_float)
         lib.vl_hog_put_image(handle, img.ctypes.data_as(fptr), width, height, 1, cell_size)
         hw = lib.vl_hog_get_width(handle)
