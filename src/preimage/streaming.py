@@ -16,6 +16,9 @@ How (our choice; the paper does not say how it fed its GPUs):
   buffer's remainder is completed from the next buffer).
 * **Memory bounded by preload_mb.** At most three buffers exist at once (one consumed, one
   waiting, one being read), so a buffer holds a third of ``train.preload_mb`` (:func:`buffer_size`).
+* **Few copies.** Rows are read run by run into one buffer (the centre crop only, when the
+  targets are a crop), and dense features stay in their stored dtype (float16 by default: half
+  the bytes; the training step converts them on its device).
 * **Recomputed features** (``features.store: recompute``) are computed from the same full-size
   pixels that are read for the targets, so each image is read and decompressed once.
 
@@ -97,23 +100,49 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def _read_runs(dataset, spans: Sequence[Tuple[int, int]], out: np.ndarray, window: Optional[slice] = None) -> None:
+    """Read the rows of ``spans`` of an h5py dataset into ``out``, in order; ``window`` reads only
+    the centre crop of images (HDF5 copies just that region). (Plain slicing: h5py's
+    ``read_direct`` costs several times more per call for the short runs a shuffled read makes.)"""
+    offset = 0
+    for start, stop in spans:
+        source = np.s_[start:stop] if window is None else np.s_[start:stop, :, window, window]
+        out[offset:offset + stop - start] = dataset[source]
+        offset += stop - start
+
+
 def read_pairs(features, images, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(float32 features, uint8 images) of the sorted ``rows``, read in contiguous runs.
+    """(features, uint8 images) of the sorted ``rows``, read in contiguous runs.
 
     ``features`` is a :class:`preimage.store.FeatureStore`, or ``images`` itself (the
-    autoencoder's pairs are (image, image)). When the features are recomputed from the same
-    image store, each image is read once: its full-size pixels feed the network and their centre
-    crop is the target."""
+    autoencoder's pairs are (image, image)). Dense cached features come in their stored dtype
+    (float16 by default: half the bytes to move, converted where they are used); sparse ones are
+    densified to float32. When the features are recomputed from the same image store, each image
+    is read once: its full-size pixels feed the network and their centre crop is the target."""
+    from preimage.store import centre_crop, reading
+
     spans = runs(rows)
+    n = len(rows)
     source = getattr(features, "_source", None) if getattr(features, "recomputed", False) else None
     if source is not None and _same_file(source.images.path, images.path):
-        from preimage.store import centre_crop
-
-        full = np.concatenate([source.images.read(s, e) for s, e in spans])
+        full = np.empty((n, *source.images.images.shape[1:]), dtype=np.uint8)
+        with reading(source.images.path, source.images.handle):
+            _read_runs(source.images.images, spans, full)
         return source.compute(full), np.ascontiguousarray(centre_crop(full, images.size))
-    imgs = np.concatenate([images.read(s, e) for s, e in spans])
-    feats = imgs if features is images else np.concatenate([features.read(s, e) for s, e in spans])
-    return feats, imgs
+    stored, side = int(images.images.shape[-1]), images.size
+    top = (stored - side) // 2
+    imgs = np.empty((n, 3, side, side), dtype=np.uint8)
+    with reading(images.path, images.handle):
+        _read_runs(images.images, spans, imgs, None if side == stored else slice(top, top + side))
+    if features is images:
+        return imgs, imgs
+    dense = getattr(features, "features", None)
+    if dense is not None and not getattr(features, "sparse", False):
+        feats = np.empty((n, *dense.shape[1:]), dtype=dense.dtype)
+        with reading(features.path, features.handle):
+            _read_runs(dense, spans, feats)
+        return feats, imgs
+    return np.concatenate([features.read(s, e) for s, e in spans]), imgs
 
 
 def stream_pairs(features, images, indices: np.ndarray, batch_size: int, rng: Optional[np.random.Generator],

@@ -387,7 +387,8 @@ def train_decoder(
     }
 
     def inputs(f: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(f).to(device, non_blocking=True) * scale
+        # streamed batches keep the cache's dtype (float16): converted here, on the device
+        return torch.from_numpy(f).to(device, non_blocking=True).float() * scale
 
     run = TrainingRun.start(representation_name, model, meta, cfg, inputs)
     split = PairedSplit(features_path, images_path, train_idx, val_idx, image_size)

@@ -164,7 +164,7 @@ def join_caches(parts: Sequence[str | os.PathLike], out_path: str | os.PathLike,
             if meta.get("count") != total or meta.get("rows", [None])[0] != expected_start:
                 raise ValueError(f"{path}: rows {meta.get('rows')} of {meta.get('count')} do not follow row "
                                  f"{expected_start} of {total}")
-            for key in set(common) | (set(meta) - set(SHARD_KEYS + _WRITER_KEYS)):
+            for key in sorted(set(common) | (set(meta) - set(SHARD_KEYS + _WRITER_KEYS))):
                 if meta.get(key) != common.get(key):
                     raise ValueError(f"{path}: attribute {key!r} differs from shard 0's ({meta.get(key)!r} vs "
                                      f"{common.get(key)!r}): the shards come from different runs; rerun them")
