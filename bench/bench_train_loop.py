@@ -1,7 +1,7 @@
 """The overhead of train.py's training loop over a bare PyTorch loop (issue 14: goal ≤ 5 % slower
 on the CPU), so that a GPU's time goes to the network.
 
-    python bench/bench_train_loop.py                       # about a minute
+    python bench/bench_train_loop.py                       # one to two minutes
     python bench/bench_train_loop.py --images 4096 --size 64 --width 0.5 --repeats 5
 
 Both loops train the same decoder (HOG's two-stream decoder of supplementary Table 3 at
@@ -68,12 +68,12 @@ def train_py_loop(features_path: Path, images_path: Path, cfg: dict, epochs: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3, help="per run; the first is not timed (warm-up)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="per run; the first is not timed (warm-up)")
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,9 +82,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         images_path, features_path = synthetic_stores(folder, args.images, args.size)
-        for run in range(args.repeats):
-            times["train.py"] += train_py_loop(features_path, images_path, cfg, args.epochs, folder, run)[1:]
-            times["bare"] += bare_loop(features_path, images_path, cfg, args.epochs)[1:]
+        for run in range(args.repeats):  # alternating which goes first, so that drifts in load cancel
+            loops = [lambda: train_py_loop(features_path, images_path, cfg, args.epochs, folder, run),
+                     lambda: bare_loop(features_path, images_path, cfg, args.epochs)]
+            for key, loop in sorted(zip(times, loops), key=lambda kv: (kv[0] == "bare") == (run % 2 == 0)):
+                times[key] += loop()[1:]
     med = {key: statistics.median(values) for key, values in times.items()}
     print(f"HOG decoder {hog_shape(args.size)} -> {args.size} px, width {args.width:g}, {args.images} images in "
           f"memory, batch {args.batch_size}, {args.threads} CPU threads; median of {len(times['bare'])} epochs:")

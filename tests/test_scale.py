@@ -5,7 +5,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from preimage import data, store, streaming, train

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-import h5py
 import numpy as np
 import torch
 
@@ -302,8 +301,3 @@ def _plain(value: Any) -> Any:
 
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
-
-def is_recipe(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a recompute recipe rather than a cache holding features."""
-    with h5py.File(path, "r") as handle:
-        return handle.attrs.get("storage") == "recompute"
