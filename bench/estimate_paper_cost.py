@@ -174,6 +174,11 @@ def sift_bytes_per_image(size: int, images: int = 4) -> float:
     return len(table) / len(batch) * sift.sparse_width * 4
 
 
+def base_of(rep: str) -> str:
+    """The representation a variant derives from (``fc6-ae`` → ``fc6``)."""
+    return rep.rsplit("-", 1)[0] if rep.endswith(("-ae", "-random")) else rep
+
+
 def configured_store(config: dict, rep: str, base: str) -> str:
     """The config's ``features.store`` for ``rep`` (as the catalog resolves it, families included)."""
     value = config.get("features", {}).get("store", "cache")
@@ -246,22 +251,27 @@ def report(path: str, tflops, calibrate_here: bool, threads: int, disk_gbps: flo
     print("|---|---:|---:|---:|---:|---:|---|---|")
     recommended = {}
     for rep, per_image, images, total_bytes in disk:
-        base = rep.rsplit("-", 1)[0] if rep.endswith(("-ae", "-random")) else rep
+        base = base_of(rep)
         read_us, compute_us, advice = store_advice(rep, base, per_image, costs, slow, disk_gbps)
         recommended[rep] = (advice, total_bytes)
         compute = f"{compute_us:.1f}" if compute_us is not None else "(CPU)" if base != "sift" else "(sparse)"
         print(f"| {rep} | {per_image / 1e3:.1f} | {images:,} | {total_bytes / 1e9:.1f} | {read_us:.1f} | {compute} | "
               f"{advice} | {configured_store(config, rep, base)} |")
     pixels = 3 * size * size * (n_train + n_test)
-    configured = sum(b for (rep, _, _, b) in disk
-                     if configured_store(config, rep, rep.rsplit("-", 1)[0] if rep.endswith(("-ae", "-random"))
-                                         else rep) == "cache")
+    configured = sum(b for (rep, _, _, b) in disk if configured_store(config, rep, base_of(rep)) == "cache")
     print(f"| **all caches** | | | **{sum(r[3] for r in disk) / 1e9:.0f}** | | | "
           f"**{sum(b for a, b in recommended.values() if a == 'cache') / 1e9:.0f}** cached | "
           f"**{configured / 1e9:.0f}** cached |")
     print(f"\n(the images themselves: {3 * size * size / 1e3:.0f} KB per image uncompressed, {pixels / 1e9:.0f} GB)")
-    chosen = [rep for rep, (advice, _) in recommended.items() if advice == "recompute"]
-    print("recommended: features: {store: {default: cache" + "".join(f", {r}: recompute" for r in chosen) + "}}\n")
+    # a representation's key covers its variants (fc6 → fc6-ae, fc6-random): name a variant only where it differs
+    keys = []
+    for rep, (advice, _) in recommended.items():
+        base = base_of(rep)
+        inherited = recommended[base][0] if rep != base and base in recommended else "cache"
+        if advice != inherited:
+            keys.append(rep)
+    print("recommended: features: {store: {default: cache" + "".join(
+        f", {r}: {recommended[r][0]}" for r in keys) + "}}\n")
 
 
 def main() -> None:
