@@ -19,7 +19,13 @@ prints the FLOP rate it implies, so the count can be checked against a clock.
 
 The disk table gives, per feature cache, the bytes per image (float16 dense maps; SIFT's sparse
 keypoint table at the keypoint density measured on scikit-image's photographs at the config's
-size) times the training and test images: what ``results/features/`` holds at full scale.
+size) times the training and test images: what ``results/features/`` holds at full scale. It
+also recommends ``features.store`` per representation: ``recompute`` where computing the
+features from the pixels (which a training step reads anyway, for its targets) takes less time,
+at the slowest ``--tflops``, than reading their cache at ``--disk-gbps`` (the sustained read rate
+one training job gets from the file system); ``cache`` otherwise, and always for HOG, LBP (CPU
+work) and SIFT (its keypoints are only cached). The config's own ``features.store`` is shown
+beside the recommendation.
 """
 from __future__ import annotations
 
@@ -168,6 +174,29 @@ def sift_bytes_per_image(size: int, images: int = 4) -> float:
     return len(table) / len(batch) * sift.sparse_width * 4
 
 
+def base_of(rep: str) -> str:
+    """The representation a variant derives from (``fc6-ae`` → ``fc6``)."""
+    return rep.rsplit("-", 1)[0] if rep.endswith(("-ae", "-random")) else rep
+
+
+def configured_store(config: dict, rep: str, base: str) -> str:
+    """The config's ``features.store`` for ``rep`` (as the catalog resolves it, families included)."""
+    value = config.get("features", {}).get("store", "cache")
+    if not isinstance(value, dict):
+        return str(value)
+    family = lookup(base).family
+    return str(next((value[k] for k in (rep, base, family, "default") if k in value), "cache"))
+
+
+def store_advice(rep: str, base: str, per_image: float, costs: dict, tflops: float, disk_gbps: float) -> tuple:
+    """(µs per image to read the cache, µs per image to recompute it or None, recommended store)."""
+    read_us = per_image / (disk_gbps * 1e9) * 1e6
+    if base not in ALEXNET:
+        return read_us, None, "cache"  # CPU features (HOG, LBP) or sparse keypoints (SIFT)
+    compute_us = costs[base]["extract"] / (tflops * 1e12) * 1e6
+    return read_us, compute_us, "recompute" if compute_us < read_us else "cache"
+
+
 def cache_disk(config: dict, size: int) -> list:
     """(cache, bytes per image, images, bytes) of every feature cache of the config."""
     n_train, n_test = image_counts(config)
@@ -187,7 +216,7 @@ def cache_disk(config: dict, size: int) -> list:
     return rows
 
 
-def report(path: str, tflops, calibrate_here: bool, threads: int) -> None:
+def report(path: str, tflops, calibrate_here: bool, threads: int, disk_gbps: float = 1.0) -> None:
     config = yaml.safe_load(Path(path).read_text())
     size, width = config["data"]["size"], config.get("decoder", {}).get("width", 1.0)
     if calibrate_here:
@@ -216,12 +245,33 @@ def report(path: str, tflops, calibrate_here: bool, threads: int) -> None:
     print("largest jobs: " + ", ".join(f"{n} ({f / (tflops[0] * 1e12) / 3600:.1f} h at {tflops[0]:g})"
                                         for n, f in top))
     disk = cache_disk(config, size)
-    print("\n| feature cache | KB per image | images | GB |\n|---|---:|---:|---:|")
+    slow = min(tflops)
+    print(f"\n| feature cache | KB per image | images | GB | µs/img to read at {disk_gbps:g} GB/s | "
+          f"µs/img to recompute at {slow:g} TFLOP/s | recommended store | configured |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    recommended = {}
     for rep, per_image, images, total_bytes in disk:
-        print(f"| {rep} | {per_image / 1e3:.1f} | {images:,} | {total_bytes / 1e9:.1f} |")
+        base = base_of(rep)
+        read_us, compute_us, advice = store_advice(rep, base, per_image, costs, slow, disk_gbps)
+        recommended[rep] = (advice, total_bytes)
+        compute = f"{compute_us:.1f}" if compute_us is not None else "(CPU)" if base != "sift" else "(sparse)"
+        print(f"| {rep} | {per_image / 1e3:.1f} | {images:,} | {total_bytes / 1e9:.1f} | {read_us:.1f} | {compute} | "
+              f"{advice} | {configured_store(config, rep, base)} |")
     pixels = 3 * size * size * (n_train + n_test)
-    print(f"| **all caches** | | | **{sum(r[3] for r in disk) / 1e9:.0f}** |")
-    print(f"\n(the images themselves: {3 * size * size / 1e3:.0f} KB per image uncompressed, {pixels / 1e9:.0f} GB)\n")
+    configured = sum(b for (rep, _, _, b) in disk if configured_store(config, rep, base_of(rep)) == "cache")
+    print(f"| **all caches** | | | **{sum(r[3] for r in disk) / 1e9:.0f}** | | | "
+          f"**{sum(b for a, b in recommended.values() if a == 'cache') / 1e9:.0f}** cached | "
+          f"**{configured / 1e9:.0f}** cached |")
+    print(f"\n(the images themselves: {3 * size * size / 1e3:.0f} KB per image uncompressed, {pixels / 1e9:.0f} GB)")
+    # a representation's key covers its variants (fc6 → fc6-ae, fc6-random): name a variant only where it differs
+    keys = []
+    for rep, (advice, _) in recommended.items():
+        base = base_of(rep)
+        inherited = recommended[base][0] if rep != base and base in recommended else "cache"
+        if advice != inherited:
+            keys.append(rep)
+    print("recommended: features: {store: {default: cache" + "".join(
+        f", {r}: {recommended[r][0]}" for r in keys) + "}}\n")
 
 
 def main() -> None:
@@ -229,11 +279,14 @@ def main() -> None:
     parser.add_argument("--config", nargs="+", default=[str(ROOT / "config/paper.yaml"), str(ROOT / "config/paper-lite.yaml")])
     parser.add_argument("--tflops", type=float, nargs="+", default=[10.0, 40.0],
                         help="sustained GPU throughputs to convert FLOPs into hours (TFLOP/s)")
+    parser.add_argument("--disk-gbps", type=float, default=1.0,
+                        help="sustained read rate of one training job from the file system (GB/s), for the "
+                             "cache-or-recompute recommendation")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     for k, path in enumerate(args.config):
-        report(path, args.tflops, args.calibrate and k == 0, args.threads)
+        report(path, args.tflops, args.calibrate and k == 0, args.threads, args.disk_gbps)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,28 @@ wildcard_constraints:
 
 
 def data_params():
-    """Every data.* value that changes the extracted images (threads/log_every excluded)."""
-    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every")}
+    """Every data.* value that changes the extracted images (threads/log_every excluded, and
+    shards: the sharded stores hold the same images as one job's)."""
+    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards")}
+
+
+#: data.shards: extraction and the training split's feature caches run as this many jobs each
+#: (rules/data.smk, rules/features.smk), named 01-of-16 … 16-of-16.
+SHARDS = DATA["shards"]
+SHARD_IDS = [f"{i + 1:0{len(str(SHARDS))}d}-of-{SHARDS}" for i in range(SHARDS)]
+
+
+def shard_of(name):
+    """(index from 0, count) of a shard's name (``03-of-16`` → (2, 16))."""
+    index, count = name.split("-of-")
+    return [int(index) - 1, int(count)]
+
+
+def stored_slugs(store, gpu=None):
+    """Representations whose features.store is ``store`` (cache or recompute), optionally only
+    those computed on a GPU (True) or the CPU (False)."""
+    return [s for s in CATALOG.slugs
+            if CATALOG.feature_store(s) == store and (gpu is None or CATALOG[s].uses_gpu == gpu)]
 
 
 def feature_params(slug):

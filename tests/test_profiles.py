@@ -36,20 +36,31 @@ def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
     # 11 representations + 8 untrained controls (paper.yaml: untrained_control auto, pretrained weights)
     assert planned["train"] == 19 and planned["train_autoencoder"] == 8
     assert planned["evaluate"] == 11 + 8 + 8
-    assert planned["features"] == 2 * (8 + 8 + 8) and planned["shallow_features"] == 2 * 3
-    assert planned["mahendran_vedaldi"] == 9 and planned["extract_data"] == 1
+    assert planned["mahendran_vedaldi"] == 9
+    if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per split
+        assert planned["features"] == 2 * (8 + 8 + 8) and planned["shallow_features"] == 2 * 3
+        assert planned["extract_data"] == 1
+        return
+    # paper.yaml: 64 shards; conv1-conv3 (layer, untrained control, autoencoder) recomputed
+    assert planned["extract_shard"] == 64 and planned["join_data"] == 1 and "extract_data" not in planned
+    assert planned["feature_recipe"] == 2 * 3 * 3
+    assert planned["features"] == 5 * 3 and planned["feature_shard"] == 64 * 5 * 3  # conv4-fc8: test whole, train sharded
+    assert planned["shallow_features"] == 3 and planned["shallow_feature_shard"] == 64 * 3
+    assert planned["join_features"] == 5 * 3 + 3
 
 
 def test_slurm_profile_puts_gpu_jobs_on_the_gpu_partition(imagenet_root, tmp_path):
     result = snakemake(tmp_path, "all", "-n", "--profile", str(ROOT / "profiles/slurm"),
                        "--configfile", str(ROOT / "config/paper.yaml"), "--config", f"data={{root: {imagenet_root}}}")
     jobs = _resources_by_rule(result.stdout + result.stderr)
-    for rule in ("features", "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
+    for rule in ("features", "feature_shard", "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
         assert jobs[rule], f"no {rule} jobs planned"
         for resources in jobs[rule]:
             assert resources["gpu"] == "1" and resources["slurm_partition"] == "gpu", (rule, resources)
             assert int(resources["cpus_per_gpu"]) > 0 and int(resources["mem_mb"]) > 0, (rule, resources)
-    for rule in ("shallow_features", "extract_data", "errors_table", "findings"):
+    for rule in ("shallow_features", "shallow_feature_shard", "extract_shard", "join_data", "join_features",
+                 "feature_recipe", "errors_table", "findings"):
+        assert jobs[rule], f"no {rule} jobs planned"
         for resources in jobs[rule]:
             assert resources.get("gpu", "0") == "0" and resources["slurm_partition"] == "cpu", (rule, resources)
     # runtimes come from the rules (scaled by attempt) unless the profile overrides them

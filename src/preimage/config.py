@@ -192,6 +192,7 @@ def semantic_problems(config: Mapping[str, Any]) -> List[str]:
     if net.get("arch") == "caffenet" and str(net.get("weights", "")).startswith("imagenet"):
         problems.append("features.alexnet.weights: caffenet has no downloadable imagenet weights; give the path of a "
                         "state dict converted from bvlc_reference_caffenet.caffemodel, or random")
+    problems.extend(_store_problems(config))
     mv = config.get("baselines", {}).get("mahendran_vedaldi", {}).get("representations", [])
     for name in mv:
         if not _differentiable(name):
@@ -244,4 +245,39 @@ def loss_problems(config: Mapping[str, Any]) -> List[str]:
         if value != "pixel" and differentiable(name) is False:
             problems.append(f"decoder.loss: {value} for {name!r}, which is not differentiable: feature-space losses "
                             f"need the gradient of its features with respect to the image ({usable}); use pixel")
+    return problems
+
+
+def _store_problems(config: Mapping[str, Any]) -> List[str]:
+    """``features.store``: keys that are no representation, family or ``default`` (a typo would
+    otherwise be ignored), and ``recompute`` for a sparse representation (SIFT's keypoints are
+    only cached). Keys naming representations that this config does not run are allowed, so that
+    one setting serves configs with shorter representation lists."""
+    store = config.get("features", {}).get("store", "cache")
+    if not isinstance(store, Mapping):
+        store = {"default": store}
+    from preimage.features import base
+    from preimage.representations import slug_of
+
+    base.known_names()  # registers the built-in representations
+    families = {cls.family for cls in list(base._REGISTRY.values()) + list(base._PREFIX_REGISTRY.values())}
+
+    def is_representation(key: str) -> bool:
+        key = key[:-3] if key.endswith("-ae") else key[:-7] if key.endswith("-random") else key
+        if "@" in key:  # a slug: family@node, model@node
+            return True
+        try:
+            base.lookup(key)
+            return True
+        except KeyError:
+            return False
+
+    problems = [f"features.store.{key}: not a representation, a family ({', '.join(sorted(families))}) or default"
+                for key in store if key != "default" and key not in families and not is_representation(key)]
+    for name in config.get("representations", []):
+        cls = base.lookup(name)
+        chosen = next((store[k] for k in (slug_of(name), name, cls.family, "default") if k in store), "cache")
+        if chosen == "recompute" and cls.sparse:
+            problems.append(f"features.store: {name} stores keypoints and can only be cached (recompute is for "
+                            "dense representations)")
     return problems

@@ -504,6 +504,111 @@ def candidate_shortfalls(params: Mapping[str, Any], limit: int = 5) -> List[str]
     return short
 
 
+# --------------------------------------------------------------------------- shards
+
+
+def label_weights(selection: Selection) -> Dict[int, int]:
+    """Images each class (label) is expected to contribute, both splits together (a class whose
+    split takes ``all`` counts every candidate its queue holds beyond the counted draws)."""
+    weights: Dict[int, int] = collections.defaultdict(int)
+    counted = {key: need for key, need in selection.needs.items() if need != ALL}
+    for key, need in counted.items():
+        weights[key[1]] += int(need)
+    for key in selection.take_all:
+        queue = selection.queues[key]
+        shared = sum(n for k, n in counted.items() if selection.queues[k] is queue)
+        weights[key[1]] += max(0, len(queue) - shared)
+    for key in selection.needs:
+        weights.setdefault(key[1], 0)
+    return dict(weights)
+
+
+def shard_labels(selection: Selection, shards: int) -> List[List[int]]:
+    """A stable partition of the selection's classes into ``shards`` contiguous label ranges of
+    nearly equal expected image counts (:func:`label_weights`); some are empty when there are
+    fewer classes than shards.
+
+    Sharding by class keeps every draw of a class in one shard: a file skipped as unreadable is
+    replaced from its own class's queue exactly as without shards (and the folder source's test
+    and training images, drawn from one queue per class, stay together), so the shards hold the
+    same images as one extraction job.
+    """
+    if shards < 1:
+        raise ValueError(f"data.shards must be at least 1, not {shards}")
+    weights = label_weights(selection)
+    labels = sorted(weights)
+    total = sum(weights.values())
+    parts: List[List[int]] = [[] for _ in range(shards)]
+    before = 0
+    for k, label in enumerate(labels):
+        w = weights[label]
+        if total > 0:
+            index = min(shards - 1, int((before + w / 2) * shards // total))
+        else:
+            index = min(shards - 1, k * shards // max(1, len(labels)))
+        parts[index].append(label)
+        before += w
+    return parts
+
+
+def shard_selection(selection: Selection, index: int, shards: int) -> Selection:
+    """The part of ``selection`` that shard ``index`` of ``shards`` extracts (:func:`shard_labels`):
+    the same class list (labels keep their meaning), the draws of its classes only. Works on the
+    selection of any source."""
+    if not 0 <= index < shards:
+        raise ValueError(f"shard {index} of {shards}")
+    mine = set(shard_labels(selection, shards)[index])
+    needs = {key: need for key, need in selection.needs.items() if key[1] in mine}
+    queues = {key: queue for key, queue in selection.queues.items() if key[1] in mine}
+    return Selection(selection.classes, needs, queues, selection.notes)
+
+
+def join_shards(parts: Mapping[str, Sequence[str | os.PathLike]], outputs: Mapping[str, str | os.PathLike],
+                block: int = 256) -> Dict[str, int]:
+    """Join shard stores into the image stores every later stage reads: ``parts[split]`` are the
+    shard files of one split in shard order, ``outputs[split]`` the store to write. Images,
+    labels and paths are copied in order (memory flat: ``block`` images at a time) into a store
+    laid out as :func:`extract` lays out its own, so that later stages cannot tell a joined store
+    from an unsharded one; its ``skipped`` attribute lists what every shard skipped, and its
+    content digest is that of the unsharded store when the images are the same.
+
+    A copy rather than an HDF5 virtual dataset over the shard files (our choice): the joined file
+    is self-contained, so its digest identifies what it holds, it can be moved or copied alone,
+    the shard files can be deleted once it exists, and a missing or moved shard can never be
+    read back silently as the virtual dataset's fill value (zeros).
+    """
+    counts: Dict[str, int] = {}
+    for split, out in outputs.items():
+        paths = list(parts[split])
+        stores = [store.ImageStore(p) for p in paths]
+        try:
+            metas = [s.attrs for s in stores]
+            first = metas[0]
+            for path, meta, part in zip(paths, metas, stores):
+                if meta.get("shard", [None, len(paths)])[1] != len(paths) or part.classes != stores[0].classes \
+                        or part.size != stores[0].size or meta.get("params") != first.get("params"):
+                    raise DataError(f"{path} is not a shard of the same extraction as {paths[0]}; rerun the shards")
+            shard_ids = [meta.get("shard", [None])[0] for meta in metas]
+            if shard_ids != list(range(len(paths))):
+                raise DataError(f"shards {shard_ids} where 0..{len(paths) - 1} were expected, in order")
+            attrs = {k: v for k, v in first.items()
+                     if k not in ("shard", "skipped", "n_images", "preimage_version", "content_sha256")}
+            skipped = [entry for meta in metas for entry in meta.get("skipped", [])]
+            with store.write_image_store(out, stores[0].size, stores[0].classes, attrs) as writer:
+                for part in stores:
+                    labels, names = part.labels, part.paths
+                    for start in range(0, len(part), block):
+                        stop = min(start + block, len(part))
+                        writer.append(part.read(start, stop), labels[start:stop], names[start:stop])
+                counts[split] = writer.count
+                store.write_attrs(writer.handle, {"skipped": list(dict.fromkeys(skipped)), "n_images": writer.count})
+        finally:
+            for part in stores:
+                part.close()
+        log.info("joined %d shards into %s: %d images", len(paths), out, counts[split])
+    return counts
+
+
 # --------------------------------------------------------------------------- extraction
 
 
@@ -526,17 +631,22 @@ def extract(
     threads: int = 1,
     chunk: int = 64,
     log_every: int = 500,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> ExtractionReport:
     """Build the image stores ``outputs = {"train": path, "test": path}`` from ``params`` (``data.*``).
 
     Rounds: every (split, class) draws as many candidates as it still needs; failures are
     recorded and replaced from the same queue in the next round; a queue running dry is an error.
+    With ``shard = (i, N)`` only the classes of shard ``i`` are extracted (:func:`shard_selection`;
+    the stores record ``shard``), to be joined by :func:`join_shards`.
     """
     source = params["source"]
     if source not in SOURCES:
         raise DataError(f"data.source = {source!r}; expected one of {', '.join(SOURCES)}")
     started = time.perf_counter()
     selection = SOURCES[source](params)
+    if shard is not None:
+        selection = shard_selection(selection, *shard)
     size, min_side = int(params["size"]), int(params.get("min_side", 16))
     total = selection.expected_total()
     skipped: List[str] = []
@@ -547,10 +657,12 @@ def extract(
         "source": source,
         "size": size,
         **({"notes": selection.notes} if selection.notes else {}),
+        **({"shard": list(shard)} if shard is not None else {}),
     }
-    log.info("extracting %d images (%s) from source %r at %d px with %d workers", total,
+    log.info("extracting %d images (%s) from source %r at %d px with %d workers%s", total,
              ", ".join(f"{s}: {selection.expected(s)}" for s in outputs),
-             source, size, threads)
+             source, size, threads,
+             f" (shard {shard[0] + 1} of {shard[1]}: {len({k[1] for k in selection.needs})} classes)" if shard else "")
     with contextlib.ExitStack() as stack:
         writers = {
             split: stack.enter_context(store.write_image_store(path, size, selection.classes, {**attrs, "split": split}))

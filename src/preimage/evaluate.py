@@ -50,23 +50,30 @@ def mean_training_image(images: store.ImageStore, batch_size: int = 256) -> torc
 
 @torch.no_grad()
 def nearest_neighbours(test: store.FeatureStore, train: store.FeatureStore, device: torch.device,
-                       limit: Optional[int] = None, batch_size: int = 256) -> Tuple[np.ndarray, int]:
-    """Index of the training feature nearest to each test feature (and how many were searched)."""
+                       limit: Optional[int] = None, batch_size: int = 256,
+                       block_bytes: int = 1 << 30) -> Tuple[np.ndarray, int]:
+    """Index of the training feature nearest to each test feature (and how many were searched).
+
+    The test features are held in blocks of at most ``block_bytes`` (all of them at once for the
+    paper's 2,000 test images), so the training features are read once per block: once in all
+    for a cache, and computed once for ``features.store: recompute``."""
     n_train = len(train) if limit is None else min(limit, len(train))
     best = np.zeros(len(test), dtype=np.int64)
-    for t0, tf in test.batches(batch_size):
-        q = torch.from_numpy(tf.reshape(len(tf), -1)).to(device)
+    dim = int(np.prod(test.shape)) if test.shape else 1
+    block = max(batch_size, int(block_bytes // (4 * max(1, dim))))
+    for t0 in range(0, len(test), block):
+        q = torch.from_numpy(test.read(t0, min(t0 + block, len(test))).reshape(-1, dim)).to(device)
         qn = (q * q).sum(1, keepdim=True)
-        best_d = torch.full((len(tf),), float("inf"), device=device)
-        best_i = torch.zeros(len(tf), dtype=torch.long, device=device)
+        best_d = torch.full((len(q),), float("inf"), device=device)
+        best_i = torch.zeros(len(q), dtype=torch.long, device=device)
         for r0 in range(0, n_train, batch_size):
-            r = torch.from_numpy(train.read(r0, min(r0 + batch_size, n_train)).reshape(-1, q.shape[1])).to(device)
+            r = torch.from_numpy(train.read(r0, min(r0 + batch_size, n_train)).reshape(-1, dim)).to(device)
             d = qn + (r * r).sum(1)[None, :] - 2 * q @ r.T
             dmin, imin = d.min(1)
             better = dmin < best_d
             best_d = torch.where(better, dmin, best_d)
             best_i = torch.where(better, imin + r0, best_i)
-        best[t0:t0 + len(tf)] = best_i.cpu().numpy()
+        best[t0:t0 + len(q)] = best_i.cpu().numpy()
     return best, n_train
 
 

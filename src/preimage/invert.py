@@ -401,7 +401,7 @@ def _cache_images(features: store.FeatureStore, images_path: Optional[str | os.P
                               else f"cannot read image store {candidate}: no such file")
         return None
     expected = features.attrs.get("images_sha256")
-    if expected and store.file_sha256(candidate) != expected:
+    if expected and store.image_store_digest(candidate) != expected:
         raise InvertError(f"{features.path} was computed from another image store than {candidate} "
                           "(sha256 differs)")
     images = store.ImageStore(candidate)

@@ -286,6 +286,21 @@ class Catalog:
             params["weights"] = f"{results}/{slug}/encoder.pt"
         return params
 
+    def feature_store(self, slug: str) -> str:
+        """``features.store`` of one representation: ``cache`` (its features are computed once and
+        stored) or ``recompute`` (the jobs that read them compute them from the stored pixels).
+        The setting is one value for all, or a mapping whose keys are representations (``fc6-ae``,
+        ``fc6``) or families (``alexnet``, ``torchvision``, ``hog``) or ``default``; the most
+        specific key wins (slug, configured name, base representation, family, default)."""
+        spec = self.specs[slug]
+        value = self.config["features"].get("store", "cache")
+        if isinstance(value, Mapping):
+            for key in (spec.slug, spec.display, spec.base, spec.name, spec.family, "default"):
+                if key in value:
+                    return str(value[key])
+            return "cache"
+        return str(value)
+
     def train_params(self, slug: str) -> Dict[str, Any]:
         """Training and decoder parameters of one representation (only its own epochs/width)."""
         spec = self.specs[slug]

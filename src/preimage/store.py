@@ -379,6 +379,7 @@ class ImageStoreWriter:
         self.labels = handle.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         self.paths = handle.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=STRING_DTYPE, chunks=(4096,))
         self.expected = expected
+        self._digests = {name: hashlib.sha256() for name in ("images", "labels", "paths")}
 
     def append(self, images: np.ndarray, labels: Sequence[int], paths: Sequence[str]) -> None:
         n = len(images)
@@ -389,10 +390,25 @@ class ImageStoreWriter:
         start, stop = self.count, self.count + n
         for dataset in (self.images, self.labels, self.paths):
             dataset.resize(stop, axis=0)
+        labels = np.asarray(labels, dtype=np.int64)
         self.images[start:stop] = images
-        self.labels[start:stop] = np.asarray(labels, dtype=np.int64)
+        self.labels[start:stop] = labels
         self.paths[start:stop] = list(paths)
         self.count = stop
+        self._digests["images"].update(np.ascontiguousarray(images).tobytes())
+        self._digests["labels"].update(labels.astype("<i8").tobytes())
+        for path in paths:
+            self._digests["paths"].update(str(path).encode() + b"\0")
+
+    def content_sha256(self, classes: Sequence[str]) -> str:
+        """sha256 of what was appended (images, labels, paths, in order) and of ``classes``: the
+        identity of the store's content, whatever chunks it was appended in and however the file's
+        bytes are laid out (:func:`image_store_digest`)."""
+        total = hashlib.sha256()
+        for name in ("images", "labels", "paths"):
+            total.update(self._digests[name].digest())
+        total.update("\0".join(map(str, classes)).encode())
+        return total.hexdigest()
 
 
 @contextlib.contextmanager
@@ -408,7 +424,22 @@ def write_image_store(
         with create_h5(tmp) as handle:
             handle.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=STRING_DTYPE)
             write_attrs(handle, provenance(**attrs))
-            yield ImageStoreWriter(handle, size, expected)
+            writer = ImageStoreWriter(handle, size, expected)
+            yield writer
+            handle.attrs["content_sha256"] = writer.content_sha256(classes)
+
+
+def image_store_digest(path: str | os.PathLike) -> str:
+    """The identity of an image store's content: ``content-sha256:<hex>`` from the digest its
+    writer recorded (:meth:`ImageStoreWriter.content_sha256`; read from one attribute, so a
+    1.28 M-image store is not read again by every job that needs its identity, and a store joined
+    from shards has the digest of the unsharded one), or the file's sha256 for stores written
+    without it."""
+    with reading(path) as handle:
+        digest = handle.attrs.get("content_sha256")
+    if isinstance(digest, bytes):
+        digest = digest.decode()
+    return f"content-sha256:{digest}" if digest else file_sha256(path)
 
 
 def centre_crop(images, side: int):
@@ -653,7 +684,10 @@ class FeatureStore:
     """Read a feature cache in batches; sparse caches are densified on the fly.
 
     ``read(start, stop)`` and ``take(indices)`` return float32 numpy arrays (N, *shape);
-    nothing is loaded beyond the rows asked for.
+    nothing is loaded beyond the rows asked for. A file written with ``features.store: recompute``
+    (``storage = "recompute"``: attributes only, no features) is read the same way: the rows
+    asked for are computed from the image store it names
+    (:class:`preimage.features.cache.Recomputer`).
     """
 
     def __init__(self, path: str | os.PathLike, densify=None) -> None:
@@ -667,8 +701,11 @@ class FeatureStore:
                 if not isinstance(self.attrs.get("shape"), list) and self.attrs.get("storage") != "sparse":
                     raise DamagedFile(self.path, "no 'shape' attribute: not a complete feature cache")
                 self.sparse = self.attrs.get("storage") == "sparse"
+                self.recomputed = self.attrs.get("storage") == "recompute"
                 self.shape = tuple(self.attrs.get("shape") or ())
-                if self.sparse:
+                if self.recomputed:
+                    self.features = None
+                elif self.sparse:
                     self.offsets = self.handle["offsets"][:]
                     self.table = self.handle["table"]
                 else:
@@ -676,6 +713,14 @@ class FeatureStore:
         except DamagedFile:
             self.handle.close()
             raise
+        if self.recomputed:
+            from preimage.features.cache import Recomputer
+
+            try:
+                self._source = Recomputer(self.path, self.attrs)
+            except BaseException:
+                self.handle.close()
+                raise
         if self.sparse:
             if densify is None:
                 from preimage.features import create
@@ -685,6 +730,8 @@ class FeatureStore:
             self._densify = densify
 
     def __len__(self) -> int:
+        if self.recomputed:
+            return len(self._source)
         return len(self.offsets) - 1 if self.sparse else int(self.features.shape[0])
 
     @property
@@ -692,9 +739,13 @@ class FeatureStore:
         """Images per storage chunk (readers shuffle whole chunks for speed)."""
         if self.sparse:
             return 64
+        if self.recomputed:
+            return 1  # the images are stored one per chunk
         return int(self.features.chunks[0]) if self.features.chunks else len(self)
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        if self.recomputed:
+            return self._source.read(start, stop)
         if not self.sparse:
             with reading(self.path, self.handle):
                 return self.features[start:stop].astype(np.float32)
@@ -707,6 +758,8 @@ class FeatureStore:
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
         indices = np.asarray(indices)
+        if self.recomputed:
+            return self._source.take(indices)
         return np.stack([self.read(int(i), int(i) + 1)[0] for i in indices]) if len(indices) else np.empty((0, *self.shape), np.float32)
 
     def batches(self, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:
@@ -714,6 +767,8 @@ class FeatureStore:
             yield offset, self.read(offset, min(offset + batch_size, len(self)))
 
     def close(self) -> None:
+        if self.recomputed:
+            self._source.close()
         self.handle.close()
 
     def __enter__(self) -> "FeatureStore":

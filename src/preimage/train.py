@@ -44,9 +44,7 @@ import json
 import logging
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -55,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from preimage import store
+from preimage import store, streaming
 from preimage.decoders import Decoder, build_decoder
 from preimage.decoding import feature_provenance
 from preimage.devices import resolve_device
@@ -141,10 +139,10 @@ class PixelObjective:
 class PairedData:
     """Training pairs (feature, image) from the two HDF5 stores, in memory when small enough.
 
-    Large sets stream: whole storage chunks are read in a seeded random order and shuffled within
-    a buffer of several chunks, by a background thread, so the GPU is not kept waiting on HDF5.
-    With ``features_path=None`` the pairs are (image, image): the autoencoder computes its own
-    features from the images.
+    Large sets stream (:mod:`preimage.streaming`): whole storage chunks are read in a seeded random
+    order and shuffled within a buffer of several chunks, by a background thread, so the GPU is not
+    kept waiting on HDF5. With ``features_path=None`` the pairs are (image, image): the autoencoder
+    computes its own features from the images.
     """
 
     def __init__(self, features_path: Optional[str], images_path: str, indices: np.ndarray, preload_mb: int,
@@ -156,6 +154,7 @@ class PairedData:
         self.indices = np.sort(np.asarray(indices))
         feature_bytes = 4 * int(np.prod(self.features.shape)) if features_path is not None else 0
         per_image = feature_bytes + 3 * self.images.size ** 2
+        self.per_image, self.preload_mb = per_image, preload_mb
         self.in_memory = per_image * len(self.indices) <= preload_mb * (1 << 20)
         if self.in_memory:
             self._imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(self.indices)])
@@ -173,22 +172,8 @@ class PairedData:
                 pick = order[start:start + batch_size]
                 yield self._feats[pick], self._imgs[pick]
             return
-        yield from _prefetch(self._stream(batch_size, rng))
-
-    def _stream(self, batch_size: int, rng: Optional[np.random.Generator]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        chunk = max(1, getattr(self.features, "chunk", 64))
-        blocks = [self.indices[i:i + chunk] for i in range(0, len(self.indices), chunk)]
-        order = rng.permutation(len(blocks)) if rng is not None else np.arange(len(blocks))
-        buffer_blocks = max(1, 4096 // chunk)
-        for start in range(0, len(order), buffer_blocks):
-            idx = np.concatenate([blocks[b] for b in order[start:start + buffer_blocks]])
-            imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(np.sort(idx))])
-            feats = (np.concatenate([self.features.read(s, e) for s, e in _runs(np.sort(idx))])
-                     if self.features is not self.images else imgs)
-            perm = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
-            for b in range(0, len(perm), batch_size):
-                pick = perm[b:b + batch_size]
-                yield feats[pick], imgs[pick]
+        buffer = streaming.buffer_size(self.per_image, self.preload_mb, batch_size, getattr(self.features, "chunk", 1))
+        yield from streaming.stream_pairs(self.features, self.images, self.indices, batch_size, rng, buffer)
 
     def close(self) -> None:
         if self.features is not self.images:
@@ -196,42 +181,8 @@ class PairedData:
         self.images.close()
 
 
-def _runs(sorted_indices: np.ndarray) -> List[Tuple[int, int]]:
-    """Contiguous [start, stop) runs of sorted indices (h5py reads runs fast)."""
-    runs: List[Tuple[int, int]] = []
-    for i in sorted_indices.tolist():
-        if runs and runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    return runs
-
-
-def _prefetch(iterator: Iterator, depth: int = 4) -> Iterator:
-    """Run ``iterator`` in a background thread, ``depth`` items ahead."""
-    q: "queue.Queue" = queue.Queue(maxsize=depth)
-    sentinel = object()
-    failure: List[BaseException] = []
-
-    def produce() -> None:
-        try:
-            for item in iterator:
-                q.put(item)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
-            failure.append(err)
-        finally:
-            q.put(sentinel)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    while True:
-        item = q.get()
-        if item is sentinel:
-            break
-        yield item
-    thread.join()
-    if failure:
-        raise failure[0]
+_runs = streaming.runs
+_prefetch = streaming.prefetch
 
 
 def split_train_val(count: int, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -509,7 +460,8 @@ def train_decoder(
     }
 
     def inputs(f: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(f).to(device, non_blocking=True) * scale
+        # streamed batches keep the cache's dtype (float16): converted here, on the device
+        return torch.from_numpy(f).to(device, non_blocking=True).float() * scale
 
     run = TrainingRun.start(representation_name, model, meta, cfg, inputs, objective=objective)
     split = PairedSplit(features_path, images_path, train_idx, val_idx, image_size)
@@ -583,7 +535,7 @@ def train_autoencoder(
     kind = encoder.decoder_kind(feature_shape)
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
     identity = encoder.identity()
-    images_sha256 = store.file_sha256(images_path)
+    images_sha256 = store.image_store_digest(images_path)
     fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,
                                    "images_sha256": images_sha256, "count": count})
     name = f"{layer}-ae"

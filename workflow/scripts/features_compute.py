@@ -1,9 +1,11 @@
-"""Snakemake adapter: rule features → preimage.features.cache.compute_cache."""
+"""Snakemake adapter: rules features / feature_shard (and their shallow_ twins) →
+preimage.features.cache.compute_cache."""
 from preimage import logs
 
 with logs.job(snakemake):
     from preimage.features.cache import compute_cache
 
+    shard = getattr(snakemake.params, "shard", None)
     compute_cache(
         snakemake.params.representation,
         snakemake.params.options,
@@ -14,4 +16,5 @@ with logs.job(snakemake):
         device=snakemake.params.device,
         workers=snakemake.threads,
         log_every=snakemake.params.log_every,
+        shard=tuple(shard) if shard else None,
     )

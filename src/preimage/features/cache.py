@@ -4,8 +4,22 @@
 N), on the GPU when there is one, and writes dense features (``float16`` by default) or, for
 sparse representations (sift), a keypoint table plus per-image offsets. The attributes record the
 representation, every parameter, the representation's identity (weights sha256 or
-``random:<seed>``), the package version and the sha256 of the image store it was computed from.
-Read it back with :class:`preimage.store.FeatureStore`.
+``random:<seed>``), the package version and the identity of the image store it was computed from
+(:func:`preimage.store.image_store_digest`). Read it back with :class:`preimage.store.FeatureStore`.
+
+Two things here serve the paper's scale (the whole ImageNet training set, §3), both our choices:
+
+* **Shards** (``data.shards: N``): :func:`compute_cache` with ``shard=(i, N)`` computes only the
+  rows :func:`shard_rows` gives shard ``i`` (contiguous, their boundaries multiples of the batch
+  size, so every batch holds the same images as in the unsharded job and the features are the
+  same numbers), and :func:`join_caches` writes the one cache every later stage reads, equal to
+  the unsharded one in its datasets and attributes.
+* **Recompute instead of cache** (``features.store: recompute``): :func:`write_recipe` writes a
+  cache file holding the attributes only (``storage = "recompute"``); whoever opens it with
+  :class:`~preimage.store.FeatureStore` gets the rows it asks for computed from the stored pixels
+  by a :class:`Recomputer`, on the GPU when there is one, rounded to the configured dtype exactly
+  as a cache would have stored them. For a CNN layer the forward pass costs less than reading its
+  cached features back (conv1 in float16 is larger than the uint8 image it comes from).
 """
 
 from __future__ import annotations
@@ -14,8 +28,10 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, Mapping
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from preimage import store
@@ -23,6 +39,47 @@ from preimage.devices import resolve_device
 from preimage.features.base import create
 
 log = logging.getLogger("preimage.features")
+
+#: Attributes of a shard that differ from the joined cache's (and between shards).
+SHARD_KEYS = ("shard", "rows", "count", "device")
+#: Attributes that :func:`preimage.store.write_feature_store` writes itself.
+_WRITER_KEYS = ("shape", "storage", "preimage_version")
+
+
+def shard_rows(count: int, index: int, shards: int, align: int = 1) -> Tuple[int, int]:
+    """Rows ``[start, stop)`` of shard ``index`` of ``shards`` over ``count`` images: contiguous,
+    as equal as boundaries at multiples of ``align`` (the batch size) allow; together they cover
+    every row once. Shards past the data are empty."""
+    if not 0 <= index < shards:
+        raise ValueError(f"shard {index} of {shards}")
+    align = max(1, int(align))
+    blocks = -(-count // align)
+
+    def boundary(k: int) -> int:
+        return min(count, (blocks * k // shards) * align)
+
+    return boundary(index), boundary(index + 1)
+
+
+def cache_attrs(representation_name: str, params: Mapping[str, Any], representation, images_path, size: int,
+                dtype: str, device: str) -> Dict[str, Any]:
+    """The attributes of a feature cache (and of a recompute recipe) of ``images_path``."""
+    attrs = {
+        "representation": representation_name,
+        "params": dict(params),
+        "identity": representation.identity(),
+        "label": getattr(representation, "label", representation_name),
+        "dtype": dtype if not representation.sparse else "float32",
+        "images": os.path.abspath(images_path),
+        "images_sha256": store.image_store_digest(images_path),
+        "image_size": size,
+        # the centre window of each image that Φ sees: decoders reconstruct and are scored on it
+        "target_size": int(representation.target_size(size)),
+        "device": device,
+    }
+    shape = tuple(int(s) for s in representation.output_shape(size, size))
+    attrs["decoder_kind"] = representation.decoder_kind(shape)  # declared by the representation
+    return attrs
 
 
 def compute_cache(
@@ -35,9 +92,12 @@ def compute_cache(
     device: str = "auto",
     workers: int = 1,
     log_every: int = 500,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, Any]:
     """Compute the representation named ``representation_name`` (a configured name: ``hog``,
-    ``fc6``, ``torchvision:resnet50:layer4``; with ``params``) for every image in ``images_path``."""
+    ``fc6``, ``torchvision:resnet50:layer4``; with ``params``) for every image in ``images_path``,
+    or with ``shard = (i, N)`` for the rows of shard ``i`` (:func:`shard_rows`; attributes
+    ``shard``, ``rows`` and ``count``, the rows of the whole store)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -45,23 +105,15 @@ def compute_cache(
     representation = create(representation_name, **params)
     representation = representation.to(target)
     images = store.ImageStore(images_path)
-    count, size = len(images), images.size
-    attrs = {
-        "representation": representation_name,
-        "params": dict(params),
-        "identity": representation.identity(),
-        "label": getattr(representation, "label", representation_name),
-        "dtype": dtype if not representation.sparse else "float32",
-        "images": os.path.abspath(images_path),
-        "images_sha256": store.file_sha256(images_path),
-        "image_size": size,
-        # the centre window of each image that Φ sees: decoders reconstruct and are scored on it
-        "target_size": int(representation.target_size(size)),
-        "device": str(target),
-    }
+    total, size = len(images), images.size
+    start, stop = shard_rows(total, shard[0], shard[1], batch_size) if shard else (0, total)
+    count = stop - start
+    attrs = cache_attrs(representation_name, params, representation, images_path, size, dtype, str(target))
+    if shard:
+        attrs.update(shard=list(shard), rows=[start, stop], count=total)
     shape = tuple(int(s) for s in representation.output_shape(size, size))
-    attrs["decoder_kind"] = representation.decoder_kind(shape)  # declared by the representation
-    log.info("%s on %d images of %d px → %s per image (%s, %s, device %s)", representation_name, count, size, shape,
+    log.info("%s on %d images of %d px%s → %s per image (%s, %s, device %s)", representation_name, count, size,
+             f" (shard {shard[0] + 1} of {shard[1]}: rows {start}:{stop} of {total})" if shard else "", shape,
              "sparse" if representation.sparse else "dense", attrs["dtype"], target)
     bar = tqdm(total=count, desc=representation_name, unit="img", disable=not sys.stderr.isatty(), dynamic_ncols=True)
     done = 0
@@ -69,7 +121,7 @@ def compute_cache(
         out_path, count, shape, attrs["dtype"], attrs,
         sparse_width=representation.sparse_width if representation.sparse else None,
     ) as writer:
-        for offset, batch in images.batches(batch_size):
+        for offset, batch in images.batches(batch_size, start, stop):
             if representation.sparse:
                 table, offsets = representation.compute_sparse(batch, workers=workers)
                 writer.append_sparse(table, offsets)
@@ -84,3 +136,168 @@ def compute_cache(
     seconds = time.perf_counter() - started
     log.info("done in %.1f s", seconds)
     return {"images": count, "shape": shape, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def join_caches(parts: Sequence[str | os.PathLike], out_path: str | os.PathLike, block: int = 1024) -> Dict[str, Any]:
+    """Join the shard caches ``parts`` (shard 0, 1, … of one :func:`compute_cache` run) into the
+    cache at ``out_path``, copying the rows in order: the result has the datasets, chunking and
+    attributes the unsharded job would have written (``device`` lists every device used).
+
+    Refuses shards that do not belong together (another representation, parameters or image
+    store, a missing or repeated shard, rows that leave a gap) instead of joining them."""
+    if not parts:
+        raise ValueError("no shards to join")
+    handles = [store.open_h5(p) for p in parts]
+    try:
+        metas = [store.read_attrs(h) for h in handles]
+        first = metas[0]
+        common = {k: v for k, v in first.items() if k not in SHARD_KEYS + _WRITER_KEYS}
+        total = first.get("count")
+        expected_start = 0
+        for k, (path, meta) in enumerate(zip(parts, metas)):
+            if meta.get("shard") != [k, len(parts)]:
+                raise ValueError(f"{path}: shard {meta.get('shard')} where shard [{k}, {len(parts)}] was expected")
+            if meta.get("count") != total or meta.get("rows", [None])[0] != expected_start:
+                raise ValueError(f"{path}: rows {meta.get('rows')} of {meta.get('count')} do not follow row "
+                                 f"{expected_start} of {total}")
+            for key in sorted(set(common) | (set(meta) - set(SHARD_KEYS + _WRITER_KEYS))):
+                if meta.get(key) != common.get(key):
+                    raise ValueError(f"{path}: attribute {key!r} differs from shard 0's ({meta.get(key)!r} vs "
+                                     f"{common.get(key)!r}): the shards come from different runs; rerun them")
+            expected_start = meta["rows"][1]
+        if expected_start != total:
+            raise ValueError(f"the shards cover rows 0:{expected_start} of {total}")
+        devices = list(dict.fromkeys(str(m.get("device")) for m in metas))
+        common["device"] = devices[0] if len(devices) == 1 else ",".join(devices)
+        sparse = first.get("storage") == "sparse"
+        shape = tuple(first["shape"]) if first.get("shape") else None
+        width = int(handles[0]["table"].shape[1]) if sparse else None
+        with store.write_feature_store(out_path, total, shape, first["dtype"], common, sparse_width=width) as writer:
+            for path, handle in zip(parts, handles):
+                with store.reading(path, handle):
+                    if sparse:
+                        offsets = handle["offsets"][:]
+                        writer.append_sparse(handle["table"][:], offsets - offsets[0])
+                        continue
+                    features = handle["features"]
+                    for row in range(0, features.shape[0], block):
+                        writer.append(features[row:row + block])
+    finally:
+        for handle in handles:
+            handle.close()
+    log.info("joined %d shards into %s (%d images)", len(parts), out_path, total)
+    return {"images": total, "shards": len(parts)}
+
+
+# --------------------------------------------------------------------------- recompute
+
+
+def write_recipe(
+    representation_name: str,
+    params: Mapping[str, Any],
+    images_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    batch_size: int = 64,
+    dtype: str = "float16",
+    device: str = "auto",
+) -> Dict[str, Any]:
+    """Write the cache file of ``features.store: recompute``: the attributes a cache would have
+    (``storage = "recompute"``, the image store's path relative to the file, ``count``,
+    ``batch_size``) and no features. ``device`` is where readers compute (``auto``: their GPU
+    when they have one)."""
+    representation = create(representation_name, **params)
+    with store.ImageStore(images_path) as images:
+        count, size = len(images), images.size
+    attrs = cache_attrs(representation_name, params, representation, images_path, size, dtype, device)
+    if representation.sparse:
+        raise ValueError(f"{representation_name}: features.store recompute needs a dense representation "
+                         f"({representation_name} stores keypoints); use cache")
+    out = Path(out_path)
+    attrs.update(count=count, batch_size=int(batch_size),
+                 images_relative=os.path.relpath(os.path.abspath(images_path), os.path.abspath(out.parent)),
+                 shape=[int(s) for s in representation.output_shape(size, size)], storage="recompute")
+    with store.atomic_path(out) as tmp, store.create_h5(tmp) as handle:
+        store.write_attrs(handle, store.provenance(**attrs))
+    log.info("%s: features of the %d images of %s will be computed where they are read (%s per image, %s)",
+             representation_name, count, images_path, tuple(attrs["shape"]), dtype)
+    return attrs
+
+
+class Recomputer:
+    """The features a recompute recipe (:func:`write_recipe`) stands for, computed on demand.
+
+    The image store is found relative to the recipe (so a moved results folder still works),
+    else at its recorded absolute path; it must hold the images the recipe was written for (same
+    count and content digest), and the representation must have the recorded identity (same
+    weights), or the reader stops with an error instead of computing other features. Rows are
+    computed in batches of the recipe's ``batch_size`` on ``device`` (the recipe's setting,
+    ``auto`` = this job's GPU when there is one) and rounded to the recipe's dtype, so they equal
+    what a cache would hold up to the last bit of the network's arithmetic.
+    """
+
+    def __init__(self, path: str | os.PathLike, attrs: Mapping[str, Any], device: Optional[str] = None) -> None:
+        self.path = Path(path)
+        candidates = [self.path.parent / str(attrs.get("images_relative", "")), Path(str(attrs["images"]))]
+        images = next((c for c in candidates if c.is_file()), None)
+        if images is None:
+            raise FileNotFoundError(f"{self.path} computes its features from {attrs['images']}, which does not exist")
+        self.images = store.ImageStore(images)
+        try:
+            if len(self.images) != int(attrs["count"]):
+                raise store.DamagedFile(self.path, f"written for {attrs['count']} images but {images} holds "
+                                                   f"{len(self.images)}", "rerun its features job")
+            digest = store.image_store_digest(images)
+            if attrs.get("images_sha256") and digest != attrs["images_sha256"]:
+                raise store.DamagedFile(self.path, f"written for other images than those now in {images}",
+                                        "rerun its features job")
+            self.device = resolve_device(device or str(attrs.get("device", "auto")))
+            self.representation = create(str(attrs["representation"]), **dict(attrs.get("params") or {}))
+            if _plain(self.representation.identity()) != _plain(attrs.get("identity")):
+                raise store.DamagedFile(self.path, "its network's weights changed since it was written",
+                                        "rerun its features job")
+            self.representation = self.representation.to(self.device)
+        except BaseException:
+            self.images.close()
+            raise
+        self.dtype = np.dtype(str(attrs.get("dtype", "float32")))
+        self.batch_size = int(attrs.get("batch_size", 64))
+        self.shape = tuple(int(s) for s in attrs["shape"])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @torch.no_grad()
+    def compute(self, images: np.ndarray) -> np.ndarray:
+        """float32 features (rounded through the recipe's dtype) of uint8 images (n, 3, S, S)."""
+        out = np.empty((len(images), *self.shape), dtype=np.float32)
+        for b in range(0, len(images), self.batch_size):
+            x = store.to_float(images[b:b + self.batch_size]).to(self.device)
+            f = self.representation.compute(x).float()
+            if self.dtype == np.float16:
+                if not torch.isfinite(f).all():
+                    raise ValueError("features contain NaN or inf")
+                f = f.half()
+                if not torch.isfinite(f).all():
+                    raise OverflowError("features overflow float16 (|x| > 65504): set features.dtype to float32")
+            out[b:b + len(f)] = f.cpu().numpy()
+        return out
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.compute(self.images.read(start, stop))
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        return self.compute(self.images.take(indices)) if len(indices) else np.empty((0, *self.shape), np.float32)
+
+    def close(self) -> None:
+        self.images.close()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-comparable form (attributes come back from JSON: tuples as lists)."""
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+

@@ -1,0 +1,146 @@
+"""Paper scale through the real Snakefile (issue 14): data.shards gives the same stores as one job,
+a failed shard reruns alone, features.store: recompute gives the cached path's errors, and
+config/paper.yaml plans the sharded DAG."""
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from workflow import ROOT, fake_imagenet, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+BASE = {
+    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
+    "representations": ["hog", "sift", "conv3"],
+    "features": {"hog": {"cell_size": 8}, "alexnet": {"weights": "random"}, "batch_size": 8},
+    "variants": {"untrained_control": "never"},
+    "decoder": {"width": 0.125},
+    "train": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+    "evaluate": {"device": "cpu"},
+}
+FEATURES = ["results/features/hog/train.h5", "results/features/sift/train.h5", "results/features/conv3/train.h5",
+            "results/features/hog/test.h5"]
+
+
+def _config(**sections):
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in BASE.items()}
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    return config
+
+
+def _contents(path):
+    with h5py.File(path, "r") as handle:
+        return {name: handle[name][:] for name in handle}, dict(handle.attrs)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The data and feature stages of one config run with data.shards 1 and 3."""
+    runs = {}
+    for shards in (1, 3):
+        workdir = tmp_path_factory.mktemp(f"shards{shards}")
+        configfile = write_config(workdir / "config.yaml", _config(data={"shards": shards}))
+        snakemake(workdir, *FEATURES, configfile=configfile)
+        runs[shards] = workdir
+    return runs
+
+
+def test_three_shards_give_the_same_images_and_features_as_one_job(two_runs):
+    one, three = two_runs[1], two_runs[3]
+    for split in ("train", "test"):
+        (a, attrs_a), (b, attrs_b) = _contents(one / f"results/data/{split}.h5"), _contents(three / f"results/data/{split}.h5")
+        assert sorted(a) == sorted(b) == ["classes", "images", "labels", "paths"]
+        for name in a:
+            assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), (split, name)
+            assert a[name].tobytes() == b[name].tobytes()
+        assert attrs_a["content_sha256"] == attrs_b["content_sha256"]
+    for path in FEATURES:
+        (a, attrs_a), (b, attrs_b) = _contents(one / path), _contents(three / path)
+        assert sorted(a) == sorted(b)
+        for name in a:
+            assert np.array_equal(a[name], b[name]), (path, name)
+        assert attrs_a["images_sha256"] == attrs_b["images_sha256"]
+    # the shard files were temporary: only the joined stores remain
+    assert not list((three / "results/data").glob("shards/*/*.h5"))
+    assert not list((three / "results/features").glob("*/shards/*.h5"))
+    assert (three / "results/logs/data/extract_2-of-3.log").exists()
+
+
+def _photo(seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+
+
+def test_a_failed_shard_reruns_alone(tmp_path):
+    photos = tmp_path / "photos"
+    for k, name in enumerate("abc"):
+        for i in range(3):
+            (photos / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_photo(10 * k + i)).save(photos / name / f"{i}.png")
+    broken = photos / "b" / "1.png"
+    broken.write_bytes(b"\x89PNG not an image")  # class b (shard 2 of 3) is one usable image short
+    config = _config(data={"source": "folder", "root": str(photos), "train_per_class": 2, "test_per_class": 1,
+                           "shards": 3})
+    configfile = write_config(tmp_path / "config.yaml", config)
+    failed = snakemake(tmp_path, "results/data/train.h5", "--keep-going", configfile=configfile, check=False)
+    assert failed.returncode != 0
+    shards = tmp_path / "results/data/shards"
+    assert (shards / "1-of-3/train.h5").exists() and (shards / "3-of-3/train.h5").exists()
+    assert not (shards / "2-of-3/train.h5").exists()
+    assert "class 'b'" in (tmp_path / "results/logs/data/extract_2-of-3.log").read_text()
+
+    Image.fromarray(_photo(11)).save(broken)  # the file is repaired
+    plan = snakemake(tmp_path, "results/data/train.h5", "-n", configfile=configfile)
+    assert planned_jobs(tmp_path, "results/data/train.h5", configfile=configfile) == {"extract_shard": 1,
+                                                                                     "join_data": 1}
+    assert "shard=2-of-3" in plan.stdout + plan.stderr
+    snakemake(tmp_path, "results/data/train.h5", configfile=configfile)
+    with h5py.File(tmp_path / "results/data/train.h5", "r") as handle:
+        assert handle["images"].shape[0] == 6 and sorted(set(handle["labels"][:])) == [0, 1, 2]
+
+    # the same for a feature shard: two of three finished, the third (failed, or killed) reruns alone
+    done = [f"results/features/hog/shards/train-{i}-of-3.h5" for i in (1, 3)]
+    snakemake(tmp_path, *done, configfile=configfile)
+    assert planned_jobs(tmp_path, "results/features/hog/train.h5", configfile=configfile) == {
+        "shallow_feature_shard": 1, "join_features": 1}
+
+
+def test_recompute_gives_the_errors_of_the_cache(tmp_path):
+    errors = {}
+    for store_setting in ("cache", "recompute"):
+        workdir = tmp_path / store_setting
+        workdir.mkdir()
+        config = _config(features={"store": {"default": "cache", "alexnet": store_setting}})
+        config["representations"] = ["conv3"]
+        configfile = write_config(workdir / "config.yaml", config)
+        snakemake(workdir, "results/conv3/error.csv", configfile=configfile)
+        errors[store_setting] = pd.read_csv(workdir / "results/conv3/error.csv").set_index("method")
+        with h5py.File(workdir / "results/features/conv3/train.h5", "r") as handle:
+            assert ("features" in handle) == (store_setting == "cache")
+    cached, recomputed = errors["cache"], errors["recompute"]
+    for method in ("decoder", "mean_image", "nearest_neighbour"):
+        a, b = cached.loc[method], recomputed.loc[method]
+        assert a["ci_low"] <= b["error"] <= a["ci_high"] and b["ci_low"] <= a["error"] <= b["ci_high"], method
+    assert cached.loc["mean_image", "error"] == recomputed.loc["mean_image", "error"]
+
+
+def test_paper_config_plans_the_sharded_dag(tmp_path_factory, tmp_path):
+    """config/paper.yaml on a fake ILSVRC2012 tree: every extraction and training-split cache job
+    is one of data.shards shards; the recomputed layers get a recipe instead of a cache."""
+    import yaml
+
+    imagenet = fake_imagenet(tmp_path_factory.mktemp("ILSVRC2012"))
+    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config" / "paper.yaml"),
+                           "--config", f"data={{root: {imagenet}}}")
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    shards = paper["data"]["shards"]
+    recomputed = [k for k, v in paper["features"]["store"].items() if v == "recompute" and k != "default"]
+    assert shards > 1 and recomputed
+    assert planned["extract_shard"] == shards and planned["join_data"] == 1 and "extract_data" not in planned
+    cached_cnn = 3 * (8 - len(recomputed))  # each AlexNet layer, its untrained control, its autoencoder
+    assert planned["feature_shard"] == shards * cached_cnn and planned["shallow_feature_shard"] == shards * 3
+    assert planned["join_features"] == cached_cnn + 3
+    assert planned["features"] == cached_cnn and planned["shallow_features"] == 3  # the test split: one job
+    assert planned["feature_recipe"] == 2 * 3 * len(recomputed)
