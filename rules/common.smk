@@ -223,3 +223,14 @@ def loss_comparison_inputs(wc):
         inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
     return inputs
 
+
+def feature_job_params():
+    """What a feature job is parameterised by (shared by the cache, shard and recipe rules)."""
+    return dict(
+        representation=lambda wc: CATALOG[wc.rep].name,
+        options=lambda wc: feature_params(wc.rep),
+        dtype=FEATURES["dtype"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        log_every=DATA["log_every"],
+    )

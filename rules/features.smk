@@ -17,18 +17,6 @@ FEATURE_RESOURCES = dict(mem_mb=8000, runtime=scaled_runtime(120))
 WHOLE_SPLITS = "train|test" if SHARDS == 1 else "test"
 
 
-def feature_job_params():
-    """What a feature job is parameterised by (shared by the cache, shard and recipe rules)."""
-    return dict(
-        representation=lambda wc: CATALOG[wc.rep].name,
-        options=lambda wc: feature_params(wc.rep),
-        dtype=FEATURES["dtype"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        log_every=DATA["log_every"],
-    )
-
-
 rule features:
     conda:
         ENVIRONMENT
