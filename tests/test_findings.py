@@ -173,3 +173,12 @@ def test_mahendran_vedaldi_table_sets_their_claim_beside_their_measure_for_cnn_l
     text = "\n".join(mahendran_vedaldi(pd.read_csv(tmp_path / "mv.csv")))
     assert "holds at 1 of 2 layers here: `conv5` 12.0% (holds); `fc6` 35.0% (exceeds)" in text
     assert "`hog` 0.250 (3 restarts)" in text
+
+
+def test_loss_variants_are_not_counted_against_the_reference_rows(tmp_path):
+    path = tmp_path / "errors.csv"
+    _loss_rows(0.6, 0.4, 0.9).to_csv(path, index=False)  # fc6-gan: image error 0.9 above the mean image's 0.7
+    text = write_findings({"errors": str(path)}, str(tmp_path / "findings.md"))
+    assert "- 1 of 1 decoders beat both the mean training image" in text
+    assert "Not better than a reference row" not in text
+    assert "- Not counted: `fc6-gan` (Appendix A's losses trade image error" in text
