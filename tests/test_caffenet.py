@@ -370,7 +370,7 @@ def test_workflow_passes_arch_to_the_feature_cache_and_the_autoencoder(tmp_path)
     config = {
         "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 2, "test_per_class": 2},
         "representations": ["conv4"],
-        "features": {"alexnet": {"weights": "random", "arch": "caffenet"}},
+        "features": {"alexnet": {"weights": "random", "arch": "caffenet", "crop": 227}},
         "variants": {"autoencoder": ["conv4"], "untrained_control": "never"},
         "decoder": {"width": 0.125},
         "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},

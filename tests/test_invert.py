@@ -59,7 +59,7 @@ def test_the_decoder_records_its_provenance(tiny):
     assert record["representation"] == "hog" and record["params"] == {"cell_size": 8}
     assert record["weights"] is None and record["image_size"] == SIZE and record["target_size"] == SIZE
     assert record["feature_dtype"] == "float16" and record["version"] == decoding.PROVENANCE_VERSION
-    assert record["images_sha256"] == store.file_sha256(tiny / "train.h5")
+    assert record["images_sha256"] == store.image_store_digest(tiny / "train.h5")
     resnet = decoder(tiny / "resnet/decoder.pt").provenance
     assert resnet["weights"] == "random:0" and resnet["params"] == RESNET_PARAMS
     assert resnet["identity"]["crop"] == "32"

@@ -34,8 +34,10 @@ def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
     planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config" / name),
                            "--config", f"data={{root: {imagenet_root}}}")
     # 11 representations + 8 untrained controls (paper.yaml: untrained_control auto, pretrained weights)
-    assert planned["train"] == 19 and planned["train_autoencoder"] == 8
-    assert planned["evaluate"] == 11 + 8 + 8
+    # + paper.yaml's GAN variants of conv5-fc8 (Appendix A, Figures 12-13)
+    gan = 4 if name == "paper.yaml" else 0
+    assert planned["train"] == 19 + gan and planned["train_autoencoder"] == 8
+    assert planned["evaluate"] == 11 + 8 + 8 + gan
     assert planned["mahendran_vedaldi"] == 9
     if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per split
         assert planned["features"] == 2 * (8 + 8 + 8) and planned["shallow_features"] == 2 * 3
