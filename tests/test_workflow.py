@@ -9,7 +9,7 @@ from workflow import planned_jobs, planned_rules, snakemake, write_config
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
+    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
     "representations": ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "torchvision:resnet18:layer1"],
     "features": {"hog": {"cell_size": 8}, "lbp": {"cell_size": 8}, "alexnet": {"weights": "random"},
                  "torchvision": {"weights": "random", "crop": 64}},

@@ -10,7 +10,7 @@ from workflow import planned_jobs, snakemake, write_config
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
+    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
     "representations": ["efficientnet_lite0:stages.3", "efficientnet_lite0:fc"],
     "features": {"efficientnet_lite0": {"weights": "imagenet", "crop": 224}},
     "variants": {"autoencoder": []},

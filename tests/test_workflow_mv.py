@@ -9,7 +9,7 @@ from workflow import snakemake, write_config
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
+    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
     "representations": ["hogb", "dsift"],
     "features": {"hogb": {"cell_size": 8}, "dsift": {"bin_size": 4, "step": 4}},
     "analyses": {"locality": {"layers": ["hogb"], "images": 2, "window": 2, "iterations": 3}, "n_show": 2},

@@ -12,7 +12,7 @@ from workflow import ROOT, fake_imagenet, planned_jobs, snakemake, write_config
 pytestmark = pytest.mark.slow
 
 BASE = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
+    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
     "representations": ["hog", "sift", "conv3"],
     "features": {"hog": {"cell_size": 8}, "alexnet": {"weights": "random"}, "batch_size": 8},
     "variants": {"untrained_control": "never"},

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 LAYER = "torchvision:vit_b_16:encoder.layers.encoder_layer_1"
 SLUG = "vit_b_16@encoder.layers.encoder_layer_1"
 TINY = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 6, "test_per_class": 2},
+    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 6, "test_per_class": 2},
     "representations": [LAYER],
     "features": {"torchvision": {"weights": "random", "crop": 32}},
     "variants": {"autoencoder": []},
