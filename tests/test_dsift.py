@@ -53,7 +53,8 @@ def test_matches_vlfeat_dsift(name, size, bin_size, step):
     assert frames[-1].tolist() == [(cols - 1) * step + 1.5 * bin_size, (rows - 1) * step + 1.5 * bin_size]
 
 
-@pytest.mark.parametrize("height,width,bin_size,step", [(64, 64, 5, 5), (64, 64, 4, 4), (13, 20, 4, 1), (256, 256, 5, 5)])
+@pytest.mark.parametrize("height,width,bin_size,step",
+                         [(64, 64, 5, 5), (64, 64, 4, 4), (13, 20, 4, 1), (256, 256, 5, 5)])
 def test_grid_and_output_shape(height, width, bin_size, step):
     rows, cols = (height - 1 - 3 * bin_size) // step + 1, (width - 1 - 3 * bin_size) // step + 1
     rep = create("dsift", bin_size=bin_size, step=step)

@@ -14,7 +14,8 @@ TINY = {
     "representations": ["efficientnet_lite0:stages.3", "efficientnet_lite0:fc"],
     "features": {"efficientnet_lite0": {"weights": "imagenet", "crop": 224}},
     "variants": {"autoencoder": []},
-    "analyses": {"single_units": {"layers": ["efficientnet_lite0:fc"], "count": 2}, "n_show": 2},
+    "analyses": {"single_units": {"layers": ["efficientnet_lite0:fc"], "count": 2}, "n_show": 2,
+                 "locality": {"images": 1, "iterations": 3}},  # the default's locality job, kept cheap
     "baselines": {"mahendran_vedaldi": {"representations": []}},
     "decoder": {"width": 0.125},
     "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},

@@ -67,7 +67,8 @@ e.g. 256-px images centre-cropped to 227, and for HOG, which does not resize).
 Optimisation (M&V's momentum gradient descent)
 ----------------------------------------------
 Gradient descent with momentum 0.9 from small Gaussian noise (std :attr:`MVConfig.init_std` in units
-of ``u``, 0.02 in the image at the default σ; seeded per image and restart), ``iterations`` steps (200 by default; M&V ran 400 for the CNN and 800 for HOG).
+of ``u``, 0.02 in the image at the default σ; seeded per image and restart), ``iterations`` steps
+(200 by default; M&V ran 400 for the CNN and 800 for HOG).
 The learning rate starts at ``lr`` and is divided by 10 at the fractions :attr:`MVConfig.decay_at`
 of the run: by default after 1/4 and 3/4, M&V's CNN schedule (100 + 200 + 100 iterations at rates
 1, 0.1, 0.01). As in M&V's code the momentum buffer is reset whenever the rate changes (the stale
@@ -76,8 +77,8 @@ without).
 
 Gradient normalisation (ours): each image's gradient is divided by its root mean square before the
 momentum update, so ``lr`` is a step in units of ``u`` (``σ·lr`` in the ``[0, 1]`` image scale)
-whatever the scale of the representation. M&V's absolute rates were tuned for their units (CaffeNet in MatConvNet) and do
-not carry over; with the normalisation one schedule serves HOG and every AlexNet layer
+whatever the scale of the representation. M&V's absolute rates were tuned for their units (CaffeNet
+in MatConvNet) and do not carry over; with the normalisation one schedule serves HOG and every AlexNet layer
 (:data:`DEFAULT_LR`). It changes the path, not which image is optimal.
 
 Several reconstructions per code (M&V's ``numRepeats``, their Figure 7): with
@@ -154,6 +155,10 @@ PIXEL_INIT_STD = 0.02
 #: λα: M&V's α-norm weight ``8e-10/2`` on ``Σ x⁶`` (0-255 units) over the same ``‖x̄‖²`` is
 #: ``4e-10 · (128)⁶ / (3 · 58²) ≈ 0.17`` in our normalisation, the same for every layer (small
 #: next to the data term: it only bites on pixels beyond B).
+#:
+#: Their ``x0_sigma.mat`` itself gives s = 0.27 (:data:`MV_SIGMA`), with which the same conversion
+#: would give λTV 0.014, 0.14, 1.4 and λα 0.12; the values here (converted with ImageNet's std)
+#: are within a factor 1.5 of those and are kept, as the calibration below was made with them.
 DEFAULT_LAMBDAS: Dict[str, Dict[str, float]] = {
     "hog": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
     "hogb": {"lambda_alpha": 0.17, "lambda_tv": 0.02},
@@ -500,8 +505,8 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     the seconds per reconstruction, measured in the same run. With ``mv_config.restarts`` = K > 1
     the optimisation's rows average over its K reconstructions per code, ``diversity`` is their
     spread (:func:`preimage.metrics.sample_diversity`) and the HDF5 store keeps them all
-    (``mahendran_vedaldi_samples``, drawn by :func:`samples_png`). ``representation_name`` names the rows (the slug, ``fc6-ae``); ``base_name`` is the
-    configured name of its base representation (``fc6``), which picks the optimisation's defaults
+    (``mahendran_vedaldi_samples``, drawn by :func:`samples_png`). ``representation_name`` names
+    the rows (the slug, ``fc6-ae``); ``base_name`` is the configured name of its base representation (``fc6``), which picks the optimisation's defaults
     (:func:`settings`).
     """
     decoder = TrainedDecoder(decoder_path, device)

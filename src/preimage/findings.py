@@ -166,6 +166,10 @@ def mahendran_vedaldi(table: pd.DataFrame) -> List[str]:
     return lines + mahendran_vedaldi_claim(table) + [""]
 
 
+def _verdict(value: float, bound: float) -> str:
+    return "holds" if value <= bound else "exceeds"
+
+
 def mahendran_vedaldi_claim(table: pd.DataFrame) -> List[str]:
     """M&V's own measure against their claim that for CNN layers the normalised feature-space error
     "rarely exceeds 20 %", per layer (the rows the table marks with ``mv_claim``), and the spread of
@@ -178,7 +182,7 @@ def mahendran_vedaldi_claim(table: pd.DataFrame) -> List[str]:
             lines.append(f"- Mahendran & Vedaldi's claim, CNN layers invert to a normalised feature error of at most "
                          f"{rows.mv_claim.iloc[0]:.0%} (their measure: ‖Φ(x̂) − Φ0‖² over the mean squared distance "
                          f"between the codes): holds at {len(held)} of {len(rows)} layers here: " + "; ".join(
-                             f"`{r.representation}` {r.mv_error:.1%} ({'holds' if r.mv_error <= r.mv_claim else 'exceeds'})"
+                             f"`{r.representation}` {r.mv_error:.1%} ({_verdict(r.mv_error, r.mv_claim)})"
                              for r in rows.itertuples()) + ".")
     if "diversity" in table:
         spread = table[(table.method == "mahendran_vedaldi") & table.diversity.notna()]
