@@ -111,6 +111,7 @@ rule loss_comparison:
     params:
         n_show=config["evaluate"]["n_show"],
         labels=lambda wc: [CATALOG[s].display for s in CATALOG.loss_family(wc.rep)],
+        name=lambda wc: CATALOG[wc.rep].display,
     log:
         f"{R}/logs/figures/gan_{{rep}}.log",
     script:

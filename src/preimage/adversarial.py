@@ -46,6 +46,11 @@ Our choices for ``gan`` (``decoder.gan.*``; the reasons for the defaults, :class
   below ``pause_ratio`` × the generator's adversarial loss of the previous step (an overpowering
   D gives the decoder no useful gradient). Deterministic, so a resumed run takes the same steps.
 
+Where the decoders start (``decoder.init``): from a random initialisation like the simple decoder, or
+from the trained pixel decoder of the same representation, trained on with the new loss (as
+super-resolution GANs start from their network trained on the image distance; much cheaper when
+Φ is a network whose backward pass dominates the step).
+
 Everything a run needs to resume to the same weights (D, its optimiser, the balance state) is in
 :meth:`GanObjective.state_dict`, saved in the per-epoch checkpoint by :mod:`preimage.train` with the
 decoder, its optimiser and the RNG states.
@@ -54,7 +59,6 @@ decoder, its optimiser and the RNG states.
 from __future__ import annotations
 
 import dataclasses
-import math
 from contextlib import nullcontext
 from typing import Any, Dict, Mapping, Optional
 
