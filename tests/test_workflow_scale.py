@@ -55,7 +55,8 @@ def test_three_shards_give_the_same_images_and_features_as_one_job(two_runs):
         assert sorted(a) == sorted(b) == ["classes", "images", "labels", "paths"]
         for name in a:
             assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), (split, name)
-            assert a[name].tobytes() == b[name].tobytes()
+            if a[name].dtype != object:  # numbers: the same bytes (strings compare equal above)
+                assert a[name].tobytes() == b[name].tobytes()
         assert attrs_a["content_sha256"] == attrs_b["content_sha256"]
     for path in FEATURES:
         (a, attrs_a), (b, attrs_b) = _contents(one / path), _contents(three / path)
