@@ -231,8 +231,16 @@ def hog(images: torch.Tensor, cell_size: int = 8) -> torch.Tensor:
     ``images``: float ``(N, 3, H, W)`` RGB in ``[0, 1]`` (or ``(N, 1, H, W)`` grey), any device.
     Returns ``(N, 31, (H + cell//2)//cell, (W + cell//2)//cell)``; differentiable w.r.t. ``images``.
     """
+    return hog_from_histograms(images, cell_size, _histograms, "hog")
+
+
+def hog_from_histograms(images: torch.Tensor, cell_size: int, histograms, name: str) -> torch.Tensor:
+    """Checks ``images``, computes ``histograms(part, cell, hh, hw)`` (the padded per-cell
+    orientation histograms of one orientation-assignment rule) in chunks that keep the float32
+    scatter indices exact and CPU buffers small, and applies UoCTTI's normalisation. Shared by
+    :func:`hog` and :func:`preimage.features.hogb.hogb`."""
     if not torch.is_floating_point(images):
-        raise TypeError("hog expects a floating point image tensor")
+        raise TypeError(f"{name} expects a floating point image tensor")
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images of shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
     cell = int(cell_size)
@@ -245,9 +253,8 @@ def hog(images: torch.Tensor, cell_size: int = 8) -> torch.Tensor:
     if images.device.type == "cpu":
         chunk = min(chunk, max(1, _CPU_CHUNK_PIXELS // (height * width)))
     if images.shape[0] <= chunk:
-        return _normalise(_histograms(images, cell, hh, hw))
-    hist = torch.cat([_histograms(part, cell, hh, hw) for part in images.split(chunk)])
-    return _normalise(hist)
+        return _normalise(histograms(images, cell, hh, hw))
+    return _normalise(torch.cat([histograms(part, cell, hh, hw) for part in images.split(chunk)]))
 
 
 def _histograms(images: torch.Tensor, cell: int, hh: int, hw: int) -> torch.Tensor:

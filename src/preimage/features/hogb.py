@@ -37,8 +37,8 @@ import torch
 
 from preimage.features.base import Representation, register
 from preimage.features.hog import (
-    _CPU_CHUNK_PIXELS, _MAX_EXACT_INDEX, _N_CODES, GRAY_WEIGHTS, HOG_DIM, NUM_ORIENTATIONS, _Magnitude, _normalise,
-    _spatial_plan, hog_grid, rgb_to_gray,
+    _N_CODES, GRAY_WEIGHTS, HOG_DIM, NUM_ORIENTATIONS, _Magnitude, _spatial_plan, hog_from_histograms, hog_grid,
+    rgb_to_gray,
 )
 
 __all__ = ["HOGB", "hogb", "orientation_votes"]
@@ -92,21 +92,7 @@ def hogb(images: torch.Tensor, cell_size: int = 8) -> torch.Tensor:
     ``images``: float ``(N, 3, H, W)`` RGB in ``[0, 1]`` (or ``(N, 1, H, W)`` grey). Returns
     ``(N, 31, (H + cell//2)//cell, (W + cell//2)//cell)``; differentiable w.r.t. ``images``.
     """
-    if not torch.is_floating_point(images):
-        raise TypeError("hogb expects a floating point image tensor")
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images of shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
-    cell = int(cell_size)
-    height, width = images.shape[-2:]
-    hh, hw = hog_grid(height, width, cell)
-    if cell < 1 or height <= 3 or width <= 3 or hh < 1 or hw < 1:
-        raise ValueError(f"image {height}x{width} too small for HOG with cell size {cell}")
-    per_image = _N_CODES * (hh + 2) * (hw + 2)
-    chunk = max(1, (_MAX_EXACT_INDEX - per_image) // per_image)  # float32 indices stay exact
-    if images.device.type == "cpu":
-        chunk = min(chunk, max(1, _CPU_CHUNK_PIXELS // (height * width)))
-    hist = torch.cat([_histograms(part, cell, hh, hw) for part in images.split(chunk)])
-    return _normalise(hist)
+    return hog_from_histograms(images, cell_size, _histograms, "hogb")
 
 
 @register("hogb")
