@@ -68,6 +68,7 @@ import torch.nn.functional as F
 
 from preimage import metrics
 from preimage.decoders import scale_channels
+from preimage.train import PixelObjective
 
 __all__ = ["LOSSES", "Discriminator", "FeatureObjective", "GanObjective", "GanSettings", "NotDifferentiable",
            "build_objective", "differentiable_representation", "require_differentiable"]
@@ -179,8 +180,9 @@ class Discriminator(nn.Module):
 # --------------------------------------------------------------------------- objectives
 
 
-class FeatureObjective:
+class FeatureObjective(PixelObjective):
     """The ``feature`` loss: L_feat only (see the module docstring). Also the base of :class:`GanObjective`.
+    It has no state of its own: the learning-rate and state hooks are :class:`PixelObjective`'s.
 
     ``representation`` is the frozen Φ (:func:`differentiable_representation`), ``image_size`` the
     side of the region it sees (the decoder's ``image_size``), ``feature_scale`` the decoder's s.
@@ -214,22 +216,8 @@ class FeatureObjective:
         loss = self.feature_loss(prediction, inputs)
         return {"loss": loss, "feature": loss.detach(), "pixel": F.mse_loss(prediction.detach(), targets)}
 
-    # the hooks preimage.train calls; the feature loss has no state of its own
-
-    def set_learning_rate(self, lr: float) -> None:
-        pass
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
-
     def describe(self) -> str:
         return "feature-space loss (Appendix A)"
-
-    def settings(self) -> Dict[str, Any]:
-        return {"loss": self.kind}
 
     @torch.no_grad()
     def validation(self, model, data, inputs, device: torch.device, batch_size: int) -> Dict[str, float]:
