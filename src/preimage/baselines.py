@@ -103,7 +103,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -493,6 +493,23 @@ def mv_normalised_error(squared_distances: np.ndarray, targets: torch.Tensor) ->
 # --------------------------------------------------------------------------- the pipeline step
 
 
+def figure_codes(decoder: TrainedDecoder, representation, test_images_path: str,
+                 images: int) -> Tuple[float, np.ndarray, torch.Tensor, torch.Tensor]:
+    """The codes both methods invert: the first ``images`` figure images
+    (:func:`preimage.figures.show_indices`) of the test store, seen as ``decoder`` sees them
+    (its crop). Returns the error's normaliser (mean distance between all test images), their
+    indices, the images (N, 3, S, S) in [0, 1] and Φ0 = Φ(x) on the CPU; ``representation`` is
+    moved to the decoder's device."""
+    representation.to(decoder.device)
+    with decoder.images(test_images_path) as test_images:
+        normaliser = metrics.mean_pairwise_distance(test_images.float_view())
+        pick = show_indices(len(test_images), max(images, 1))[:images]
+        truth = store.to_float(test_images.take(pick))
+    with torch.no_grad():
+        targets = representation(truth.to(decoder.device)).cpu()
+    return normaliser, pick, truth, targets
+
+
 def mahendran_vedaldi(representation_name: str, representation, base_name: str, decoder_path: str,
                       test_images_path: str, csv_path: str, h5_path: str, png_path: str, mv_config: MVConfig,
                       images: int = 8, n_show: int = 6, seed: int = 0, device: str = "auto") -> pd.DataFrame:
@@ -510,13 +527,7 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     (:func:`settings`).
     """
     decoder = TrainedDecoder(decoder_path, device)
-    representation.to(decoder.device)
-    with decoder.images(test_images_path) as test_images:
-        normaliser = metrics.mean_pairwise_distance(test_images.float_view())
-        pick = show_indices(len(test_images), max(images, 1))[:images]
-        truth = store.to_float(test_images.take(pick))
-    with torch.no_grad():
-        targets = representation(truth.to(decoder.device)).cpu()
+    normaliser, pick, truth, targets = figure_codes(decoder, representation, test_images_path, images)
     started = time.perf_counter()
     decoded = decoder(targets)
     decoder_seconds = time.perf_counter() - started

@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 
 from preimage import metrics, store
-from preimage.baselines import MVConfig, feature_space_error, optimise_preimage
+from preimage.baselines import MVConfig, feature_space_error, figure_codes, optimise_preimage
 from preimage.decoding import TrainedDecoder
-from preimage.figures import analysis_title, image_grid, show_indices
+from preimage.figures import analysis_title, image_grid
 
 __all__ = ["VARIANTS", "channel_mask", "locality", "window_bounds", "window_mask"]
 
@@ -129,13 +129,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
     ``channels``: the fraction of channels kept; ``mv_config``: the optimisation's settings
     (iterations, σ, …); ``base_name`` picks its defaults (:func:`preimage.baselines.settings`)."""
     decoder = TrainedDecoder(decoder_path, device)
-    representation.to(decoder.device)
-    with decoder.images(test_images_path) as test_images:
-        normaliser = metrics.mean_pairwise_distance(test_images.float_view())
-        pick = show_indices(len(test_images), max(images, 1))[:images]
-        truth = store.to_float(test_images.take(pick))
-    with torch.no_grad():
-        targets = representation(truth.to(decoder.device)).cpu()
+    normaliser, pick, truth, targets = figure_codes(decoder, representation, test_images_path, images)
     shape = tuple(targets.shape[1:])
     variants = _masks(shape, window, channels)
     show = slice(0, min(n_show, len(truth)))
