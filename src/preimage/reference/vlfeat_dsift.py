@@ -17,7 +17,7 @@ import functools
 
 import numpy as np
 
-from preimage.reference.vlfeat import VLFeatUnavailable, load_library
+from preimage.reference.vlfeat import VLFeatUnavailable, available, load_library
 
 __all__ = ["VLFeatUnavailable", "available", "vl_dsift"]
 
@@ -67,14 +67,6 @@ def _lib() -> ctypes.CDLL:
     lib.vl_dsift_delete.argtypes = [handle]
     lib.vl_dsift_delete.restype = None
     return lib
-
-
-def available() -> bool:
-    try:
-        _lib()
-        return True
-    except VLFeatUnavailable:
-        return False
 
 
 def vl_dsift(gray: np.ndarray, step: int, bin_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ import functools
 
 import numpy as np
 
-from preimage.reference.vlfeat import VLFeatUnavailable, load_library
+from preimage.reference.vlfeat import VLFeatUnavailable, available, load_library
 
 VL_HOG_VARIANT_DALAL_TRIGGS = 0
 VL_HOG_VARIANT_UOCTTI = 1
@@ -53,14 +53,6 @@ def _lib() -> ctypes.CDLL:
     lib.vl_hog_set_use_bilinear_orientation_assignments.argtypes = [vp, ctypes.c_int]
     lib.vl_hog_set_use_bilinear_orientation_assignments.restype = None
     return lib
-
-
-def available() -> bool:
-    try:
-        _lib()
-        return True
-    except VLFeatUnavailable:
-        return False
 
 
 def _check_size(height: int, width: int, cell_size: int) -> None:
