@@ -257,13 +257,11 @@ def hog_from_histograms(images: torch.Tensor, cell_size: int, histograms, name: 
     return _normalise(torch.cat([histograms(part, cell, hh, hw) for part in images.split(chunk)]))
 
 
-def _histograms(images: torch.Tensor, cell: int, hh: int, hw: int) -> torch.Tensor:
-    """Directed orientation histograms ``(N, 18, hh, hw)`` of the cells (``vl_hog_put_image``)."""
-    n = images.shape[0]
-    height, width = images.shape[-2:]
+def image_gradients(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``vl_hog_put_image``'s gradients: the grey image (N, H, W), central differences ``gx``,
+    ``gy`` at the interior pixels (N, H-2, W-2; the border pixels vote nothing) and their
+    magnitude (with :class:`_Magnitude`'s gradient when the image needs one)."""
     gray = rgb_to_gray(images)
-
-    # Central differences at the interior pixels (N, H-2, W-2); the border pixels vote nothing.
     gx = gray[:, 1:-1, 2:] - gray[:, 1:-1, :-2]
     gy = gray[:, 2:, 1:-1] - gray[:, :-2, 1:-1]
     if gx.requires_grad:
@@ -272,6 +270,14 @@ def _histograms(images: torch.Tensor, cell: int, hh: int, hw: int) -> torch.Tens
         mag = gx * gx
         mag += gy * gy
         mag.sqrt_()
+    return gray, gx, gy, mag
+
+
+def _histograms(images: torch.Tensor, cell: int, hh: int, hw: int) -> torch.Tensor:
+    """Directed orientation histograms ``(N, 18, hh, hw)`` of the cells (``vl_hog_put_image``)."""
+    n = images.shape[0]
+    height, width = images.shape[-2:]
+    gray, gx, gy, mag = image_gradients(images)
 
     # Votes are accumulated per orientation code f = 9..27 (directed bin f mod 18) in planes of
     # (hh+2) x (hw+2) cells; flat index of a vote: image * _N_CODES * plane + (f-9) * plane + cell.

@@ -37,8 +37,7 @@ import torch
 
 from preimage.features.base import Representation, register
 from preimage.features.hog import (
-    _N_CODES, GRAY_WEIGHTS, HOG_DIM, NUM_ORIENTATIONS, _Magnitude, _spatial_plan, hog_from_histograms, hog_grid,
-    rgb_to_gray,
+    _N_CODES, GRAY_WEIGHTS, HOG_DIM, NUM_ORIENTATIONS, _spatial_plan, hog_from_histograms, hog_grid, image_gradients,
 )
 
 __all__ = ["HOGB", "hogb", "orientation_votes"]
@@ -65,10 +64,7 @@ def _histograms(images: torch.Tensor, cell: int, hh: int, hw: int) -> torch.Tens
     """Directed orientation histograms ``(N, 18, hh, hw)`` with bilinear orientation votes."""
     n = images.shape[0]
     height, width = images.shape[-2:]
-    gray = rgb_to_gray(images)
-    gx = gray[:, 1:-1, 2:] - gray[:, 1:-1, :-2]
-    gy = gray[:, 2:, 1:-1] - gray[:, :-2, 1:-1]
-    mag = _Magnitude.apply(gx, gy) if gx.requires_grad else torch.sqrt(gx * gx + gy * gy)
+    gray, gx, gy, mag = image_gradients(images)
     low, high, w_high = orientation_votes(gx, gy)
 
     # hog.py's scatter plan: code c lands in plane c - 9; directed bin b uses code b + 9
