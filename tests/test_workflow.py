@@ -21,7 +21,8 @@ TINY = {
                  "n_show": 2},
     "baselines": {"mahendran_vedaldi": {"representations": ["hog"], "images": 2, "iterations": 3}},
     "decoder": {"width": 0.125},
-    "train": {"epochs": {"default": 1, "hog": 2, "fc6-ae": 1}, "batch_size": 8, "device": "cpu"},
+    # Snakemake merges this mapping into config.yaml's, so its per-representation entries (sift) are overridden too
+    "train": {"epochs": {"default": 1, "hog": 2, "fc6-ae": 1, "sift": 1}, "batch_size": 8, "device": "cpu"},
     "evaluate": {"n_show": 3, "device": "cpu"},
 }
 REPS = ["hog", "lbp", "sift", "conv5", "fc6", "fc8", "fc6-ae", "resnet18@layer1", "hog-gan"]
