@@ -288,6 +288,22 @@ def test_builtin_regions_never_share_a_pixel_between_splits(tmp_path):
     assert list(train.labels[:12]) == [0] * 12 and sorted(set(test.labels)) == list(range(len(data.BUILTIN_PHOTOS)))
 
 
+def test_new_test_crops_come_from_the_held_out_strips(tmp_path):
+    params = _params(source="builtin", train_per_class=12, test_per_class=3)
+    _, train, test = _extract(tmp_path, params)
+    train_boxes = _crop_boxes(train)
+    crops = data.new_builtin_test_crops(train.attrs["params"], per_class=4, seed=7)
+    assert len(crops) == 4 * len(data.BUILTIN_PHOTOS) and all(item.split == "test" for item in crops)
+    assert not {item.display for item in crops} & set(test.paths)  # new images, not the test split's
+    for item in crops:
+        left, top, side = item.box
+        for a in train_boxes[item.name]:  # inside the held-out strip: no pixel of a training crop
+            assert min(a[2], left + side) <= max(a[0], left) or min(a[3], top + side) <= max(a[1], top)
+    assert [i.display for i in data.new_builtin_test_crops(train.attrs["params"], 4, seed=7)] == [i.display for i in crops]
+    with pytest.raises(data.DataError, match="regions"):
+        data.new_builtin_test_crops({**params, "builtin": {"split": "photos"}}, 1, seed=0)
+
+
 def test_builtin_region_of_a_landscape_and_a_portrait_photograph():
     box, side = data.builtin_region(600, 400, 0.4, strip_at_end=True, split="test")
     assert box == (360, 0, 600, 400) and side == 240

@@ -428,21 +428,54 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
             region, shorter = builtin_region(width, height, fraction, strip_at_end[spec], split)
         else:
             region, shorter = (0, 0, width, height), min(width, height)
-        x0, y0, x1, y1 = region
         key = (split, label)
         items = collections.deque()
         for _ in range(count):
-            side = max(8, int(round(shorter * rng.uniform(min_scale, 1.0))))
-            left = int(rng.integers(x0, x1 - side + 1))
-            top = int(rng.integers(y0, y1 - side + 1))
-            flipped = flip and bool(rng.integers(2))
+            box, flipped = _random_crop(rng, region, shorter, min_scale, flip)
             change = None
             if split == "train" and jitter > 0:
                 change = (float(rng.uniform(-0.5, 0.5) * jitter), float(np.exp(rng.uniform(-1, 1) * jitter * 0.7)),
                           float(np.exp(rng.uniform(-1, 1) * jitter * 0.4)))
-            items.append(Item(str(path), label, split, key, box=(left, top, side), flip=flipped, jitter=change, name=spec))
+            items.append(Item(str(path), label, split, key, box=box, flip=flipped, jitter=change, name=spec))
         needs[key], queues[key] = count, items
     return Selection(classes, needs, queues, notes)
+
+
+def _random_crop(rng: np.random.Generator, region: Tuple[int, int, int, int], shorter: int, min_scale: float,
+                 flip: bool) -> Tuple[Tuple[int, int, int], bool]:
+    """One square crop box (left, top, side) inside ``region`` and whether it is mirrored."""
+    x0, y0, x1, y1 = region
+    side = max(8, int(round(shorter * rng.uniform(min_scale, 1.0))))
+    left = int(rng.integers(x0, x1 - side + 1))
+    top = int(rng.integers(y0, y1 - side + 1))
+    return (left, top, side), flip and bool(rng.integers(2))
+
+
+def new_builtin_test_crops(params: Mapping[str, Any], per_class: int, seed: int) -> List[Item]:
+    """``per_class`` crops per photograph drawn as the builtin source draws its test crops under
+    ``split: regions`` (same photographs, same held-out strips, same scales and mirroring), but
+    from a generator seeded with ``seed``: images from the test distribution that neither training
+    nor evaluation used. ``params`` are the data stage's (as recorded in its stores)."""
+    options = params.get("builtin") or {}
+    if params.get("source", "builtin") != "builtin" or options.get("split", "regions") != "regions":
+        raise DataError("new test crops exist only for the builtin source with split: regions")
+    photos = list(options.get("photos") or BUILTIN_PHOTOS)
+    if isinstance(params.get("classes"), int):
+        photos = photos[: params["classes"]]
+    fraction = float(options.get("test_fraction", 0.4))
+    min_scale, flip = float(options.get("min_scale", 0.35)), bool(options.get("flip", True))
+    data_rng = np.random.default_rng(params["seed"])
+    strip_at_end = {spec: bool(data_rng.integers(2)) for spec in photos}  # the draws select_builtin makes first
+    rng = np.random.default_rng(seed)
+    items = []
+    for label, spec in enumerate(photos):
+        path = resolve_builtin_photo(spec)
+        with Image.open(path) as image:
+            region, shorter = builtin_region(*image.size, fraction, strip_at_end[spec], "test")
+        for _ in range(per_class):
+            box, flipped = _random_crop(rng, region, shorter, min_scale, flip)
+            items.append(Item(str(path), label, "test", ("test", label), box=box, flip=flipped, name=spec))
+    return items
 
 
 def builtin_region(width: int, height: int, fraction: float, strip_at_end: bool,
