@@ -14,7 +14,9 @@ preimage.streaming runs with its background reader). Printed, as medians of ``--
 * data only: pairs per second each way delivers over an epoch (the preloaded pairs are the first
   ``--preload-mb`` worth of images when not all fit);
 * training: images per second of a HOG decoder (``--width``) trained on each, on this machine's
-  CPU, and their ratio (the goal: streamed ≥ 0.9 × preloaded);
+  CPU, and their ratio (the goal: streamed ≥ 0.9 × preloaded), timed over ``--train-batches``
+  steps after the first (default: three of the stream's buffers; a window of a few steps would
+  time little but the reader filling its first buffers);
 * the rate at which the paper's HOG decoder (256 px, width 1, supplementary Table 3) would consume
   images on a GPU sustaining ``--tflops`` (from its FLOPs per training step, counted with
   torch.utils.flop_counter as bench/estimate_paper_cost.py does), beside the streamed data rate
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from preimage import store, train
+from preimage import store, streaming, train
 from preimage.decoders import build_decoder
 from preimage.features import create
 
@@ -107,7 +109,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--train-batches", type=int, default=10, help="training steps timed per repeat")
+    parser.add_argument("--train-batches", type=int, default=None,
+                        help="training steps timed per repeat (default: three of the stream's buffers, so that the "
+                             "window holds the stream's steady state rather than its first reads)")
     parser.add_argument("--width", type=float, default=0.125, help="the timed decoder's width (1.0 = the paper's)")
     parser.add_argument("--stream-mb", type=float, default=128.0,
                         help="preload_mb of the streamed reader (its buffers hold a third of it)")
@@ -136,6 +140,10 @@ def main() -> None:
         streamed = train.PairedData(str(features_path), str(images_path), indices, preload_mb=args.stream_mb)
         assert preloaded.in_memory and not streamed.in_memory, "--stream-mb must be below the size of the data"
         model = build_decoder("two_stream", shape, args.size, width=args.width)
+        if args.train_batches is None:
+            buffer = streaming.buffer_size(streamed.per_image, args.stream_mb, args.batch_size,
+                                           getattr(streamed.features, "chunk", 1))
+            args.train_batches = -(-3 * buffer // args.batch_size)
         rates = {key: [] for key in ("data_pre", "data_stream", "train_pre", "train_stream")}
         for r in range(args.repeats):
             rates["data_pre"].append(data_rate(preloaded, args.batch_size, r))
