@@ -82,6 +82,33 @@ def test_nan_loss_stops_with_a_clear_error(tiny, monkeypatch):
         _train(tiny, "nan")
 
 
+def test_terms_read_back_every_few_steps_give_the_same_run(tiny, monkeypatch):
+    # on a GPU the loss terms are read back every SETTLE_EVERY steps (no host-GPU sync per step)
+    every_step = _train(tiny, "settle1")
+    monkeypatch.setattr(train, "settle_interval", lambda device: 4)
+    windowed = _train(tiny, "settle4")
+    for a, b in zip(every_step["history"], windowed["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12) and a["val_loss"] == b["val_loss"]
+    state = lambda name: torch.load(tiny / f"{name}.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, state("settle4")[k]) for k, v in state("settle1").items())
+
+
+def test_a_non_finite_term_read_back_late_names_its_step(tiny, monkeypatch):
+    real_build = train.build_decoder
+    calls = []
+
+    def breaks_at_third_step(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_hook(lambda module, inputs, output: output * float("nan") if len(calls) >= 2 or
+                                    calls.append(1) else output)
+        return model
+
+    monkeypatch.setattr(train, "build_decoder", breaks_at_third_step)
+    monkeypatch.setattr(train, "settle_interval", lambda device: 4)
+    with pytest.raises(train.NonFiniteLoss, match="loss became nan at epoch 1, step 3"):
+        _train(tiny, "nan_late")
+
+
 def test_learning_rate_schedule():
     cfg = train.TrainConfig(lr=1e-3, lr_decay_start=0.5, lr_final=0.01)
     assert train.learning_rate(cfg, 0.0) == train.learning_rate(cfg, 0.5) == 1e-3

@@ -600,6 +600,18 @@ def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: Pair
     return _finish(run, files)
 
 
+#: Training steps between two reads of the loss terms on a GPU. Reading a value back waits for the
+#: GPU to finish the step; doing it every step would stop the host from queueing the next batch while
+#: the GPU computes. A non-finite term is still refused with its step, at most this many steps late
+#: (before the epoch's checkpoint is written, so no checkpoint holds its weights).
+SETTLE_EVERY = 25
+
+
+def settle_interval(device: torch.device) -> int:
+    """Steps between reads of the loss terms: :data:`SETTLE_EVERY` on a GPU, every step elsewhere."""
+    return SETTLE_EVERY if device.type == "cuda" else 1
+
+
 def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data: PairedData,
                  epoch: int) -> Tuple[Dict[str, float], float, float, int]:
     """One pass over ``data`` in the seeded order of ``epoch``: (the epoch means of the objective's
@@ -616,6 +628,27 @@ def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data:
     lr = learning_rate(cfg, epoch * steps_per_epoch / max(1, total_steps))
     bar = tqdm(total=len(data), desc=f"{run.name} epoch {epoch + 1}/{cfg.epochs}", unit="img",
                disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    interval = settle_interval(device)
+    window: List[Tuple[int, float, int, torch.Tensor]] = []  # steps whose terms are not yet read back
+    names: List[str] = []
+
+    def settle() -> None:
+        """Read the window's terms back in one transfer: refuse a non-finite one (naming its step),
+        add them to the epoch's sums, show the last loss."""
+        if not window:
+            return
+        values = torch.stack([v for *_, v in window]).double().cpu().tolist()
+        for (k, lr_k, n, _), row in zip(window, values):
+            bad = [name for name, v in zip(names, row) if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLoss(
+                    f"{run.name}: {' and '.join(bad)} became {row[names.index(bad[0])]} at epoch {epoch + 1}, "
+                    f"step {k + 1} (lr {lr_k:.2e}); lower train.lr or check the features for extreme values")
+            for name, v in zip(names, row):
+                sums[name] = sums.get(name, 0.0) + v * n
+        window.clear()
+        bar.set_postfix(loss=f"{values[-1][names.index('loss')]:.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+
     for step, (f, x) in enumerate(data.batches(cfg.batch_size, rng)):
         lr = learning_rate(cfg, (epoch * steps_per_epoch + step) / max(1, total_steps))
         run.set_learning_rate(lr)
@@ -625,20 +658,16 @@ def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data:
             prediction = run.model(z)
         terms = run.objective(prediction.float(), targets, z)
         loss = terms["loss"]
-        bad = [name for name, value in terms.items() if not torch.isfinite(value)]
-        if bad:
-            raise NonFiniteLoss(
-                f"{run.name}: {' and '.join(bad)} became {terms[bad[0]].item()} at epoch {epoch + 1}, step {step + 1} "
-                f"(lr {lr:.2e}); lower train.lr or check the features for extreme values"
-            )
+        names = list(terms)
+        window.append((step, lr, len(f), torch.stack([value.detach().float().reshape(()) for value in terms.values()])))
+        seen += len(f)
+        if len(window) >= interval:
+            settle()  # on a CPU every step, before the step is taken; on a GPU without stalling it each step
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
-        seen += len(f)
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.item() * len(f)
         bar.update(len(f))
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+    settle()
     bar.close()
     return {name: total / max(1, seen) for name, total in sums.items()}, lr, time.perf_counter() - started, seen
 
