@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import adversarial, data, decoding, train
+from preimage import adversarial, decoding, train
 from preimage.adversarial import (Discriminator, FeatureObjective, GanObjective, GanSettings, NotDifferentiable,
                                   build_objective, differentiable_representation, require_differentiable)
 from preimage.config import ConfigError, validate_config
 from preimage.features import create
-from preimage.features.cache import compute_cache
 from preimage.metrics import high_frequency_energy, relative_feature_error, sharpness
+from tiny_data import builtin_stores
 
 SIZE = 32
 HOG = {"name": "hog", "params": {"cell_size": 8}}
@@ -163,10 +163,7 @@ def test_differentiable_losses_pass_the_config_check():
 def tiny(tmp_path_factory):
     """Builtin crops at 32 px and their HOG features (train only)."""
     root = tmp_path_factory.mktemp("tiny_gan")
-    params = validate_config({"data": {"size": SIZE, "train_per_class": 4, "test_per_class": 2}})["data"]
-    paths = {"train": root / "train.h5", "test": root / "test.h5"}
-    data.extract(params, paths)
-    compute_cache("hog", HOG["params"], paths["train"], root / "hog_train.h5", batch_size=16, device="cpu")
+    builtin_stores(root, SIZE, 4, 2, caches=[("hog", HOG["params"], "hog")], splits=["train"])
     return root
 
 

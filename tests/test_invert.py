@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from preimage import cli, data, decoding, store, train
-from preimage.config import validate_config
+from preimage import cli, decoding, store, train
 from preimage.evaluate import evaluate_decoder
 from preimage.features.cache import compute_cache
 from preimage.invert import invert_features, invert_images, read_image
 from workflow import ROOT
+from tiny_data import builtin_stores
 
 SIZE = 32
 RESNET = "torchvision:resnet18:layer1"
@@ -30,13 +30,10 @@ def tiny(tmp_path_factory, one_torch_thread):
     """Builtin crops at 32 px; HOG and ResNet-18 layer1 (random) features; a trained and evaluated
     HOG decoder (``hog/``) and a ResNet decoder (``resnet/``)."""
     root = tmp_path_factory.mktemp("invert")
-    params = validate_config({"data": {"size": SIZE, "train_per_class": 3, "test_per_class": 3}})["data"]
-    paths = {"train": root / "train.h5", "test": root / "test.h5"}
-    data.extract(params, paths)
-    for rep, options, slug in (("hog", {"cell_size": 8}, "hog"), (RESNET, RESNET_PARAMS, "resnet")):
+    representations = [("hog", {"cell_size": 8}, "hog"), (RESNET, RESNET_PARAMS, "resnet")]
+    paths = builtin_stores(root, SIZE, 3, 3, caches=representations)
+    for rep, _, slug in representations:
         (root / slug).mkdir()
-        for split in ("train", "test"):
-            compute_cache(rep, options, paths[split], root / f"{slug}_{split}.h5", batch_size=16, device="cpu")
         train.train_decoder(rep, str(root / f"{slug}_train.h5"), str(paths["train"]), str(root / slug / "decoder.pt"),
                             str(root / slug / "log.csv"), str(root / "ckpt.pt"), FAST)
     evaluate_decoder("hog", str(root / "hog/decoder.pt"), str(root / "hog_test.h5"), str(paths["test"]),

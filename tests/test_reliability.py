@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import data, decoding, logs, store, train, weights
+from preimage import decoding, logs, store, train, weights
 from preimage.config import validate_config
 from preimage.features import create
-from preimage.features.cache import compute_cache
 
 from workflow import ENV, ROOT, planned_jobs, snakemake, write_config
+from tiny_data import builtin_stores
 
 SIZE = 32
 
@@ -76,10 +76,7 @@ def test_the_hostile_fixtures_do_run_code_when_unpickled(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    params = validate_config({"data": {"size": SIZE, "train_per_class": 4, "test_per_class": 2}})["data"]
-    paths = {"train": root / "train.h5", "test": root / "test.h5"}
-    data.extract(params, paths)
-    compute_cache("hog", {"cell_size": 8}, paths["train"], root / "hog_train.h5", batch_size=16, device="cpu")
+    builtin_stores(root, SIZE, 4, 2, caches=[("hog", {"cell_size": 8}, "hog")], splits=["train"])
     return root
 
 

@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import data, decoding, metrics, store, train
-from preimage.config import validate_config
+from preimage import decoding, metrics, store, train
 from preimage.evaluate import evaluate_decoder
 from preimage.features import create
-from preimage.features.cache import compute_cache
+from tiny_data import builtin_stores
 
 SIZE, CROP = 32, 24
 REP = "torchvision:resnet18:layer1"
@@ -21,11 +20,7 @@ PARAMS = {"weights": "random", "seed": 0, "crop": CROP}
 def cropped(tmp_path_factory):
     """Builtin crops at 32 px and resnet18 layer1 features of their centre 24 px."""
     root = tmp_path_factory.mktemp("cropped")
-    params = validate_config({"data": {"size": SIZE, "train_per_class": 4, "test_per_class": 4}})["data"]
-    paths = {"train": root / "train.h5", "test": root / "test.h5"}
-    data.extract(params, paths)
-    for split in ("train", "test"):
-        compute_cache(REP, PARAMS, paths[split], root / f"f_{split}.h5", batch_size=16, device="cpu")
+    builtin_stores(root, SIZE, 4, 4, caches=[(REP, PARAMS, "f")])
     cfg = dict(epochs=1, batch_size=8, width=0.125, device="cpu", seed=0, val_fraction=0.1)
     train.train_decoder(REP, str(root / "f_train.h5"), str(root / "train.h5"), str(root / "decoder.pt"),
                         str(root / "log.csv"), str(root / "ckpt.pt"), cfg)

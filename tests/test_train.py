@@ -4,11 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import data, decoding, store, train
-from preimage.config import validate_config
+from preimage import decoding, store, train
 from preimage.evaluate import evaluate_decoder
 from preimage.figures import show_indices
-from preimage.features.cache import compute_cache
+from tiny_data import builtin_stores
 
 SIZE = 32
 
@@ -17,11 +16,7 @@ SIZE = 32
 def tiny(tmp_path_factory):
     """Builtin crops at 32 px and their HOG features (train and test)."""
     root = tmp_path_factory.mktemp("tiny")
-    params = validate_config({"data": {"size": SIZE, "train_per_class": 6, "test_per_class": 4}})["data"]
-    paths = {"train": root / "train.h5", "test": root / "test.h5"}
-    data.extract(params, paths)
-    for split in ("train", "test"):
-        compute_cache("hog", {"cell_size": 8}, paths[split], root / f"hog_{split}.h5", batch_size=16, device="cpu")
+    builtin_stores(root, SIZE, 6, 4, caches=[("hog", {"cell_size": 8}, "hog")])
     return root
 
 

@@ -1,0 +1,26 @@
+"""Small data and feature stores made by the library's own stages, for tests that train or decode."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Sequence, Tuple
+
+from preimage import data
+from preimage.config import validate_config
+from preimage.features.cache import compute_cache
+
+
+def builtin_stores(root: Path, size: int, train_per_class: int, test_per_class: int,
+                   caches: Iterable[Tuple[str, Mapping, str]] = (),
+                   splits: Sequence[str] = ("train", "test")) -> Dict[str, Path]:
+    """Builtin crops at ``size`` px in ``root``/train.h5 and test.h5 (returned by split), and for each
+    (representation, parameters, stem) of ``caches`` its CPU feature cache ``root``/{stem}_{split}.h5
+    of every split in ``splits``."""
+    params = validate_config({"data": {"size": size, "train_per_class": train_per_class,
+                                       "test_per_class": test_per_class}})["data"]
+    paths = {"train": root / "train.h5", "test": root / "test.h5"}
+    data.extract(params, paths)
+    for representation, options, stem in caches:
+        for split in splits:
+            compute_cache(representation, options, paths[split], root / f"{stem}_{split}.h5", batch_size=16,
+                          device="cpu")
+    return paths
