@@ -390,14 +390,12 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
         raise DataError("data.train_per_class/test_per_class: 'all' needs a finite image source (folder or "
                         "imagenet); the builtin source draws random crops, give a count")
     split_mode = options.get("split", "regions")
+    min_scale, fraction, flip = _crop_options(options)
     if split_mode == "regions":
-        photos = list(options.get("photos") or BUILTIN_PHOTOS)
-        if isinstance(params.get("classes"), int):
-            photos = photos[: params["classes"]]
+        photos = _region_photos(params)
         # (photo, label, split): every photograph gives both splits
         plan = [(spec, label, split) for label, spec in enumerate(photos) for split in ("train", "test")]
-        notes: Dict[str, Any] = {"split": "regions", "photos": photos,
-                                 "test_fraction": float(options.get("test_fraction", 0.4))}
+        notes: Dict[str, Any] = {"split": "regions", "photos": photos, "test_fraction": fraction}
     elif split_mode == "photos":
         train = list(options.get("train_photos") or BUILTIN_TRAIN_PHOTOS)
         test = list(options.get("test_photos") or BUILTIN_TEST_PHOTOS)
@@ -411,13 +409,10 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
         notes = {"split": "photos", "train_photos": train, "test_photos": test}
     else:
         raise DataError(f"data.builtin.split: {split_mode!r}; use 'regions' or 'photos'")
-    min_scale = float(options.get("min_scale", 0.35))
-    fraction = float(options.get("test_fraction", 0.4))
-    flip = bool(options.get("flip", True))
     jitter = float(options.get("colour_jitter", 0.0))
     rng = np.random.default_rng(params["seed"])
     classes = [spec.partition(":")[2].rsplit(".", 1)[0] for spec in photos]
-    strip_at_end = {spec: bool(rng.integers(2)) for spec in photos}
+    strip_at_end = _strips_at_end(photos, rng)
     needs, queues = {}, {}
     for spec, label, split in plan:
         count = params["train_per_class"] if split == "train" else params["test_per_class"]
@@ -441,6 +436,25 @@ def select_builtin(params: Mapping[str, Any]) -> Selection:
     return Selection(classes, needs, queues, notes)
 
 
+def _crop_options(options: Mapping[str, Any]) -> Tuple[float, float, bool]:
+    """(min_scale, test_fraction, flip) of ``data.builtin``, with their defaults."""
+    return (float(options.get("min_scale", 0.35)), float(options.get("test_fraction", 0.4)),
+            bool(options.get("flip", True)))
+
+
+def _region_photos(params: Mapping[str, Any]) -> List[str]:
+    """The photographs of ``split: regions``, each a class: ``builtin.photos`` (default all of
+    :data:`BUILTIN_PHOTOS`), the first ``classes`` of them when that is a number."""
+    photos = list((params.get("builtin") or {}).get("photos") or BUILTIN_PHOTOS)
+    return photos[: params["classes"]] if isinstance(params.get("classes"), int) else photos
+
+
+def _strips_at_end(photos: Sequence[str], rng: np.random.Generator) -> Dict[str, bool]:
+    """Whether each photograph's held-out strip lies at the end of its longer side: the first draws
+    of the data stage's generator."""
+    return {spec: bool(rng.integers(2)) for spec in photos}
+
+
 def _random_crop(rng: np.random.Generator, region: Tuple[int, int, int, int], shorter: int, min_scale: float,
                  flip: bool) -> Tuple[Tuple[int, int, int], bool]:
     """One square crop box (left, top, side) inside ``region`` and whether it is mirrored."""
@@ -459,13 +473,9 @@ def new_builtin_test_crops(params: Mapping[str, Any], per_class: int, seed: int)
     options = params.get("builtin") or {}
     if params.get("source", "builtin") != "builtin" or options.get("split", "regions") != "regions":
         raise DataError("new test crops exist only for the builtin source with split: regions")
-    photos = list(options.get("photos") or BUILTIN_PHOTOS)
-    if isinstance(params.get("classes"), int):
-        photos = photos[: params["classes"]]
-    fraction = float(options.get("test_fraction", 0.4))
-    min_scale, flip = float(options.get("min_scale", 0.35)), bool(options.get("flip", True))
-    data_rng = np.random.default_rng(params["seed"])
-    strip_at_end = {spec: bool(data_rng.integers(2)) for spec in photos}  # the draws select_builtin makes first
+    photos = _region_photos(params)
+    min_scale, fraction, flip = _crop_options(options)
+    strip_at_end = _strips_at_end(photos, np.random.default_rng(params["seed"]))  # as the data stage drew them
     rng = np.random.default_rng(seed)
     items = []
     for label, spec in enumerate(photos):
