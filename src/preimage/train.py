@@ -157,8 +157,8 @@ class PairedData:
         self.per_image, self.preload_mb = per_image, preload_mb
         self.in_memory = per_image * len(self.indices) <= preload_mb * (1 << 20)
         if self.in_memory:
-            self._imgs = np.concatenate([self.images.read(s, e) for s, e in _runs(self.indices)])
-            self._feats = (np.concatenate([self.features.read(s, e) for s, e in _runs(self.indices)])
+            self._imgs = np.concatenate([self.images.read(s, e) for s, e in streaming.runs(self.indices)])
+            self._feats = (np.concatenate([self.features.read(s, e) for s, e in streaming.runs(self.indices)])
                            if features_path is not None else self._imgs)
 
     def __len__(self) -> int:
@@ -181,10 +181,6 @@ class PairedData:
         self.images.close()
 
 
-_runs = streaming.runs
-_prefetch = streaming.prefetch
-
-
 def split_train_val(count: int, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """Seeded split of the training images into training and validation indices."""
     rng = np.random.default_rng(seed)
@@ -198,7 +194,7 @@ def feature_scale(features: store.FeatureStore, indices: np.ndarray, sample: int
     """1 / RMS of (a seeded sample of) the training features."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(indices, size=min(sample, len(indices)), replace=False))
-    values = np.concatenate([features.read(s, e).reshape(e - s, -1) for s, e in _runs(pick)])
+    values = np.concatenate([features.read(s, e).reshape(e - s, -1) for s, e in streaming.runs(pick)])
     rms = float(np.sqrt(np.mean(values.astype(np.float64) ** 2)))
     return 1.0 / rms if rms > 0 else 1.0
 
@@ -474,10 +470,9 @@ def _initialise(model: Decoder, path: str, scale: float) -> str:
     from preimage.decoding import load_decoder
 
     source, meta = load_decoder(path)
-    mismatch = [key for key in ("kind", "feature_shape", "image_size", "output_size", "width", "upsample")
-                if meta.get(key) != {"kind": model.kind, "feature_shape": list(model.feature_shape),
-                                     "image_size": model.image_size, "output_size": model.output_size,
-                                     "width": model.width, "upsample": model.upsample}[key]]
+    expected = {"kind": model.kind, "feature_shape": list(model.feature_shape), "image_size": model.image_size,
+                "output_size": model.output_size, "width": model.width, "upsample": model.upsample}
+    mismatch = [key for key, value in expected.items() if meta.get(key) != value]
     if mismatch:
         raise ValueError(f"cannot start from {path}: its decoder differs in {', '.join(mismatch)} "
                          "(decoder.width and upsample must be those of the decoder it starts from)")
@@ -528,7 +523,7 @@ def train_autoencoder(
         sample = np.sort(rng.choice(train_idx, size=min(256, len(train_idx)), replace=False))
         with torch.no_grad():
             values = torch.cat([encoder(store.to_float(imgs.read(s, e)).to(device)).flatten(1).cpu()
-                                for s, e in _runs(sample)])
+                                for s, e in streaming.runs(sample)])
     rms = float(values.double().pow(2).mean().sqrt())
     scale = 1.0 / rms if rms > 0 else 1.0
     feature_shape = tuple(encoder.output_shape(image_size, image_size))
