@@ -8,6 +8,14 @@ RGB->grey included, under ``torch.no_grad()``.
 
     python bench/bench_hog.py                       # generated images
     python bench/bench_hog.py --images /work/shared/imagenet-sample   # real JPEGs
+
+With ``--agreement`` it times nothing and instead compares every image with VLFeat: the largest
+``|ours - VLFeat|`` over all images and the images above ``1e-5`` (exit status 1 if any), and
+the largest difference of HOGb. Images from ``--images`` are
+prepared as the extraction stage prepares them (``preimage.data``: shorter side to ``--size``,
+antialiased bilinear, central crop, 8 bits)::
+
+    python bench/bench_hog.py --images /work/shared/imagenet-sample --count 500 --agreement
 """
 
 from __future__ import annotations
@@ -36,20 +44,45 @@ def generated_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round() / 255
 
 
-def jpeg_images(folder: Path, count: int, size: int) -> torch.Tensor:
-    from PIL import Image
-
+def image_files(folder: Path, count: int) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
     if not files:
         raise SystemExit(f"no JPEG/PNG images under {folder}")
-    out = []
-    for path in files:
-        img = Image.open(path).convert("RGB")
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
-    return torch.stack(out).float() / 255
+    return files
+
+
+def jpeg_images(files: list[Path], size: int) -> torch.Tensor:
+    """The files as the extraction stage stores them (uint8, ``size`` x ``size``), in ``[0, 1]``."""
+    from preimage.data import load_file
+
+    return torch.stack([torch.from_numpy(load_file(path, size)) for path in files]).float() / 255
+
+
+def agreement(images: torch.Tensor, names: list[str]) -> int:
+    """Prints the largest ``|ours - VLFeat|`` over all images and the images above 1e-5 (HOG),
+    and the largest difference of HOGb (bilinear orientations; VLFeat's ``acosf`` limits it)."""
+    from preimage.features.hog import hog, rgb_to_gray
+    from preimage.features.hogb import hogb
+    from preimage.reference import vlfeat_hog
+
+    if not vlfeat_hog.available():
+        raise SystemExit("VLFeat's libvl.so is not installed: nothing to compare with")
+    worst, worst_b = np.zeros(len(names)), np.zeros(len(names))
+    with torch.no_grad():
+        for i in range(len(names)):
+            image = images[i : i + 1]
+            gray = rgb_to_gray(image)[0].numpy()
+            worst[i] = np.abs(hog(image)[0].numpy() - vlfeat_hog.vl_hog(gray, 8)).max()
+            worst_b[i] = np.abs(hogb(image)[0].numpy() - vlfeat_hog.vl_hog(gray, 8, bilinear=True)).max()
+    above = [(names[i], worst[i]) for i in np.flatnonzero(worst > 1e-5)]
+    shape = f"{len(names)} images {images.shape[-2]}x{images.shape[-1]}"
+    print(f"HOG vs VLFeat 0.9.21 vl_hog on {shape}: max |ours - VLFeat| = {worst.max():.2e} "
+          f"({names[int(worst.argmax())]}); {len(above)} images above 1e-5")
+    for name, err in above:
+        print(f"  {name}: {err:.2e}")
+    print(f"HOGb vs vl_hog with bilinear orientations on {shape}: max |ours - VLFeat| = {worst_b.max():.2e} "
+          f"({names[int(worst_b.argmax())]})")
+    return 1 if above else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,13 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=64, help="images per hog() call (default 64)")
+    parser.add_argument("--agreement", action="store_true", help="compare every image with VLFeat, time nothing")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
     from preimage.features.hog import hog, rgb_to_gray
     from preimage.reference import vlfeat_hog
 
-    images = jpeg_images(args.images, args.count, args.size) if args.images else generated_images(args.count, args.size)
+    if args.images:
+        files = image_files(args.images, args.count)
+        images, names = jpeg_images(files, args.size), [path.name for path in files]
+    else:
+        images = generated_images(args.count, args.size)
+        names = [f"generated {i}" for i in range(args.count)]
+    if args.agreement:
+        return agreement(images, names)
     n = images.shape[0]
     gray = rgb_to_gray(images).numpy()
     have_vlfeat = vlfeat_hog.available()

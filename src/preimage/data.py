@@ -24,8 +24,9 @@ from a seed, from one of three sources:
 Bad files (corrupt, truncated, unreadable) are skipped, logged and listed in the store's
 ``skipped`` attribute, and replaced by the next candidate of the same class; CMYK, grayscale,
 palette, 16-bit and alpha images are converted to RGB; images whose shorter side is below
-``min_side`` are skipped, smaller ones up to S are upscaled. If a class runs out of candidates the
-run stops with an error instead of producing fewer images than asked.
+``min_side`` are skipped, smaller ones up to S are upscaled; images of more than ``max_pixels``
+pixels are skipped before they are decoded (:data:`DEFAULT_MAX_PIXELS`). If a class runs out of
+candidates the run stops with an error instead of producing fewer images than asked.
 
 Decoding runs in a process pool of ``threads`` workers and images are written in chunks, so
 memory does not grow with the number of images.
@@ -96,35 +97,74 @@ class BadImage(Exception):
 # --------------------------------------------------------------------------- decoding
 
 
-def open_rgb(path: str | os.PathLike, draft_size: Optional[int] = None) -> Image.Image:
+#: ``data.max_pixels``: the largest image (width × height as stored in the file) that is decoded.
+#: 80 megapixels admits photographs of cameras up to 61 MP (9504 × 6336) and stays below Pillow's
+#: own decompression-bomb warning (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 MP); decoding an 8-bit RGB
+#: PNG of that size takes about 320 MB, as Pillow keeps RGB at 4 bytes a pixel
+#: (docs/reliability-images.md).
+DEFAULT_MAX_PIXELS = 80_000_000
+
+
+def open_rgb(path: str | os.PathLike, draft_size: Optional[int] = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``path`` into an RGB PIL image, whatever its format or extension claims.
 
     The format is sniffed from the content (a PNG named ``.JPEG`` decodes as PNG). CMYK JPEGs
     (ImageNet has a few, some Adobe-inverted; Pillow undoes the inversion) and grayscale, palette,
     alpha and 16-bit images are converted to 8-bit RGB. With ``draft_size`` a JPEG is decoded at the
     smallest DCT scale whose sides are still ≥ ``draft_size`` (much faster for large photos, same
-    result after the antialiased resize to that size up to rounding).
+    result after the antialiased resize to that size up to rounding, and 1/64 of the memory at
+    scale 1/8).
+
+    An image of more than ``max_pixels`` pixels (width × height in the file's header, before any
+    reduction) is refused with :class:`BadImage` before a pixel is decoded: memory stays bounded
+    and decompression bombs (small files that inflate to gigabytes) are harmless. Pillow's own
+    limit still applies above it (it refuses more than ``2 * PIL.Image.MAX_IMAGE_PIXELS``).
     """
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImage(f"too large: {width}x{height} = {width * height:,} pixels > data.max_pixels "
+                               f"{max_pixels:,} (raise data.max_pixels to decode it)")
             if draft_size is not None and image.format == "JPEG" and image.mode in ("RGB", "L"):
                 image.draft(image.mode, (draft_size, draft_size))
             image.load()
-            return _to_rgb(image)
+            return _to_rgb(image)  # the decoded pixels stay valid once the file is closed
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise BadImage(f"{type(err).__name__}: {err}") from err
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB of a decoded image, holding few copies of its pixels: an RGB image is returned as
+    it is, an RGBA one is composited over white without a copy of its own."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(_to_8bit(np.asarray(image), image.mode), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _to_8bit(array: np.ndarray, mode: str) -> np.ndarray:
+    """Grey levels of a 16-bit, 32-bit integer or float image as uint8: ``round(v / peak * 255)``
+    clipped to ``[0, 255]``, with ``peak`` 65535 for 16-bit images and for others whose maximum
+    exceeds 255, else 255. Integers are scaled exactly in uint32 (4 bytes a pixel, not float64's 8
+    and its temporaries), with the float64 formula's result: ``v * 255 / peak`` of an integer ``v``
+    is never within float64 rounding of a half."""
+    peak = 65535 if mode.startswith("I;16") or array.max() > 255 else 255
+    if array.dtype.kind == "f":
+        scaled = array.astype(np.float64)
+        scaled /= peak
+        scaled *= 255.0
+        scaled += 0.5
+        return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
+    scaled = array.astype(np.uint32) if array.dtype.kind == "u" else np.clip(array, 0, None).astype(np.uint32)
+    np.minimum(scaled, peak, out=scaled)
+    scaled *= 2 * 255
+    scaled += peak
+    scaled //= 2 * peak
+    return scaled.astype(np.uint8)
 
 
 def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -164,7 +204,19 @@ def _cached_photo(path: str) -> Image.Image:
     return open_rgb(path)
 
 
-def load_item(item: Item, size: int, min_side: int) -> np.ndarray:
+def load_file(path: str | os.PathLike, size: int, min_side: int = 1,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file as the data stage stores it: uint8 (3, S, S), RGB, shorter side resized to
+    ``size`` and centre-cropped (§4); a JPEG is decoded at reduced scale (:func:`open_rgb`).
+    Raises :class:`BadImage` for an unreadable file, one above ``max_pixels`` or one whose shorter
+    side is below ``min_side``."""
+    image = open_rgb(path, draft_size=size, max_pixels=max_pixels)
+    if min(image.size) < min_side:
+        raise BadImage(f"too small: {image.size[0]}x{image.size[1]} < min_side {min_side}")
+    return resize_center_crop(image, size)
+
+
+def load_item(item: Item, size: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode and preprocess one :class:`Item` into uint8 (3, S, S); raises :class:`BadImage`."""
     if item.box is not None:
         photo = _cached_photo(item.path)
@@ -175,10 +227,7 @@ def load_item(item: Item, size: int, min_side: int) -> np.ndarray:
         if item.jitter is not None:
             image = colour_jitter(image, *item.jitter)
         return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
-    image = open_rgb(item.path, draft_size=size)
-    if min(image.size) < min_side:
-        raise BadImage(f"too small: {image.size[0]}x{image.size[1]} < min_side {min_side}")
-    return resize_center_crop(image, size)
+    return load_file(item.path, size, min_side, max_pixels)
 
 
 def colour_jitter(image: Image.Image, hue: float, saturation: float, value: float) -> Image.Image:
@@ -190,10 +239,10 @@ def colour_jitter(image: Image.Image, hue: float, saturation: float, value: floa
     return Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB")
 
 
-def _worker(args: Tuple[Item, int, int]) -> Tuple[Item, Optional[np.ndarray], Optional[str]]:
-    item, size, min_side = args
+def _worker(args: Tuple[Item, int, int, int]) -> Tuple[Item, Optional[np.ndarray], Optional[str]]:
+    item, size, min_side, max_pixels = args
     try:
-        return item, load_item(item, size, min_side), None
+        return item, load_item(item, size, min_side, max_pixels), None
     except BadImage as err:
         return item, None, str(err)
     except Exception as err:  # noqa: BLE001 - one bad file must never kill the run
@@ -691,6 +740,7 @@ def extract(
     if shard is not None:
         selection = shard_selection(selection, *shard)
     size, min_side = int(params["size"]), int(params.get("min_side", 16))
+    max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
     total = selection.expected_total()
     skipped: List[str] = []
     counts = {split: 0 for split in outputs}
@@ -725,7 +775,7 @@ def extract(
                 take_all = set()
                 continue
             batch = _draw(selection, needs)
-            work = ((item, size, min_side) for item in batch)
+            work = ((item, size, min_side, max_pixels) for item in batch)
             results = _bounded_imap(pool, work, window=16 * threads) if pool else map(_worker, work)
             for item, image, error in results:
                 split, label = item.key
