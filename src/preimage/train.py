@@ -214,6 +214,20 @@ def split_train_val(count: int, val_fraction: float, seed: int,
     return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
 
+def nested_subset(indices: np.ndarray, groups: Optional[np.ndarray], fraction: float, seed: int) -> np.ndarray:
+    """The training indices of the first ``fraction`` of the photographs (``groups``; every image
+    its own when None) in a seeded order: the subsets of growing fractions are nested, so a
+    data-scaling curve adds images without swapping any."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"a training subset is a fraction in (0, 1], got {fraction}")
+    indices = np.asarray(indices)
+    keys = indices if groups is None else np.asarray(groups)[indices]
+    names = np.unique(keys)
+    order = np.random.default_rng([seed, 1]).permutation(len(names))
+    chosen = names[order[:max(1, int(math.ceil(fraction * len(names))))]]
+    return indices[np.isin(keys, chosen)]
+
+
 def photo_groups(images: store.ImageStore) -> Optional[np.ndarray]:
     """The photograph each image of a store was cut from, where the store holds several crops of
     each (``crops_per_image`` > 1); None otherwise (every image its own group)."""
@@ -471,6 +485,7 @@ def train_decoder(
     stop_after_epochs: Optional[int] = None,
     loss: Optional[Mapping[str, Any]] = None,
     init_from: Optional[str] = None,
+    subset: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Train the decoder of the representation named ``representation_name`` (its slug) on its
     feature cache; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
@@ -479,7 +494,9 @@ def train_decoder(
     "pixel" | "feature" | "gan", "representation": {"name", "params"}, "gan": {…}}``; None or
     ``pixel``: eq. (1)). ``init_from`` names a trained ``decoder.pt`` of the same network (the
     pixel decoder of the representation, ``decoder.init: pixel``) whose weights the run starts
-    from instead of a random initialisation. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
+    from instead of a random initialisation. ``subset`` (a fraction in (0, 1]) trains on the nested
+    subset of the training photographs that :func:`nested_subset` picks (the data-scaling curve); the
+    validation images stay those of the whole run. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
     use it to simulate a killed job; the checkpoint stays and the next call resumes).
     """
     from preimage.adversarial import build_objective
@@ -498,7 +515,11 @@ def train_decoder(
         image_size = int(feature_attrs["target_size"])
         if image_size > imgs.size:
             raise ValueError(f"{features_path} sees {image_size}-px images but {images_path} holds {imgs.size}-px ones")
-        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed, photo_groups(imgs))
+        groups = photo_groups(imgs)
+        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed, groups)
+        if subset is not None:
+            train_idx = nested_subset(train_idx, groups, subset, cfg.seed)
+        n_sources = len(np.unique(groups[train_idx])) if groups is not None else len(train_idx)
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
     kind = feature_attrs["decoder_kind"]
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
@@ -517,6 +538,7 @@ def train_decoder(
     fingerprint = cfg.fingerprint({"representation": representation_name, "features": feature_attrs.get("identity"),
                                    "images_sha256": feature_attrs.get("images_sha256"), "count": count,
                                    **({"objective": settings} if objective.kind != "pixel" else {}),
+                                   **({"subset": subset} if subset is not None else {}),
                                    **({"init": init_identity} if init_identity else {})})
     label = feature_attrs.get("label", representation_name)
     meta = {
@@ -524,7 +546,8 @@ def train_decoder(
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
         "residual": model.residual, "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
         "label": label if objective.kind == "pixel" else f"{label}; {objective.describe()}", "fingerprint": fingerprint,
-        "loss": settings, "init": init_identity,
+        "loss": settings, "init": init_identity, "n_train": len(train_idx), "n_train_sources": n_sources,
+        "subset": subset,
         "provenance": feature_provenance(feature_attrs),  # how to compute its features anew (preimage invert)
     }
 
