@@ -176,7 +176,30 @@ def analysis_targets():
         targets += [f"{R}/{slug}/analysis/locality.csv", f"{R}/figures/locality_{slug}.png"]
     if local:
         targets.append(f"{R}/tables/locality.csv")
+    if CATALOG.analysis_slugs("scaling"):
+        targets += [f"{R}/tables/scaling.csv", f"{R}/tables/scaling.md", f"{R}/figures/scaling.png"]
     return targets
+
+
+def scaling_fractions():
+    """analyses.scaling.fractions as the {fraction} wildcard's values (0.125 → "0.125")."""
+    return [f"{f:g}" for f in ANALYSES["scaling"]["fractions"]]
+
+
+def scaling_decoder(rep, fraction):
+    """The decoder a point of the data-scaling curve scores: the representation's own at 1."""
+    return f"{R}/{rep}/decoder.pt" if fraction == "1" else f"{R}/{rep}/scaling/{fraction}/decoder.pt"
+
+
+def scaling_error_files():
+    """Representation → the per-image error CSVs of its data-scaling curve (subsets, then all)."""
+    return {rep: [f"{R}/{rep}/scaling/{f}/errors.csv" for f in scaling_fractions() + ["1"]]
+            for rep in CATALOG.analysis_slugs("scaling")}
+
+
+def scaling_references():
+    """Representation → its error.csv (the mean-image line of the scaling figure)."""
+    return {rep: f"{R}/{rep}/error.csv" for rep in CATALOG.analysis_slugs("scaling")}
 
 
 def baseline_targets():
@@ -198,6 +221,7 @@ def findings_inputs(wc):
         "perturbation": (f"{R}/tables/perturbation.csv", CATALOG.perturbation_slugs()),
         "mahendran_vedaldi": (f"{R}/tables/mahendran_vedaldi.csv", CATALOG.mahendran_vedaldi_slugs()),
         "brightness": (f"{R}/hog/analysis/brightness.csv", single_analysis("brightness", "hog")),
+        "scaling": (f"{R}/tables/scaling_fit.csv", CATALOG.analysis_slugs("scaling")),
     }
     inputs.update({k: path for k, (path, wanted) in optional.items() if wanted})
     for analysis in ("dark_knowledge", "hue_shift"):

@@ -94,8 +94,9 @@ def test_a_non_finite_term_read_back_late_names_its_step(tiny, monkeypatch):
 
     def breaks_at_third_step(*args, **kwargs):
         model = real_build(*args, **kwargs)
-        model.register_forward_hook(lambda module, inputs, output: output * float("nan") if len(calls) >= 2 or
-                                    calls.append(1) else output)
+        # training steps only: the validation pass before epoch 1 must not count
+        model.register_forward_hook(lambda module, inputs, output: output * float("nan") if module.training and (
+                                    len(calls) >= 2 or calls.append(1)) else output)
         return model
 
     monkeypatch.setattr(train, "build_decoder", breaks_at_third_step)
@@ -166,7 +167,7 @@ def test_show_indices_are_fixed_and_spread():
 def _train_autoencoder(root, name, stop_after_epochs=None, **overrides):
     return train.train_autoencoder(
         "conv2", str(root / "train.h5"), str(root / f"{name}.pt"), str(root / f"{name}_encoder.pt"),
-        str(root / f"{name}.csv"), str(root / "ckpt" / f"{name}.pt"), _config(epochs=2, **overrides),
+        str(root / f"{name}.csv"), str(root / "ckpt" / f"{name}.pt"), _config(epochs=2, keep="last", **overrides),
         weights="random", weights_seed=3, crop=67, encoder_lr_scale=0.5, stop_after_epochs=stop_after_epochs)
 
 

@@ -36,13 +36,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import logging
+import math
 import multiprocessing
 import os
 import random
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -190,6 +193,7 @@ class Item:
     flip: bool = False
     jitter: Optional[Tuple[float, float, float]] = None  # (hue shift, saturation ×, value ×)
     name: Optional[str] = None  # how to show the source (builtin: ``skimage:astronaut.png``)
+    views: Optional["TrainingViews"] = None  # several training crops of one photograph (folder, imagenet)
 
     @property
     def display(self) -> str:
@@ -216,8 +220,49 @@ def load_file(path: str | os.PathLike, size: int, min_side: int = 1,
     return resize_center_crop(image, size)
 
 
+@dataclass(frozen=True)
+class TrainingViews:
+    """``count`` training crops of one photograph (``data.crops_per_image``; ours, the paper is
+    silent on augmentation): the first is the centre crop every test image gets, the others
+    random squares whose side is uniform in [``min_scale``, 1] × the shorter side, at a uniform
+    position, mirrored with probability ½. The draws depend only on ``seed`` and the file's path,
+    so a run is reproduced from its seed whatever order the workers decode in."""
+
+    count: int
+    min_scale: float
+    seed: int
+
+    def boxes(self, path: str, width: int, height: int) -> List[Tuple[Tuple[int, int, int], bool]]:
+        """((left, top, side), flip) of every view of a ``width × height`` photograph."""
+        rng = np.random.default_rng([self.seed, zlib.crc32(path.encode())])
+        shorter = min(width, height)
+        views = [(((width - shorter) // 2, (height - shorter) // 2, shorter), False)]
+        for _ in range(self.count - 1):
+            views.append(_random_crop(rng, (0, 0, width, height), shorter, self.min_scale, True))
+        return views
+
+
+def load_views(item: Item, size: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Every training view of a photograph (:class:`TrainingViews`) as uint8 (V, 3, S, S)."""
+    views = item.views
+    # decoded so that the smallest crop still has ≥ size pixels a side (JPEG draft scale)
+    image = open_rgb(item.path, draft_size=int(math.ceil(size / views.min_scale)), max_pixels=max_pixels)
+    if min(image.size) < min_side:
+        raise BadImage(f"too small: {image.size[0]}x{image.size[1]} < min_side {min_side}")
+    out = []
+    for (left, top, side), flip in views.boxes(item.path, *image.size):
+        crop = image.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=None)
+        if flip:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        out.append(np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1))
+    return np.stack(out)
+
+
 def load_item(item: Item, size: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode and preprocess one :class:`Item` into uint8 (3, S, S); raises :class:`BadImage`."""
+    """Decode and preprocess one :class:`Item` into uint8 (3, S, S), or (V, 3, S, S) for an item
+    with several training views; raises :class:`BadImage`."""
+    if item.views is not None:
+        return load_views(item, size, min_side, max_pixels)
     if item.box is not None:
         photo = _cached_photo(item.path)
         left, top, side = item.box
@@ -741,6 +786,7 @@ def extract(
         selection = shard_selection(selection, *shard)
     size, min_side = int(params["size"]), int(params.get("min_side", 16))
     max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
+    views = training_views(params)
     total = selection.expected_total()
     skipped: List[str] = []
     counts = {split: 0 for split in outputs}
@@ -758,7 +804,9 @@ def extract(
              f" (shard {shard[0] + 1} of {shard[1]}: {len({k[1] for k in selection.needs})} classes)" if shard else "")
     with contextlib.ExitStack() as stack:
         writers = {
-            split: stack.enter_context(store.write_image_store(path, size, selection.classes, {**attrs, "split": split}))
+            split: stack.enter_context(store.write_image_store(
+                path, size, selection.classes,
+                {**attrs, "split": split, "crops_per_image": views.count if views and split == "train" else 1}))
             for split, path in outputs.items()
         }
         buffers: Dict[str, List[Tuple[np.ndarray, int, str]]] = {split: [] for split in outputs}
@@ -775,6 +823,8 @@ def extract(
                 take_all = set()
                 continue
             batch = _draw(selection, needs)
+            if views is not None:
+                batch = [dataclasses.replace(item, views=views) if item.split == "train" else item for item in batch]
             work = ((item, size, min_side, max_pixels) for item in batch)
             results = _bounded_imap(pool, work, window=16 * threads) if pool else map(_worker, work)
             for item, image, error in results:
@@ -786,7 +836,10 @@ def extract(
                     log.warning("skipped %s: %s", item.display, error)
                     continue
                 needs[(split, label)] -= 1
-                buffers[split].append((image, label, item.display))
+                if item.views is None:
+                    buffers[split].append((image, label, item.display))
+                else:  # several training views of one photograph, named {file}#view={k}
+                    buffers[split].extend((view, label, f"{item.display}#view={k}") for k, view in enumerate(image))
                 if len(buffers[split]) >= chunk:
                     _flush(writers[split], buffers[split])
                 done += 1
@@ -801,6 +854,18 @@ def extract(
     seconds = time.perf_counter() - started
     log.info("done: %s images in %.1f s; %d skipped", counts, seconds, len(skipped))
     return ExtractionReport(counts, skipped, seconds)
+
+
+def training_views(params: Mapping[str, Any]) -> Optional[TrainingViews]:
+    """The training views of ``data.crops_per_image`` (None for one view, the paper's protocol);
+    test images are always the centre crop alone."""
+    count = int(params.get("crops_per_image", 1))
+    if count <= 1:
+        return None
+    if params["source"] == "builtin":
+        raise DataError("data.crops_per_image applies to the folder and imagenet sources; the builtin source "
+                        "draws data.train_per_class random crops of each photograph already")
+    return TrainingViews(count, float(params.get("crop_min_scale", 0.5)), int(params["seed"]))
 
 
 def _bounded_imap(pool, work: Iterable, window: int) -> Iterator:

@@ -125,6 +125,8 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     try:
         model = build_decoder(meta["kind"], tuple(meta["feature_shape"]), meta["image_size"],
                               width=meta["width"], upsample=meta["upsample"])
+        if meta.get("residual"):
+            model.start_from()  # the mean-image offset's buffer, filled by the state dict
         model.load_state_dict(payload["state_dict"])
     except (ValueError, TypeError, RuntimeError) as err:
         raise NotADecoder(path, " ".join(str(err).split())[:300]) from None

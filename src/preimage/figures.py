@@ -246,3 +246,39 @@ def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str
         grid.append((f"Mahendran &\nVedaldi\n{_numbers(mv_row)}", mv_images))
     image_grid(grid, png_path, title=(title or "Reconstructions with the losses of Appendix A (cf. paper Figures 12-13)")
                + "\nrow labels: image error / feature error / sharpness")
+
+
+def scaling_curve(curve: pd.DataFrame, fit: pd.DataFrame, path: str | os.PathLike,
+                  mean_image: Optional[Mapping[str, float]] = None) -> None:
+    """The data-scaling curve (:mod:`preimage.scaling`): held-out error against training images
+    (log axis) with 95 % intervals per representation, the fitted power law (solid over the data,
+    dotted beyond it) and its prediction at the paper's training-set size with its interval;
+    ``mean_image`` (representation → error) adds each one's mean-image reference as a thin line."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for k, (representation, rows) in enumerate(curve.groupby("representation", sort=False)):
+        colour = f"C{k % 10}"
+        rows = rows.sort_values("n_train")
+        n = rows["n_train"].to_numpy(float)
+        ax.errorbar(n, rows["error"], yerr=[rows["error"] - rows["ci_low"], rows["ci_high"] - rows["error"]],
+                    fmt="o", color=colour, ms=4, capsize=2, label=representation)
+        line = fit[fit.representation == representation]
+        if len(line):
+            row = line.iloc[0]
+            b = row.predicted * row.extrapolate_to ** row.exponent
+            inside = np.geomspace(n.min(), n.max(), 20)
+            beyond = np.geomspace(n.max(), row.extrapolate_to, 20)
+            ax.plot(inside, b * inside ** -row.exponent, "-", color=colour, lw=1)
+            ax.plot(beyond, b * beyond ** -row.exponent, ":", color=colour, lw=1)
+            ax.errorbar([row.extrapolate_to], [row.predicted],
+                        yerr=[[row.predicted - row.predicted_low], [row.predicted_high - row.predicted]],
+                        fmt="D", color=colour, ms=4, capsize=2)
+        if mean_image and representation in mean_image:
+            ax.axhline(mean_image[representation], color=colour, lw=0.6, alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images (log scale); diamonds: the power law at the paper's training set")
+    ax.set_ylabel("normalised reconstruction error")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("What more training images buy: held-out error, 95 % intervals, power-law fit", fontsize=10)
+    _save(fig, path)

@@ -230,8 +230,24 @@ def brightness(table: pd.DataFrame) -> List[str]:
     return lines + [""]
 
 
+def scaling(table: pd.DataFrame) -> List[str]:
+    """The data-scaling fit (ours, beyond the paper): does error fall with more training images,
+    and what the power law predicts at the paper's training set."""
+    lines = ["## More training images (data-scaling curve, beyond the paper)", ""]
+    for _, row in table.iterrows():
+        falls = row.exponent_low > 0
+        lines.append(
+            f"- `{row.representation}`: error ∝ n^-{row.exponent:.2f} (95 % CI {row.exponent_low:.2f} to "
+            f"{row.exponent_high:.2f}): " + ("it falls with more data" if falls else
+                                              "no significant fall with more data at these sizes")
+            + f"; the power law predicts {row.predicted:.3f} ({row.predicted_low:.3f}-{row.predicted_high:.3f}) at "
+            f"{row.extrapolate_to:,} images, {row.decades_beyond_data:.1f} decades beyond the data (a bound without "
+            "a floor, not a forecast).")
+    return lines + [""]
+
+
 SECTIONS = {"perturbation": perturbation, "mahendran_vedaldi": mahendran_vedaldi, "dark_knowledge": dark_knowledge,
-            "hue_shift": hue_shift, "brightness": brightness}
+            "hue_shift": hue_shift, "brightness": brightness, "scaling": scaling}
 
 
 def _read(paths) -> pd.DataFrame:

@@ -126,7 +126,8 @@ class Catalog:
             self.init_decoder(slug, config.get("results", "results"))
         # resolve every layer list once, so that :attr:`notes` names everything skipped
         self.perturbation_slugs()
-        for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift", "locality"):
+        for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift", "locality",
+                         "scaling"):
             self.analysis_slugs(analysis)
         self.mahendran_vedaldi_slugs()
 

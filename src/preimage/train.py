@@ -19,7 +19,14 @@
   Table 7: 128 px) are trained against that crop downsampled (antialiased bilinear) to
   ``decoder.output_size``.
 * Validation: a seeded ``val_fraction`` of the training images is held out (the test set is
-  never looked at during training).
+  never looked at during training); where a store holds several crops of each photograph
+  (``data.crops_per_image``) whole photographs are held out, so no validation image shares a pixel
+  with a training one. ``keep: best`` (default) writes the weights of the epoch with the lowest
+  validation loss, not the last ones; ``patience: n`` stops once n epochs in a row failed to lower
+  it (0: never). Both are ours: the paper trains on 1.2 M images for a fixed schedule.
+* ``residual`` (ours): the decoder predicts the difference from the mean training target
+  (:meth:`preimage.decoders.Decoder.start_from`), so training starts at the mean-image reference
+  row instead of noise.
 * CUDA when available with bfloat16 autocast, else the CPU with the job's threads.
 * A checkpoint after every epoch, outside the declared outputs; a restarted job resumes from it and
   ends with the same weights as an uninterrupted run (the data order of epoch ``e`` depends only on
@@ -75,10 +82,19 @@ class TrainConfig:
     width: float = 1.0
     upsample: str = "deconv"
     val_fraction: float = 0.05
+    keep: str = "best"
+    patience: int = 0
+    residual: bool = True
     seed: int = 0
     device: str = "auto"
     amp: bool = True
     preload_mb: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"train.keep must be 'best' or 'last', got {self.keep!r}")
+        if self.patience < 0:
+            raise ValueError(f"train.patience must be ≥ 0, got {self.patience}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrainConfig":
@@ -181,13 +197,56 @@ class PairedData:
         self.images.close()
 
 
-def split_train_val(count: int, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Seeded split of the training images into training and validation indices."""
+def split_train_val(count: int, val_fraction: float, seed: int,
+                    groups: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Seeded split of the training images into training and validation indices.
+
+    ``groups`` (one integer per image, e.g. the photograph a crop was cut from) keeps every group
+    on one side: ``val_fraction`` of the groups are held out whole."""
+    if groups is None:
+        groups = np.arange(count)
+    names, members = np.unique(np.asarray(groups), return_inverse=True)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(count)
-    n_val = int(round(count * val_fraction)) if val_fraction > 0 else 0
-    n_val = min(max(n_val, 1 if val_fraction > 0 and count > 1 else 0), count - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    order = rng.permutation(len(names))
+    n_val = int(round(len(names) * val_fraction)) if val_fraction > 0 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 and len(names) > 1 else 0), len(names) - 1)
+    held_out = np.isin(members, order[:n_val])
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def nested_subset(indices: np.ndarray, groups: Optional[np.ndarray], fraction: float, seed: int) -> np.ndarray:
+    """The training indices of the first ``fraction`` of the photographs (``groups``; every image
+    its own when None) in a seeded order: the subsets of growing fractions are nested, so a
+    data-scaling curve adds images without swapping any."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"a training subset is a fraction in (0, 1], got {fraction}")
+    indices = np.asarray(indices)
+    keys = indices if groups is None else np.asarray(groups)[indices]
+    names = np.unique(keys)
+    order = np.random.default_rng([seed, 1]).permutation(len(names))
+    chosen = names[order[:max(1, int(math.ceil(fraction * len(names))))]]
+    return indices[np.isin(keys, chosen)]
+
+
+def photo_groups(images: store.ImageStore) -> Optional[np.ndarray]:
+    """The photograph each image of a store was cut from, where the store holds several crops of
+    each (``crops_per_image`` > 1); None otherwise (every image its own group)."""
+    if int(images.attrs.get("crops_per_image", 1)) <= 1:
+        return None
+    sources = [str(p).split("#", 1)[0] for p in images.paths]
+    return np.unique(sources, return_inverse=True)[1]
+
+
+def mean_target(images_path: str, indices: np.ndarray, crop: int, size: int, sample: int = 2048,
+                seed: int = 0) -> torch.Tensor:
+    """The mean training target (3, size, size) over a seeded sample of ``indices``."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(indices, size=min(sample, len(indices)), replace=False))
+    total = torch.zeros(3, size, size, dtype=torch.float64)
+    with store.ImageStore(images_path, crop=crop) as imgs:
+        for s, e in streaming.runs(pick):
+            total += to_targets(imgs.read(s, e), size, torch.device("cpu")).double().sum(0)
+    return (total / max(1, len(pick))).float()
 
 
 def feature_scale(features: store.FeatureStore, indices: np.ndarray, sample: int = 512, seed: int = 0) -> float:
@@ -338,6 +397,29 @@ class TrainingRun:
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     epoch: int = 0
     objective: Any = dataclasses.field(default_factory=PixelObjective)
+    #: the weights of the epoch with the lowest validation loss so far (``keep: best``):
+    #: {"epoch", "val_loss", "model"[, "encoder"]}, CPU copies, saved in the checkpoint
+    best: Optional[Dict[str, Any]] = None
+
+    def weights(self) -> Dict[str, Any]:
+        """CPU copies of the weights that make the decoder (and, for the autoencoder, its encoder)."""
+        state = {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        if self.encoder is not None:
+            state["encoder"] = {k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
+        return state
+
+    def remember_if_best(self, val_loss: float) -> bool:
+        """Keep the current weights when ``val_loss`` is the lowest so far; returns whether it is."""
+        if not math.isfinite(val_loss) or (self.best is not None and val_loss >= self.best["val_loss"]):
+            return False
+        self.best = {"epoch": self.epoch, "val_loss": val_loss, **self.weights()}
+        return True
+
+    def restore_best(self) -> None:
+        """Load the remembered best weights into the decoder (and encoder)."""
+        self.model.load_state_dict(self.best["model"])
+        if self.encoder is not None:
+            self.encoder.load_state_dict(self.best["encoder"])
 
     @classmethod
     def start(cls, name: str, model: Decoder, meta: Dict[str, Any], cfg: TrainConfig,
@@ -365,6 +447,8 @@ class TrainingRun:
         objective = self.objective.state_dict()
         if objective:
             state["objective"] = objective
+        if self.best is not None:
+            state["best"] = self.best
         return state
 
     def resume(self, path: Path, epochs: int) -> None:
@@ -383,6 +467,7 @@ class TrainingRun:
             self.objective.load_state_dict(state["objective"])
         set_rng_state(state["torch_rng"])
         self.history, self.epoch = list(state["history"]), int(state["epoch"])
+        self.best = state.get("best")
         log.info("resuming %s from %s at epoch %d/%d", self.name, path, self.epoch, epochs)
 
 
@@ -400,6 +485,7 @@ def train_decoder(
     stop_after_epochs: Optional[int] = None,
     loss: Optional[Mapping[str, Any]] = None,
     init_from: Optional[str] = None,
+    subset: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Train the decoder of the representation named ``representation_name`` (its slug) on its
     feature cache; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
@@ -408,7 +494,9 @@ def train_decoder(
     "pixel" | "feature" | "gan", "representation": {"name", "params"}, "gan": {…}}``; None or
     ``pixel``: eq. (1)). ``init_from`` names a trained ``decoder.pt`` of the same network (the
     pixel decoder of the representation, ``decoder.init: pixel``) whose weights the run starts
-    from instead of a random initialisation. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
+    from instead of a random initialisation. ``subset`` (a fraction in (0, 1]) trains on the nested
+    subset of the training photographs that :func:`nested_subset` picks (the data-scaling curve); the
+    validation images stay those of the whole run. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
     use it to simulate a killed job; the checkpoint stays and the next call resumes).
     """
     from preimage.adversarial import build_objective
@@ -427,10 +515,16 @@ def train_decoder(
         image_size = int(feature_attrs["target_size"])
         if image_size > imgs.size:
             raise ValueError(f"{features_path} sees {image_size}-px images but {images_path} holds {imgs.size}-px ones")
-        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
+        groups = photo_groups(imgs)
+        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed, groups)
+        if subset is not None:
+            train_idx = nested_subset(train_idx, groups, subset, cfg.seed)
+        n_sources = len(np.unique(groups[train_idx])) if groups is not None else len(train_idx)
         scale = feature_scale(feats, train_idx, seed=cfg.seed)
     kind = feature_attrs["decoder_kind"]
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
+    if cfg.residual:
+        model.start_from(mean_target(images_path, train_idx, image_size, model.output_size, seed=cfg.seed))
     init_identity = _initialise(model, init_from, scale) if init_from else None
     objective = build_objective(loss, image_size=image_size, output_size=model.output_size, feature_scale=scale,
                                 width=cfg.width, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), device=device,
@@ -444,14 +538,16 @@ def train_decoder(
     fingerprint = cfg.fingerprint({"representation": representation_name, "features": feature_attrs.get("identity"),
                                    "images_sha256": feature_attrs.get("images_sha256"), "count": count,
                                    **({"objective": settings} if objective.kind != "pixel" else {}),
+                                   **({"subset": subset} if subset is not None else {}),
                                    **({"init": init_identity} if init_identity else {})})
     label = feature_attrs.get("label", representation_name)
     meta = {
         "representation": representation_name, "kind": kind, "feature_shape": list(feature_shape),
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
-        "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
+        "residual": model.residual, "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": feature_attrs.get("identity"),
         "label": label if objective.kind == "pixel" else f"{label}; {objective.describe()}", "fingerprint": fingerprint,
-        "loss": settings, "init": init_identity,
+        "loss": settings, "init": init_identity, "n_train": len(train_idx), "n_train_sources": n_sources,
+        "subset": subset,
         "provenance": feature_provenance(feature_attrs),  # how to compute its features anew (preimage invert)
     }
 
@@ -471,7 +567,8 @@ def _initialise(model: Decoder, path: str, scale: float) -> str:
 
     source, meta = load_decoder(path)
     expected = {"kind": model.kind, "feature_shape": list(model.feature_shape), "image_size": model.image_size,
-                "output_size": model.output_size, "width": model.width, "upsample": model.upsample}
+                "output_size": model.output_size, "width": model.width, "upsample": model.upsample,
+                "residual": model.residual}
     mismatch = [key for key, value in expected.items() if meta.get(key) != value]
     if mismatch:
         raise ValueError(f"cannot start from {path}: its decoder differs in {', '.join(mismatch)} "
@@ -518,7 +615,7 @@ def train_autoencoder(
         p.requires_grad_(True)
     with store.ImageStore(images_path) as imgs:
         count, image_size, imgs_size = len(imgs), int(encoder.target_size(imgs.size)), imgs.size
-        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed, photo_groups(imgs))
         rng = np.random.default_rng(cfg.seed)
         sample = np.sort(rng.choice(train_idx, size=min(256, len(train_idx)), replace=False))
         with torch.no_grad():
@@ -529,6 +626,8 @@ def train_autoencoder(
     feature_shape = tuple(encoder.output_shape(image_size, image_size))
     kind = encoder.decoder_kind(feature_shape)
     model = build_decoder(kind, feature_shape, image_size, width=cfg.width, upsample=cfg.upsample).to(device)
+    if cfg.residual:
+        model.start_from(mean_target(images_path, train_idx, image_size, model.output_size, seed=cfg.seed))
     identity = encoder.identity()
     images_sha256 = store.image_store_digest(images_path)
     fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,
@@ -537,7 +636,7 @@ def train_autoencoder(
     meta = {
         "representation": name, "kind": kind, "feature_shape": list(feature_shape),
         "image_size": image_size, "output_size": model.output_size, "width": cfg.width, "upsample": cfg.upsample,
-        "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": json.dumps(identity),
+        "residual": model.residual, "feature_scale": scale, "train": dataclasses.asdict(cfg), "features_identity": json.dumps(identity),
         "label": f"{layer} autoencoder (encoder fine-tuned from {encoder.label})", "fingerprint": fingerprint,
         "encoder_lr_scale": encoder_lr_scale,
         # the fine-tuned encoder computes its features anew (preimage invert); its sha256 is added by _finish
@@ -563,6 +662,11 @@ def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: Pair
     with a validation loss and a checkpoint), then the outputs."""
     run.resume(files.checkpoint, cfg.epochs)
     train_data, val_data = split.open(cfg.preload_mb)
+    keep_best = cfg.keep == "best" and val_data is not None
+    if keep_best and run.epoch == 0 and run.best is None:
+        # epoch 0 competes too: with ``residual`` it is the mean image, the floor a decoder must beat
+        run.remember_if_best(evaluate_loss(run.model, val_data, run.inputs, run.model.output_size, device,
+                                           cfg.batch_size))
     log.info("%s: %s decoder (%d parameters, width %.3g) from %s features to %d px; %d train / %d val images; "
              "%d epochs on %s%s", run.name, run.meta["kind"], sum(p.numel() for p in run.model.parameters()),
              cfg.width, "x".join(map(str, run.meta["feature_shape"])), run.model.output_size, len(train_data),
@@ -583,11 +687,17 @@ def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: Pair
                 row.update(run.objective.validation(run.model, val_data, run.inputs, device, cfg.batch_size))
             run.history.append(row)
             run.epoch = epoch + 1
-            log.info("epoch %d/%d: train loss %.5f, val loss %.5f, %.0f img/s, %.1f s%s", epoch + 1, cfg.epochs,
-                     row["train_loss"], val_loss, row["images_per_s"], seconds,
+            improved = keep_best and run.remember_if_best(val_loss)
+            log.info("epoch %d/%d: train loss %.5f, val loss %.5f%s, %.0f img/s, %.1f s%s", epoch + 1, cfg.epochs,
+                     row["train_loss"], val_loss, " (best)" if improved else "", row["images_per_s"], seconds,
                      "".join(f"; {k} {v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))
                              and k not in ("train_loss", "val_loss")))
             save_checkpoint(files.checkpoint, run.checkpoint())
+            if keep_best and cfg.patience and run.epoch - run.best["epoch"] >= cfg.patience:
+                log.info("early stop after epoch %d: the validation loss has not fallen below %.5f (epoch %d) "
+                         "for %d epochs (train.patience)", run.epoch, run.best["val_loss"], run.best["epoch"],
+                         cfg.patience)
+                break
     finally:
         train_data.close()
         if val_data:
@@ -669,6 +779,13 @@ def _train_epoch(run: TrainingRun, cfg: TrainConfig, device: torch.device, data:
 
 def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
     """Write the decoder, the CSV log and (autoencoder) the fine-tuned network; drop the checkpoint."""
+    if run.best is not None:
+        run.restore_best()
+        log.info("keeping the weights of epoch %d (validation loss %.5f)%s", run.best["epoch"],
+                 run.best["val_loss"], "; no epoch improved on the start" if run.best["epoch"] == 0 else "")
+    run.meta["kept_epoch"] = run.best["epoch"] if run.best is not None else run.epoch
+    for row in run.history:
+        row["kept"] = int(row["epoch"] == run.meta["kept_epoch"])
     if run.encoder is not None and files.encoder is not None:
         store.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
         if "provenance" in run.meta:  # the fine-tuned weights the decoder's features come from

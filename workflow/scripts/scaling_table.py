@@ -1,0 +1,11 @@
+"""Snakemake adapter: rule scaling_table → preimage.scaling.write_scaling_tables and its figure."""
+from preimage import logs
+
+with logs.job(snakemake):
+    from preimage.figures import scaling_curve
+    from preimage.scaling import mean_image_errors, write_scaling_tables
+
+    curve, fit = write_scaling_tables(snakemake.params.errors, snakemake.output.curve, snakemake.output.fit,
+                                      snakemake.output.md, extrapolate_to=snakemake.params.extrapolate_to,
+                                      seed=snakemake.params.seed)
+    scaling_curve(curve, fit, snakemake.output.figure, mean_image_errors(snakemake.params.references))
