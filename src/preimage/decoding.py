@@ -27,7 +27,7 @@ computed exactly as for its training features. ``decoder.pt`` therefore records,
     representations without weights (HOG, SIFT, LBP).
 ``weights_file``
     for an autoencoder (§5.2), the file of its fine-tuned encoder, relative to the decoder's folder
-    (``encoder.pt``); None otherwise.
+    (``encoder.pt``); None otherwise. A name leading out of that folder is never read.
 ``image_size``, ``target_size``
     S of the data stage (every image resized to a shorter side of S and centre-cropped to S×S,
     :func:`preimage.data.resize_center_crop`) and the side of the centre region Φ sees, which the
@@ -41,6 +41,14 @@ computed exactly as for its training features. ``decoder.pt`` therefore records,
 :meth:`TrainedDecoder.representation` recreates Φ from it and refuses weights whose identity
 differs from the recorded one (:class:`WeightsMismatch`); a decoder written before the provenance
 was recorded can still decode stored features, but not images (:class:`NoProvenance`).
+
+A decoder file is input like any other: it never decides alone which file is read or how much
+memory is allocated. :func:`load_decoder` checks the metadata's types and ranges and compares the
+network it describes, built on the ``meta`` device, with the file's tensors before building it;
+:attr:`TrainedDecoder.provenance` checks the provenance (a known representation, image sizes and
+``crop`` within :func:`largest_image_side`, a feature type a cache stores); a weights file's sha256
+is compared with the recorded one before the file is loaded. Each failure is one
+:class:`NotADecoder` (or :class:`WeightsMismatch`) line naming the file.
 """
 
 from __future__ import annotations
@@ -231,7 +239,7 @@ def _check_tensors(path: str | os.PathLike, meta: Mapping[str, Any], skeleton: D
     if problems:
         parameters = sum(math.prod(s) for s in expected.values())
         raise NotADecoder(path, f"its tensors are not those of the {meta['kind']} network its metadata describes "
-                                f"(width {meta['width']}, {parameters} parameters): " + "; ".join(problems))
+                                f"(width {meta['width']}: {parameters} parameters): " + "; ".join(problems))
 
 
 class TrainedDecoder:
@@ -308,8 +316,8 @@ class TrainedDecoder:
         """:class:`NotADecoder` unless every value of the provenance that decides which files are
         read and how large the images are is of the type and in the range :mod:`preimage.train`
         writes: a known representation, images of at most :func:`largest_image_side` px, a
-        network ``crop`` no larger, a ``weights_file`` inside the decoder's folder with the sha256
-        it must have, a feature type a cache stores."""
+        network ``crop`` no larger, a ``weights_file`` with the sha256 it must have (where it may
+        lie: :meth:`_beside`), a feature type a cache stores."""
         from preimage.features.base import lookup
 
         side = largest_image_side()
@@ -340,9 +348,8 @@ class TrainedDecoder:
         if weights is not None and not isinstance(weights, str):
             problems.append(f"weights {weights!r} is not an identity")
         if weights_file is not None:
-            parts = Path(weights_file).parts if isinstance(weights_file, str) else ()
-            if not parts or Path(weights_file).is_absolute() or ".." in parts:
-                problems.append(f"weights_file {weights_file!r} is not a file inside the decoder's folder")
+            if not isinstance(weights_file, str) or not weights_file:
+                problems.append(f"weights_file {weights_file!r} is not a file name")
             elif not _is_sha256(weights):
                 problems.append(f"weights_file {weights_file!r} comes without the sha256 of its weights")
         if problems:
@@ -365,7 +372,7 @@ class TrainedDecoder:
             if weights is not None:
                 params["weights"] = os.fspath(weights)
             elif record.get("weights_file"):
-                params["weights"] = os.fspath(self.path.parent / record["weights_file"])
+                params["weights"] = os.fspath(self._beside(record["weights_file"]))
         self._check_weights_file(params.get("weights"), expected)
         try:
             representation = create(name, **params)
@@ -377,6 +384,17 @@ class TrainedDecoder:
         size = int(record["image_size"])
         self.shape_check(tuple(representation.output_shape(size, size)), f"{name} computes")
         return representation.to(self.device)
+
+    def _beside(self, weights_file: str) -> Path:
+        """The recorded ``weights_file`` in the decoder's folder; a name that leads elsewhere
+        (absolute, or through ``..``) is never read: ``--weights`` must name the file then."""
+        from preimage.weights import WeightsUnavailableError
+
+        name = Path(weights_file)
+        if name.is_absolute() or ".." in name.parts:
+            raise WeightsUnavailableError(f"{self.path} records its weights file as {weights_file!r}, outside its "
+                                          "folder: it is not read")
+        return self.path.parent / name
 
     def _check_weights_file(self, spec: Any, expected: Optional[str]) -> None:
         """:class:`WeightsMismatch` before a weights file is loaded when its sha256 is not the
