@@ -145,20 +145,27 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise NotADecoder(path, "its state_dict is not a mapping of names to tensors")
-    options = dict(width=float(meta["width"]), upsample=meta["upsample"])
-    shape = tuple(int(v) for v in meta["feature_shape"])
     try:
         with torch.device("meta"):
-            skeleton = build_decoder(meta["kind"], shape, int(meta["image_size"]), **options)
+            skeleton = _network(meta)
     except (ValueError, TypeError, OverflowError) as err:
         raise NotADecoder(path, " ".join(str(err).split())[:300]) from None
     _check_tensors(path, meta, skeleton, state)
     try:
-        model = build_decoder(meta["kind"], shape, int(meta["image_size"]), **options)
+        model = _network(meta)
         model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError) as err:
         raise NotADecoder(path, " ".join(str(err).split())[:300]) from None
     return model.to(device).eval(), meta
+
+
+def _network(meta: Mapping[str, Any]) -> Decoder:
+    """The untrained network ``meta`` describes (on the default device: ``meta`` for a skeleton)."""
+    model = build_decoder(meta["kind"], tuple(int(v) for v in meta["feature_shape"]), int(meta["image_size"]),
+                          width=float(meta["width"]), upsample=meta["upsample"])
+    if meta.get("residual"):
+        model.start_from()  # the mean-image offset's buffer, filled by the state dict
+    return model
 
 
 def _whole(value: Any) -> bool:
@@ -213,6 +220,8 @@ def _check_meta(path: str | os.PathLike, meta: Mapping[str, Any]) -> None:
     for key in ("width", "feature_scale"):
         if not _finite_positive(meta[key]):
             problems.append(f"{key} {meta[key]!r} is not a positive number")
+    if meta.get("residual") not in (None, False, True):
+        problems.append(f"residual {meta['residual']!r} is not true or false")
     if meta["upsample"] not in UPSAMPLE_MODES:
         problems.append(f"upsample {meta['upsample']!r} is not one of {', '.join(UPSAMPLE_MODES)}")
     if problems:
@@ -233,7 +242,8 @@ def _check_tensors(path: str | os.PathLike, meta: Mapping[str, Any], skeleton: D
              if name in found and found[name] != expected[name]]
     for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong)):
         if names:
-            problems.append(f"{label}: {', '.join(names[:3])}" + (f" and {len(names) - 3} more" if len(names) > 3 else ""))
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{label}: {', '.join(names[:3])}{more}")
     if not problems and int(skeleton.output_size) != int(meta["output_size"]):
         problems.append(f"it predicts {skeleton.output_size} px, not the recorded output_size {meta['output_size']}")
     if problems:
@@ -342,8 +352,9 @@ class TrainedDecoder:
         elif target != self.image_size or not _whole(target) or target > size:
             problems.append(f"target_size {target!r} is not the {self.image_size} px the decoder reconstructs "
                             f"(at most image_size {size})")
-        if record.get("feature_dtype", "float32") not in feature_dtypes():
-            problems.append(f"feature_dtype {record.get('feature_dtype')!r} is not one of {', '.join(feature_dtypes())}")
+        dtype = record.get("feature_dtype", "float32")
+        if dtype not in feature_dtypes():
+            problems.append(f"feature_dtype {dtype!r} is not one of {', '.join(feature_dtypes())}")
         weights, weights_file = record.get("weights"), record.get("weights_file")
         if weights is not None and not isinstance(weights, str):
             problems.append(f"weights {weights!r} is not an identity")

@@ -14,7 +14,8 @@ test images (§5.1). This module applies a trained ``decoder.pt`` outside the wo
 
 Each reconstruction is written as a PNG named after its input (the stem of its file name, and for
 a feature cache's row the row's number: never a folder from the input's name, and every path is
-checked to lie in the output folder), with a sheet of the inputs above their reconstructions. With ``error=True`` the normalised error of §5.1 (‖x − f(Φ(x))‖ / N,
+checked to lie in the output folder), with a sheet of the inputs above their reconstructions.
+With ``error=True`` the normalised error of §5.1 (‖x − f(Φ(x))‖ / N,
 :func:`preimage.metrics.normalised_error`) is computed against the region the decoder reconstructs
 (the centre crop Φ sees), with PSNR, SSIM and a bootstrap interval of the mean
 (:func:`preimage.metrics.error_summary`), exactly as :mod:`preimage.evaluate` computes them.
