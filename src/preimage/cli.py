@@ -4,9 +4,11 @@ Subcommands:
 
 ``preimage invert --decoder results/conv1/decoder.pt photo1.jpg photo2.png -o out/``
     reconstruct images (or, with ``--features``, rows of a feature cache) with a trained decoder
-    (:mod:`preimage.invert`). Problems with what was given (an unreadable image, a file that is no
-    decoder, weights that differ from the decoder's, features of the wrong shape) end the command
-    with one line ``preimage invert: error: …`` and exit status 1.
+    (:mod:`preimage.invert`). Problems with what was given (an unreadable image, a missing decoder
+    or a file that is no decoder, a decoder whose metadata or provenance holds odd values, weights
+    that differ from the decoder's, features of the wrong shape, an output folder that is a file)
+    end the command with one line ``preimage invert: error: …`` and exit status 1. Nothing is
+    written outside the output folder (or, without ``-o``, outside each input's folder).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ computed exactly as for its training features. ``decoder.pt`` therefore records,
     representations without weights (HOG, SIFT, LBP).
 ``weights_file``
     for an autoencoder (§5.2), the file of its fine-tuned encoder, relative to the decoder's folder
-    (``encoder.pt``); None otherwise.
+    (``encoder.pt``); None otherwise. A name leading out of that folder is never read.
 ``image_size``, ``target_size``
     S of the data stage (every image resized to a shorter side of S and centre-cropped to S×S,
     :func:`preimage.data.resize_center_crop`) and the side of the centre region Φ sees, which the
@@ -41,10 +41,20 @@ computed exactly as for its training features. ``decoder.pt`` therefore records,
 :meth:`TrainedDecoder.representation` recreates Φ from it and refuses weights whose identity
 differs from the recorded one (:class:`WeightsMismatch`); a decoder written before the provenance
 was recorded can still decode stored features, but not images (:class:`NoProvenance`).
+
+A decoder file is input like any other: it never decides alone which file is read or how much
+memory is allocated. :func:`load_decoder` checks the metadata's types and ranges and compares the
+network it describes, built on the ``meta`` device, with the file's tensors before building it;
+:attr:`TrainedDecoder.provenance` checks the provenance (a known representation, image sizes and
+``crop`` within :func:`largest_image_side`, a feature type a cache stores); a weights file's sha256
+is compared with the recorded one before the file is loaded. Each failure is one
+:class:`NotADecoder` (or :class:`WeightsMismatch`) line naming the file.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
@@ -53,7 +63,7 @@ import numpy as np
 import torch
 
 from preimage import metrics, store
-from preimage.decoders import Decoder, build_decoder
+from preimage.decoders import DECODER_KINDS, UPSAMPLE_MODES, Decoder, build_decoder
 from preimage.devices import resolve_device
 
 __all__ = ["PROVENANCE_VERSION", "NoProvenance", "NotADecoder", "TrainedDecoder", "WeightsMismatch",
@@ -108,39 +118,138 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     Read with ``weights_only=True``: a file holding anything but tensors and plain values is
     refused (:class:`preimage.store.UnsafeFile`), a damaged one named (``DamagedFile``), a
     readable file that holds no decoder (another network's state dict, a checkpoint) named as
-    such (:class:`NotADecoder`, a ``DamagedFile``).
+    such (:class:`NotADecoder`, a ``DamagedFile``). A missing file is a ``FileNotFoundError``
+    naming it.
+
+    The file never decides alone how much memory is allocated: its metadata is checked for type
+    and range (:func:`_check_meta`), the network it describes is first built on PyTorch's
+    ``meta`` device (no storage), and only when every tensor of the file has the shape of that
+    network's parameter of the same name, so that the network is no larger than the tensors the
+    file really holds, is it built and loaded.
     """
-    try:
-        payload = store.load_torch(path)
-    except store.UnsafeFile:
-        if _torch_file(path):
-            raise
-        raise NotADecoder(path, "not a file torch.save writes") from None
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"cannot read decoder {path}: no such file")
+    if not source.is_file():
+        raise NotADecoder(path, "not a file")
+    if not store.is_torch_file(source):
+        raise NotADecoder(path, "not a file torch.save writes")
+    payload = store.load_torch(path)
     if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
         raise NotADecoder(path, "no 'meta' and 'state_dict'")
-    meta = payload["meta"]
+    meta, state = payload["meta"], payload["state_dict"]
     missing = [key for key in _META_KEYS if not isinstance(meta, dict) or key not in meta]
     if missing:
         raise NotADecoder(path, f"its metadata lacks {', '.join(missing)}")
+    _check_meta(path, meta)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise NotADecoder(path, "its state_dict is not a mapping of names to tensors")
     try:
-        model = build_decoder(meta["kind"], tuple(meta["feature_shape"]), meta["image_size"],
-                              width=meta["width"], upsample=meta["upsample"])
-        if meta.get("residual"):
-            model.start_from()  # the mean-image offset's buffer, filled by the state dict
-        model.load_state_dict(payload["state_dict"])
+        with torch.device("meta"):
+            skeleton = _network(meta)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise NotADecoder(path, " ".join(str(err).split())[:300]) from None
+    _check_tensors(path, meta, skeleton, state)
+    try:
+        model = _network(meta)
+        model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError) as err:
         raise NotADecoder(path, " ".join(str(err).split())[:300]) from None
     return model.to(device).eval(), meta
 
 
-def _torch_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` starts like a file ``torch.save`` writes: a zip archive, or a pickle (the
-    legacy format) from protocol 2 on."""
-    import zipfile
+def _network(meta: Mapping[str, Any]) -> Decoder:
+    """The untrained network ``meta`` describes (on the default device: ``meta`` for a skeleton)."""
+    model = build_decoder(meta["kind"], tuple(int(v) for v in meta["feature_shape"]), int(meta["image_size"]),
+                          width=float(meta["width"]), upsample=meta["upsample"])
+    if meta.get("residual"):
+        model.start_from()  # the mean-image offset's buffer, filled by the state dict
+    return model
 
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _finite_positive(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value) \
+        and value > 0
+
+
+@functools.lru_cache(maxsize=None)
+def largest_image_side() -> int:
+    """The largest image side the workflow works at: the maximum of ``data.size`` in the
+    configuration schema. No decoder reconstructs, and no representation it records sees,
+    larger images."""
+    from preimage.config import load_schema
+
+    return int(load_schema()["properties"]["data"]["properties"]["size"]["maximum"])
+
+
+@functools.lru_cache(maxsize=None)
+def feature_dtypes() -> Tuple[str, ...]:
+    """The storage types of feature caches: ``features.dtype``'s choices in the configuration schema."""
+    from preimage.config import load_schema
+
+    return tuple(load_schema()["properties"]["features"]["properties"]["dtype"]["enum"])
+
+
+#: At most this many feature values per image (64 MiB of float32; the paper's largest, SIFT
+#: 64×64×133, has 0.5 M).
+MAX_FEATURES_PER_IMAGE = 1 << 24
+
+
+def _check_meta(path: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+    """:class:`NotADecoder` unless the values that size the network are of the types and in the
+    ranges :mod:`preimage.train` writes."""
+    side = largest_image_side()
+    shape = meta["feature_shape"]
+    problems = []
+    if meta["kind"] not in DECODER_KINDS:
+        problems.append(f"kind {meta['kind']!r} is not one of {', '.join(DECODER_KINDS)}")
+    if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 3 or not all(_whole(v) and v > 0 for v in shape):
+        problems.append(f"feature_shape {shape!r} is not 1 to 3 positive whole numbers")
+    elif math.prod(int(v) for v in shape) > MAX_FEATURES_PER_IMAGE:
+        problems.append(f"feature_shape {tuple(shape)} has more than {MAX_FEATURES_PER_IMAGE} values")
+    for key in ("image_size", "output_size"):
+        if not _whole(meta[key]) or not 2 <= meta[key] <= 2 * side:
+            problems.append(f"{key} {meta[key]!r} is not a whole number from 2 to {2 * side}")
+    if _whole(meta["image_size"]) and meta["image_size"] > side:
+        problems.append(f"image_size {meta['image_size']} exceeds the largest image side, {side} px")
+    for key in ("width", "feature_scale"):
+        if not _finite_positive(meta[key]):
+            problems.append(f"{key} {meta[key]!r} is not a positive number")
+    if meta.get("residual") not in (None, False, True):
+        problems.append(f"residual {meta['residual']!r} is not true or false")
+    if meta["upsample"] not in UPSAMPLE_MODES:
+        problems.append(f"upsample {meta['upsample']!r} is not one of {', '.join(UPSAMPLE_MODES)}")
+    if problems:
+        raise NotADecoder(path, "its metadata is invalid: " + "; ".join(problems))
+
+
+def _check_tensors(path: str | os.PathLike, meta: Mapping[str, Any], skeleton: Decoder,
+                   state: Mapping[str, torch.Tensor]) -> None:
+    """:class:`NotADecoder` unless ``state`` holds exactly the parameters of ``skeleton`` (the
+    network ``meta`` describes, built on the ``meta`` device), each of its shape, and the network
+    predicts the recorded ``output_size``."""
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    problems = []
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    wrong = [f"{name} {found[name]} (expected {expected[name]})" for name in expected
+             if name in found and found[name] != expected[name]]
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong)):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{label}: {', '.join(names[:3])}{more}")
+    if not problems and int(skeleton.output_size) != int(meta["output_size"]):
+        problems.append(f"it predicts {skeleton.output_size} px, not the recorded output_size {meta['output_size']}")
+    if problems:
+        parameters = sum(math.prod(s) for s in expected.values())
+        raise NotADecoder(path, f"its tensors are not those of the {meta['kind']} network its metadata describes "
+                                f"(width {meta['width']}: {parameters} parameters): " + "; ".join(problems))
 
 
 class TrainedDecoder:
@@ -163,6 +272,7 @@ class TrainedDecoder:
         self.output_size = int(self.meta["output_size"])
         self.representation_name = str(self.meta["representation"])
         self.label = str(self.meta.get("label") or self.representation_name)
+        self._provenance: Optional[Dict[str, Any]] = None
 
     @torch.no_grad()
     def decode(self, features) -> torch.Tensor:
@@ -195,17 +305,66 @@ class TrainedDecoder:
 
     @property
     def provenance(self) -> Dict[str, Any]:
-        """``meta["provenance"]`` (module docstring); :class:`NoProvenance` for an older decoder."""
-        record = self.meta.get("provenance")
-        if not isinstance(record, dict):
-            raise NoProvenance(
-                f"{self.path} does not record how its features were computed (it was trained by an older preimage): "
-                "retrain it (delete it and rerun the workflow) to invert images, or decode stored features with "
-                "--features")
-        if int(record.get("version", 0)) > PROVENANCE_VERSION:
-            raise NoProvenance(f"{self.path} records its provenance in version {record.get('version')}, newer than "
-                               f"this preimage reads ({PROVENANCE_VERSION}); update preimage")
-        return record
+        """``meta["provenance"]`` (module docstring), checked once (:meth:`_check_provenance`);
+        :class:`NoProvenance` for an older decoder."""
+        if self._provenance is None:
+            record = self.meta.get("provenance")
+            if not isinstance(record, dict):
+                raise NoProvenance(
+                    f"{self.path} does not record how its features were computed (it was trained by an older "
+                    "preimage): retrain it (delete it and rerun the workflow) to invert images, or decode stored "
+                    "features with --features")
+            version = record.get("version", 0)
+            if _whole(version) and version > PROVENANCE_VERSION:
+                raise NoProvenance(f"{self.path} records its provenance in version {version}, newer than this "
+                                   f"preimage reads ({PROVENANCE_VERSION}); update preimage")
+            self._check_provenance(record)
+            self._provenance = record
+        return self._provenance
+
+    def _check_provenance(self, record: Mapping[str, Any]) -> None:
+        """:class:`NotADecoder` unless every value of the provenance that decides which files are
+        read and how large the images are is of the type and in the range :mod:`preimage.train`
+        writes: a known representation, images of at most :func:`largest_image_side` px, a
+        network ``crop`` no larger, a ``weights_file`` with the sha256 it must have (where it may
+        lie: :meth:`_beside`), a feature type a cache stores."""
+        from preimage.features.base import lookup
+
+        side = largest_image_side()
+        problems = []
+        version, name, params = record.get("version", 0), record.get("representation"), record.get("params")
+        if not _whole(version) or version < 0:
+            problems.append(f"version {version!r} is not a whole number")
+        if not isinstance(name, str):
+            problems.append(f"representation {name!r} is not a name")
+        else:
+            try:
+                lookup(name)
+            except KeyError as err:
+                problems.append(str(err.args[0]) if err.args else f"unknown representation {name!r}")
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            problems.append(f"params {params!r} is not a mapping of names to values")
+        elif "crop" in params and (not _whole(params["crop"]) or not 1 <= params["crop"] <= side):
+            problems.append(f"params.crop {params['crop']!r} is not a whole number from 1 to {side}")
+        size, target = record.get("image_size"), record.get("target_size")
+        if not _whole(size) or not 2 <= size <= side:
+            problems.append(f"image_size {size!r} is not a whole number from 2 to {side}")
+        elif target != self.image_size or not _whole(target) or target > size:
+            problems.append(f"target_size {target!r} is not the {self.image_size} px the decoder reconstructs "
+                            f"(at most image_size {size})")
+        dtype = record.get("feature_dtype", "float32")
+        if dtype not in feature_dtypes():
+            problems.append(f"feature_dtype {dtype!r} is not one of {', '.join(feature_dtypes())}")
+        weights, weights_file = record.get("weights"), record.get("weights_file")
+        if weights is not None and not isinstance(weights, str):
+            problems.append(f"weights {weights!r} is not an identity")
+        if weights_file is not None:
+            if not isinstance(weights_file, str) or not weights_file:
+                problems.append(f"weights_file {weights_file!r} is not a file name")
+            elif not _is_sha256(weights):
+                problems.append(f"weights_file {weights_file!r} comes without the sha256 of its weights")
+        if problems:
+            raise NotADecoder(self.path, "its provenance is invalid: " + "; ".join(problems))
 
     def representation(self, weights: Optional[str | os.PathLike] = None):
         """Φ as it computed the decoder's training features, on the decoder's device.
@@ -213,28 +372,63 @@ class TrainedDecoder:
         ``weights`` replaces the recorded weights' location (a state-dict file elsewhere); an
         autoencoder's fine-tuned encoder is looked for beside the decoder. Either way the weights'
         identity (sha256, or ``random:<seed>``) must be the recorded one, else
-        :class:`WeightsMismatch`. A representation without weights ignores ``weights``.
+        :class:`WeightsMismatch`; a weights file's sha256 is compared before the file is loaded.
+        A representation without weights ignores ``weights``.
         """
         from preimage.features import create
 
         record = self.provenance
-        params = dict(record["params"])
-        if record.get("weights") is not None or record.get("weights_file") or "weights" in params:
+        name, params, expected = record["representation"], dict(record["params"]), record.get("weights")
+        if expected is not None or record.get("weights_file") or "weights" in params:
             if weights is not None:
                 params["weights"] = os.fspath(weights)
             elif record.get("weights_file"):
-                params["weights"] = os.fspath(self.path.parent / record["weights_file"])
-        representation = create(record["representation"], **params)
-        expected = record.get("weights")
+                params["weights"] = os.fspath(self._beside(record["weights_file"]))
+        self._check_weights_file(params.get("weights"), expected)
+        try:
+            representation = create(name, **params)
+        except TypeError as err:  # parameters the representation does not take
+            raise NotADecoder(self.path, f"its provenance's parameters for {name} are invalid: {err}") from None
         found = representation.identity().get("weights") if expected is not None else None
         if expected is not None and found != expected:
-            raise WeightsMismatch(
-                f"{self.path} was trained on {record['representation']} features computed with weights "
-                f"{_short(expected)}, but the weights in use ({params.get('weights')}) are {_short(found)}; "
-                "use the weights it was trained with (--weights PATH)")
+            raise self._mismatch(params.get("weights"), found)
         size = int(record["image_size"])
-        self.shape_check(tuple(representation.output_shape(size, size)), f"{record['representation']} computes")
+        self.shape_check(tuple(representation.output_shape(size, size)), f"{name} computes")
         return representation.to(self.device)
+
+    def _beside(self, weights_file: str) -> Path:
+        """The recorded ``weights_file`` in the decoder's folder; a name that leads elsewhere
+        (absolute, or through ``..``) is never read: ``--weights`` must name the file then."""
+        from preimage.weights import WeightsUnavailableError
+
+        name = Path(weights_file)
+        if name.is_absolute() or ".." in name.parts:
+            raise WeightsUnavailableError(f"{self.path} records its weights file as {weights_file!r}, outside its "
+                                          "folder: it is not read")
+        return self.path.parent / name
+
+    def _check_weights_file(self, spec: Any, expected: Optional[str]) -> None:
+        """:class:`WeightsMismatch` before a weights file is loaded when its sha256 is not the
+        recorded ``expected`` one (every weights file's identity is its sha256)."""
+        if expected is None or not isinstance(spec, (str, os.PathLike)):
+            return
+        text = os.fspath(spec)
+        if text == "random" or text == "imagenet" or text.startswith("imagenet:"):
+            return  # torchvision's own file, or none
+        path = Path(text).expanduser()
+        if path.is_file():  # else the representation names the missing file (WeightsUnavailableError)
+            from preimage.weights import sha256_file
+
+            found = sha256_file(path)  # kept in memory: the loader does not hash the file again
+            if found != expected:
+                raise self._mismatch(text, found)
+
+    def _mismatch(self, spec: Any, found: Optional[str]) -> WeightsMismatch:
+        record = self.provenance
+        return WeightsMismatch(
+            f"{self.path} was trained on {record['representation']} features computed with weights "
+            f"{_short(record.get('weights'))}, but the weights in use ({spec}) are {_short(found)}; "
+            "use the weights it was trained with (--weights PATH)")
 
     def shape_check(self, shape: Tuple[int, ...], what: str) -> None:
         """ValueError unless per-image features of ``shape`` are what the decoder takes."""
@@ -260,6 +454,10 @@ class TrainedDecoder:
         """The part of uint8 images ``(n, 3, S, S)`` the decoder reconstructs (the centre
         ``image_size`` crop Φ sees), as float [0, 1]: what its errors compare with."""
         return store.to_float(np.ascontiguousarray(store.centre_crop(images, self.image_size)))
+
+
+def _is_sha256(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _short(identity: Optional[str]) -> str:

@@ -12,8 +12,10 @@ test images (§5.1). This module applies a trained ``decoder.pt`` outside the wo
   decoded directly, after checking that they are the decoder's representation (name, weights,
   shape).
 
-Each reconstruction is written as a PNG (named after its input), with a sheet of the inputs
-above their reconstructions. With ``error=True`` the normalised error of §5.1 (‖x − f(Φ(x))‖ / N,
+Each reconstruction is written as a PNG named after its input (the stem of its file name, and for
+a feature cache's row the row's number: never a folder from the input's name, and every path is
+checked to lie in the output folder), with a sheet of the inputs above their reconstructions.
+With ``error=True`` the normalised error of §5.1 (‖x − f(Φ(x))‖ / N,
 :func:`preimage.metrics.normalised_error`) is computed against the region the decoder reconstructs
 (the centre crop Φ sees), with PSNR, SSIM and a bootstrap interval of the mean
 (:func:`preimage.metrics.error_summary`), exactly as :mod:`preimage.evaluate` computes them.
@@ -154,21 +156,54 @@ def _write_png(image: np.ndarray, path: Path) -> None:
         Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(tmp, format="PNG")
 
 
-def _output_paths(names: Sequence[str], out_dir: Optional[Path], tag: str) -> List[Path]:
-    """``<stem>_<tag>.png`` in ``out_dir`` (or beside each input), made unique (``<stem>-2_<tag>.png``)."""
+def _output_paths(sources: Sequence[Tuple[str, Optional[int]]], out_dir: Optional[Path], tag: str) -> List[Path]:
+    """``<stem>_<tag>.png`` per ``(input file, row)`` in ``out_dir`` (or beside each input), made
+    unique (``<stem>-2_<tag>.png``); the stem is the input file's stem, followed by the row
+    (``_00012``) for a row of a feature cache.
+
+    Only the file name of an input is ever used, never a folder in it (a name such as
+    ``dir#/../../x.png`` stays in the folder), and every path is checked to lie in its folder
+    (:func:`_confined`).
+    """
     taken: set = set()
     paths = []
-    for name in names:
-        source = Path(name.split("#")[0])
-        folder = out_dir if out_dir is not None else source.parent
-        stem = source.stem + (f"_{name.split('#')[1]}" if "#" in name else "")
+    for source, row in sources:
+        folder = out_dir if out_dir is not None else Path(source).parent
+        stem = Path(source).stem + ("" if row is None else f"_{_row_index(row):05d}")
         path, k = folder / f"{stem}_{tag}.png", 1
         while path in taken:
             k += 1
             path = folder / f"{stem}-{k}_{tag}.png"
         taken.add(path)
-        paths.append(path)
+        paths.append(_confined(path, folder))
     return paths
+
+
+def _row_index(row: Any) -> int:
+    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or row < 0:
+        raise InvertError(f"row {row!r} is not a row index")
+    return int(row)
+
+
+def _confined(path: Path, folder: Path) -> Path:
+    """``path``, after checking that it names a file directly inside ``folder`` (after resolving
+    ``..`` and links of the folders above it): nothing is ever written elsewhere."""
+    inside = os.path.realpath(path.parent) == os.path.realpath(folder) and path.name not in ("", ".", "..")
+    if not inside or os.sep in path.name or (os.altsep and os.altsep in path.name):
+        raise InvertError(f"refusing to write {path}: it is not inside {folder}")
+    return path
+
+
+def _check_output_folder(folder: Optional[Path]) -> None:
+    """An :class:`InvertError` naming ``-o`` when it (or a folder above it) exists but is no
+    folder: found before anything is computed or written."""
+    if folder is None:
+        return
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            if not candidate.is_dir():
+                raise InvertError(f"output folder {folder}: {candidate} exists and is not a folder")
+            return
 
 
 def write_sheet(inputs: Optional[np.ndarray], reconstructions: np.ndarray, path: Path, title: str,
@@ -239,7 +274,7 @@ class _Collector:
 
 def _write_errors(result: InvertResult, folder: Path, tag: str) -> None:
     if result.errors is not None:
-        result.errors_csv = folder / f"errors_{tag}.csv"
+        result.errors_csv = _confined(folder / f"errors_{tag}.csv", folder)
         folder.mkdir(parents=True, exist_ok=True)
         store.write_csv(result.errors, result.errors_csv)
 
@@ -304,6 +339,7 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
     files = [_resolve_input(name) for name in names]
     if out_dir is None and files != names:
         raise InvertError("photos inside packages (skimage:…, matplotlib:…) need an output folder (-o)")
+    _check_output_folder(Path(out_dir) if out_dir is not None else None)
     record = decoder.provenance
     size = int(record["image_size"])
     for file in files:  # every file is an image before anything is computed
@@ -311,7 +347,7 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
     representation = decoder.representation(weights)
     tag = output_tag(decoder)
     folder = Path(out_dir) if out_dir is not None else None
-    outputs = _output_paths(files, folder, tag)
+    outputs = _output_paths([(file, None) for file in files], folder, tag)
     collector = _Collector(decoder, names, outputs, error, _needs_targets(decoder, error, normaliser), sheet_max)
     with _progress(len(names), f"invert {tag}", progress) as bar:
         for _, chunk in _batches(files, batch_size):
@@ -320,7 +356,7 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
             collector.add(recon, decoder.targets(images))
             bar.update(len(chunk))
     home = folder if folder is not None else Path(files[0]).parent
-    result = collector.finish(home / f"sheet_{tag}.png" if sheet else None, normaliser, seed)
+    result = collector.finish(_confined(home / f"sheet_{tag}.png", home) if sheet else None, normaliser, seed)
     _write_errors(result, home, tag)
     return result
 
@@ -361,6 +397,7 @@ def invert_features(decoder: TrainedDecoder, features_path: str | os.PathLike, o
     if not path.is_file():
         raise InvertError(f"cannot read features {path}: no such file")
     out = Path(out_dir)
+    _check_output_folder(out)
     tag = output_tag(decoder)
     with store.FeatureStore(path) as features:
         _check_cache(decoder, features)
@@ -369,7 +406,7 @@ def invert_features(decoder: TrainedDecoder, features_path: str | os.PathLike, o
             raise InvertError(f"{path} holds no features to decode")
         images = _cache_images(features, images_path, needed=error)
         names = [f"{path}#{i:05d}" for i in range(count)]
-        outputs = _output_paths(names, out, tag)
+        outputs = _output_paths([(os.fspath(path), i) for i in range(count)], out, tag)
         collector = _Collector(decoder, names, outputs, error, _needs_targets(decoder, error, normaliser), sheet_max)
         try:
             with _progress(count, f"invert {tag}", progress) as bar:
@@ -382,7 +419,7 @@ def invert_features(decoder: TrainedDecoder, features_path: str | os.PathLike, o
         finally:
             if images is not None:
                 images.close()
-    result = collector.finish(out / f"sheet_{tag}.png" if sheet else None, normaliser, seed)
+    result = collector.finish(_confined(out / f"sheet_{tag}.png", out) if sheet else None, normaliser, seed)
     _write_errors(result, out, tag)
     return result
 

@@ -58,7 +58,8 @@ Weights (:func:`load_caffenet`)
 
 a path
     A state dict (``torch.save(state_dict, path)``), loaded with
-    ``torch.load(path, map_location="cpu", weights_only=True)`` (no code in the file is run), with
+    ``torch.load(path, map_location="cpu", weights_only=True)`` (no code in the file is run;
+    :func:`preimage.store.load_torch`), with
     exactly these keys (strict: a missing or unexpected key is an error that names it)::
 
         conv1.weight (96, 3, 11, 11)     conv1.bias (96,)
@@ -91,7 +92,6 @@ a path
 from __future__ import annotations
 
 import os
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Tuple
@@ -99,6 +99,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
+from preimage import store
 from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file
 
 __all__ = [
@@ -239,13 +240,9 @@ def _expected_keys_text() -> str:
 
 
 def _load_state(path: Path) -> Dict[str, torch.Tensor]:
-    try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path} is not a plain state dict: torch.load(weights_only=True) refused it "
-            f"(it holds objects other than tensors and containers, and is not executed): {err}"
-        ) from None
+    # a file holding pickled objects is refused unread (store.UnsafeFile), an unreadable one named (DamagedFile)
+    state = store.load_torch(path, advice="CaffeNet weights must be a state dict saved with torch.save(state_dict, "
+                                          "path), keys in preimage.features.caffenet")
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of CaffeNet")
     missing = [k for k in STATE_DICT_SHAPES if k not in state]
