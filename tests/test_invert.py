@@ -86,7 +86,7 @@ def test_stored_features_reproduce_evaluates_error(tiny, tmp_path):
     assert result.summary["n"] == row["n_test"]
     for key in ("error", "ci_low", "ci_high"):  # the same numbers (error.csv holds 6 digits)
         assert result.summary[key] == pytest.approx(row[key], rel=1e-5)
-    assert result.errors["psnr"].mean() == pytest.approx(row["psnr"], rel=1e-6)
+    assert result.errors["psnr"].mean() == pytest.approx(row["psnr"], rel=1e-5)  # six digits here too
     assert result.outputs[0].name == "hog_test_00000_hog.png"
 
 
