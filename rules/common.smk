@@ -4,12 +4,24 @@ import sys
 
 from preimage.config import ConfigError, load_schema, validate_config
 from preimage.representations import Catalog
+from preimage.results_lock import ResultsInUse, lock_results, release_results
 
-# deep: torchvision model/node names and image counts, checked once by the main process (not again
-# by every job a cluster executor starts).
+
+def local_execution():
+    """Whether the jobs run on this machine. The executor is not known while the Snakefile is
+    read; Snakemake sets ``nodes`` (from ``--jobs``) only for non-local executors (its own
+    scheduler lifts the core limit on the same sign). Locally with both --cores and --jobs this
+    says False too: the checks that depend on it are then left to the jobs."""
+    return getattr(getattr(workflow, "resource_settings", None), "nodes", None) is None
+
+
+# deep: network node names and image counts, checked once by the main process (not again by every
+# job a cluster executor starts). devices: cuda device keys against this machine's GPUs, only
+# where the jobs run here (a cluster's login node may have no GPU while its jobs get one).
+_main_process = getattr(workflow, "is_main_process", True)
 try:
     _validated = validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")),
-                                 deep=getattr(workflow, "is_main_process", True))
+                                 deep=_main_process, devices=_main_process and local_execution())
 except ConfigError as _err:
     sys.stderr.write(f"preimage: {_err}\n")
     raise SystemExit(1)
@@ -17,6 +29,36 @@ config.clear()
 config.update(_validated)
 
 R = config["results"]
+
+
+def take_results_lock():
+    """One run at a time per results folder (:mod:`preimage.results_lock`), held by the main
+    process from the start of the run until it exits; runs from the ``onstart`` hook, so not in dry
+    runs nor in cluster jobs (started with --no-hooks); ``--nolock`` skips it with Snakemake's
+    own lock."""
+    settings = getattr(workflow, "execution_settings", None)
+    if settings is not None and not settings.lock:
+        return
+    try:
+        warning = lock_results(R)
+    except ResultsInUse as err:
+        sys.stderr.write(f"preimage: {err}\n")
+        raise SystemExit(1)
+    if warning:
+        sys.stderr.write(f"preimage: warning: {warning}\n")
+
+
+onstart:
+    take_results_lock()
+
+
+onsuccess:
+    release_results(R)
+
+
+onerror:
+    release_results(R)
+
 #: With --software-deployment-method conda every job runs in the project's environment (paths in a
 #: conda directive are relative to the rule file).
 ENVIRONMENT = "../environment.yml"
@@ -53,14 +95,12 @@ def scaled_runtime(minutes):
 def lift_local_gpu_cap():
     """profiles/default caps GPU jobs for one machine (``resources: gpu=1``), and Snakemake loads it
     on top of any ``--profile``. Under a cluster executor SLURM hands out the GPUs, so the cap
-    would run one GPU job at a time on the whole cluster: raise it to ``--jobs`` there. The executor
-    is not known while the Snakefile is read; Snakemake sets ``nodes`` (from ``--jobs``) only for
-    non-local executors (its own scheduler lifts the core limit on the same sign). Locally with
-    both --cores and --jobs the cap rises too, and the per-GPU locks of preimage.devices still keep
-    one job per GPU."""
+    would run one GPU job at a time on the whole cluster: raise it to ``--jobs`` there
+    (:func:`local_execution`). Locally with both --cores and --jobs the cap rises too, and the
+    per-GPU locks of preimage.devices still keep one job per GPU."""
     settings = getattr(workflow, "resource_settings", None)
     resources = getattr(workflow, "global_resources", None)
-    if getattr(settings, "nodes", None) is None or resources is None or "gpu" not in resources:
+    if local_execution() or resources is None or "gpu" not in resources:
         return
     try:
         resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))

@@ -7,13 +7,27 @@ follow. Errors are collected into one :class:`ConfigError` whose message names e
 key as a dotted path (``data.size``), so a user sees what to fix instead of a traceback; a
 single problem is one line.
 
-With ``deep=True`` (the main Snakemake process; not the jobs it starts) two more checks run
-that would otherwise fail only inside a job, possibly after hours of extraction:
-``torchvision:<model>:<node>`` names are checked against torchvision's models and the model's
-graph nodes (traced on the ``meta`` device, no weights), and for ``data.source`` ``folder`` and
-``imagenet`` the candidate image files of every class are counted (listing only, nothing decoded;
-skipped once ``{results}/data/train.h5`` and ``test.h5`` exist, so that later runs on ImageNet do
-not list 1.28 M files each time; extraction itself still stops early when a class is short).
+Semantic checks (every process) also refuse, naming the key: a ``results`` path that is a file
+(or lies under one); a weights file (``features.<family>.weights``, for the networks that
+``representations`` names) that does not exist; a shallow representation (HOG, HOGb, LBP, SIFT,
+DSIFT) whose cells or bins leave no feature cell on ``data.size`` images; a key of a
+per-representation mapping (those marked ``x-keys`` in the schema: ``train.epochs``,
+``decoder.width`` …) that names no representation. Keys naming a representation that this config
+does not run are allowed, so that one mapping serves configs with shorter representation lists.
+
+With ``deep=True`` (the main Snakemake process; not the jobs it starts) more checks run that
+would otherwise fail only inside a job, possibly after hours of extraction:
+``torchvision:<model>:<node>`` and ``efficientnet_lite0:<node>`` names are checked against the
+models and their graph nodes (traced on the ``meta`` device, no weights), and for ``data.source``
+``folder`` and ``imagenet`` the candidate image files of every class are counted (listing only,
+nothing decoded; skipped once ``{results}/data/train.h5`` and ``test.h5`` exist, so that later
+runs on ImageNet do not list 1.28 M files each time; extraction itself still stops early when a
+class is short).
+
+With ``devices=True`` (the main process of a run whose jobs execute on this machine) every
+``*.device`` key asking for ``cuda`` / ``cuda:N`` is checked against the GPUs this machine has.
+Under a cluster executor the main process may run on a node without a GPU while the jobs get one,
+so there the jobs check (:func:`preimage.devices.resolve_device`).
 """
 
 from __future__ import annotations
@@ -118,11 +132,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None,
-                    deep: bool = False) -> Dict[str, Any]:
+                    deep: bool = False, devices: bool = False) -> Dict[str, Any]:
     """Return a validated deep copy of ``config`` with defaults filled in, or raise :class:`ConfigError`.
 
-    ``deep`` adds :func:`deep_problems` (torchvision names, image counts), run only once the
-    rest is valid."""
+    ``deep`` adds :func:`deep_problems` (network node names, image counts) and ``devices``
+    :func:`device_problems` (CUDA devices of this machine), run only once the rest is valid."""
     schema = schema if schema is not None else load_schema()
     result = coerce_command_line_strings(copy.deepcopy(dict(config)), schema)
     fill_defaults(result, schema)
@@ -131,9 +145,11 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
         {_describe(e) for e in validator.iter_errors(result)}
     )
     if not problems:
-        problems.extend(semantic_problems(result))
+        problems.extend(semantic_problems(result, schema))
     if not problems and deep:
         problems.extend(deep_problems(result))
+    if not problems and devices:
+        problems.extend(device_problems(result))
     if len(problems) == 1:
         raise ConfigError(f"invalid configuration: {problems[0]}")
     if problems:
@@ -142,16 +158,21 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
 
 
 def deep_problems(config: Mapping[str, Any]) -> List[str]:
-    """Checks that look outside the config: torchvision model and node names, and (for the folder
-    and imagenet sources) whether every class has enough candidate image files."""
+    """Checks that look outside the config: network model and node names (torchvision's models,
+    EfficientNet-Lite0), and (for the folder and imagenet sources) whether every class has enough
+    candidate image files."""
     problems = []
     for name in config.get("representations", []):
-        if name.startswith("torchvision:"):
+        family = name.split(":", 1)[0]
+        if family == "torchvision":
             from preimage.features.torchvision_net import name_problem
-
-            problem = name_problem(name)
-            if problem:
-                problems.append(f"representations: {problem}")
+        elif family == "efficientnet_lite0":
+            from preimage.features.efficientnet_lite import name_problem
+        else:
+            continue
+        problem = name_problem(name)
+        if problem:
+            problems.append(f"representations: {problem}")
     data = config.get("data", {})
     results = Path(config.get("results", "results")) / "data"
     extracted = (results / "train.h5").exists() and (results / "test.h5").exists()
@@ -173,9 +194,12 @@ def _differentiable(name: str) -> bool:
         return True
 
 
-def semantic_problems(config: Mapping[str, Any]) -> List[str]:
-    """Checks beyond the schema: existence of data roots and consistency between keys."""
-    problems = []
+def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> List[str]:
+    """Checks beyond the schema: existence of data roots, the results folder and weights files,
+    feature maps that have cells, mapping keys that name representations, and consistency between
+    keys."""
+    problems = _results_problems(config) + _weights_problems(config) + _cell_problems(config)
+    problems += mapping_key_problems(config, schema if schema is not None else load_schema())
     data = config.get("data", {})
     if data.get("source") in ("folder", "imagenet"):
         root = data.get("root")
@@ -249,35 +273,198 @@ def loss_problems(config: Mapping[str, Any]) -> List[str]:
 
 
 def _store_problems(config: Mapping[str, Any]) -> List[str]:
-    """``features.store``: keys that are no representation, family or ``default`` (a typo would
-    otherwise be ignored), and ``recompute`` for a sparse representation (SIFT's keypoints are
-    only cached). Keys naming representations that this config does not run are allowed, so that
-    one setting serves configs with shorter representation lists."""
+    """``features.store: recompute`` for a sparse representation (SIFT's keypoints are only
+    cached); its keys are checked by :func:`mapping_key_problems`."""
     store = config.get("features", {}).get("store", "cache")
     if not isinstance(store, Mapping):
         store = {"default": store}
     from preimage.features import base
     from preimage.representations import slug_of
 
-    base.known_names()  # registers the built-in representations
-    families = {cls.family for cls in list(base._REGISTRY.values()) + list(base._PREFIX_REGISTRY.values())}
-
-    def is_representation(key: str) -> bool:
-        key = key[:-3] if key.endswith("-ae") else key[:-7] if key.endswith("-random") else key
-        if "@" in key:  # a slug: family@node, model@node
-            return True
-        try:
-            base.lookup(key)
-            return True
-        except KeyError:
-            return False
-
-    problems = [f"features.store.{key}: not a representation, a family ({', '.join(sorted(families))}) or default"
-                for key in store if key != "default" and key not in families and not is_representation(key)]
+    problems = []
     for name in config.get("representations", []):
         cls = base.lookup(name)
         chosen = next((store[k] for k in (slug_of(name), name, cls.family, "default") if k in store), "cache")
         if chosen == "recompute" and cls.sparse:
             problems.append(f"features.store: {name} stores keypoints and can only be cached (recompute is for "
                             "dense representations)")
+    return problems
+
+
+# --------------------------------------------------------------------------- keys that name representations
+
+
+def _families() -> List[str]:
+    """The ``features:`` sections of the registered representations (``alexnet``, ``hog`` …)."""
+    from preimage.features import base
+
+    base.known_names()  # registers the built-in representations
+    return sorted({cls.family for cls in list(base._REGISTRY.values()) + list(base._PREFIX_REGISTRY.values())})
+
+
+def names_representation(key: str) -> bool:
+    """Whether a mapping key names a representation: a configured name (``fc6``,
+    ``torchvision:resnet50:layer4``) or its slug (``resnet50@layer4``), either with a variant
+    suffix (``fc6-ae``, ``efficientnet_lite0:pool-gan``), as
+    :func:`preimage.representations.per_rep` looks them up."""
+    from preimage.features import base
+    from preimage.representations import VARIANTS
+
+    for variant in VARIANTS:
+        if key.endswith(f"-{variant}"):
+            key = key[: -len(variant) - 1]
+            break
+    if "@" in key:  # a slug: model@node (torchvision) or family@node
+        head, node = key.split("@", 1)
+        base.known_names()
+        key = f"{head}:{node}" if head in base._PREFIX_REGISTRY else f"torchvision:{head}:{node}"
+    try:
+        base.lookup(key)
+    except KeyError:
+        return False
+    return True
+
+
+def _keyed_mappings(schema: Mapping[str, Any], config: Any, path=()):
+    """(dotted path, mapping, whether families are keys too) of every mapping in ``config`` that
+    the schema marks ``x-keys: representations`` (or ``representations or families``)."""
+    if not isinstance(config, Mapping):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        value = config.get(key)
+        if "x-keys" in sub and isinstance(value, Mapping):
+            yield ".".join(path + (key,)), value, "families" in sub["x-keys"]
+        elif isinstance(value, Mapping):
+            yield from _keyed_mappings(sub, value, path + (key,))
+
+
+def mapping_key_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> List[str]:
+    """Keys of per-representation mappings (``train.epochs: {default: 15, hog: 30}``) that name no
+    representation (a typo such as ``hogg`` would otherwise be ignored); each message lists the
+    configured representations."""
+    configured = ", ".join(config.get("representations", [])) or "none"
+    problems = []
+    for where, mapping, families in _keyed_mappings(schema, config):
+        allowed = set(_families()) if families else set()
+        for key in mapping:
+            if key != "default" and key not in allowed and not names_representation(str(key)):
+                also = f", a family ({', '.join(sorted(allowed))})" if families else ""
+                problems.append(f"{where}.{key}: not a representation{also} or default "
+                                f"(representations configured: {configured})")
+    return problems
+
+
+# --------------------------------------------------------------------------- files, cells, devices
+
+
+def _results_problems(config: Mapping[str, Any]) -> List[str]:
+    """``results`` must be a folder or a path that can become one (no file on the way)."""
+    results = Path(str(config.get("results", "results")))
+    for path in [results, *results.parents]:
+        if path.exists():
+            if path.is_dir():
+                return []
+            what = "is a file" if path == results else f"lies under {str(path)!r}, which is a file"
+            return [f"results: {str(results)!r} {what}, not a folder"]
+    return []
+
+
+#: ``weights`` values that name no file (:mod:`preimage.weights`).
+_NAMED_WEIGHTS = ("imagenet", "random")
+
+
+def _weights_problems(config: Mapping[str, Any]) -> List[str]:
+    """A ``features.<family>.weights`` path without a file (and EfficientNet-Lite0's ``imagenet``
+    without its package), for the network families that ``representations`` names."""
+    from preimage.features.base import lookup
+
+    features = config.get("features", {})
+    problems = []
+    for family in dict.fromkeys(lookup(name).family for name in config.get("representations", [])):
+        weights = features.get(family, {}).get("weights")
+        if not isinstance(weights, str):
+            continue
+        if weights in _NAMED_WEIGHTS or weights.startswith("imagenet:"):
+            if weights == "imagenet" and family == "efficientnet_lite0":
+                from preimage.features.efficientnet_lite import packaged_weights_path
+                from preimage.weights import WeightsUnavailableError
+
+                try:
+                    packaged_weights_path()
+                except WeightsUnavailableError as err:
+                    problems.append(f"features.{family}.weights: imagenet: {str(err).splitlines()[0]}")
+            continue
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            where = "" if path.is_absolute() else f" (in the working directory {os.getcwd()})"
+            problems.append(f"features.{family}.weights: {weights!r} {what}{where}; give imagenet, random or the path "
+                            "of a state dict file")
+    return problems
+
+
+def _cell_problems(config: Mapping[str, Any]) -> List[str]:
+    """Shallow representations (those without weights) whose cells or bins are too large for
+    ``data.size``: a feature map without a single cell would fail only when its cache is written.
+    Names the family's ``*_size`` key and the largest value that gives a cell."""
+    from preimage.features.base import create, lookup
+
+    size = int(config.get("data", {}).get("size", 64))
+    problems = []
+    for name in config.get("representations", []):
+        cls = lookup(name)
+        if getattr(cls, "has_weights", False):
+            continue
+        params = dict(config.get("features", {}).get(cls.family, {}))
+
+        def has_cells(**change) -> bool:
+            rep = create(name, **{**params, **change})
+            side = rep.target_size(size)
+            return all(int(n) >= 1 for n in rep.output_shape(side, side)[1:])
+
+        if has_cells():
+            continue
+        for key in sorted(k for k in params if k.endswith("_size")):
+            low, high = 1, int(params[key])  # cells shrink as the size grows: the largest size with a cell
+            if not has_cells(**{key: low}):
+                continue
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if has_cells(**{key: middle}) else (low, middle)
+            problems.append(f"features.{cls.family}.{key}: {params[key]} leaves no {name} cell on data.size {size} "
+                            f"images; at most {low}")
+            break
+        else:
+            problems.append(f"features.{cls.family}: {params} leave no {name} cell on data.size {size} images")
+    return problems
+
+
+def _device_keys(config: Any, path=()):
+    """(dotted path, value) of every ``device`` key in ``config``."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if key == "device" and isinstance(value, str):
+                yield ".".join(path + (key,)), value
+            else:
+                yield from _device_keys(value, path + (key,))
+
+
+def device_problems(config: Mapping[str, Any]) -> List[str]:
+    """``*.device`` keys asking for ``cuda`` or ``cuda:N`` that this machine cannot give (no CUDA,
+    or fewer GPUs than N + 1). For the main process of a run whose jobs execute here: under a
+    cluster executor the jobs run elsewhere and check their own device."""
+    wanted = [(where, value) for where, value in _device_keys(config) if value.startswith("cuda")]
+    if not wanted:
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    problems = []
+    for where, value in wanted:
+        index = int(value.split(":", 1)[1]) if ":" in value else 0
+        if count == 0:
+            problems.append(f"{where}: {value} asked for, but CUDA is not available on this machine (use auto or cpu)")
+        elif index >= count:
+            problems.append(f"{where}: {value} asked for, but this machine has {count} CUDA device(s) "
+                            f"(cuda:0 … cuda:{count - 1})")
     return problems

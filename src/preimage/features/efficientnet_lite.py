@@ -96,6 +96,7 @@ package's version.
 from __future__ import annotations
 
 import collections
+import functools
 import importlib.metadata
 import importlib.resources
 import importlib.util
@@ -111,7 +112,7 @@ from torch import nn
 
 from preimage import store
 from preimage.features.base import register
-from preimage.features.torchvision_net import CNNRepresentation, node_extractor
+from preimage.features.torchvision_net import CNNRepresentation, has_node, node_extractor
 from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file
 
 __all__ = [
@@ -121,8 +122,10 @@ __all__ = [
     "PACKAGE",
     "SameConv2d",
     "convert_state_dict",
+    "graph_nodes",
     "imagenet_categories",
     "load_efficientnet_lite0",
+    "name_problem",
     "packaged_weights_path",
 ]
 
@@ -398,3 +401,30 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
         ident["node"] = self.node
         ident["padding"] = "tensorflow-same"
         return ident
+
+
+@functools.lru_cache(maxsize=None)
+def graph_nodes() -> Tuple[str, ...]:
+    """The eval-mode graph nodes of EfficientNet-Lite0, traced without weights (built on the
+    ``meta`` device). Cached per process."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    with torch.device("meta"):
+        model = EfficientNetLite0()
+    return tuple(get_graph_node_names(model.eval(), tracer_kwargs=TRACER_KWARGS)[1])
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why ``efficientnet_lite0:<node>`` cannot be computed (a malformed name or an unknown node),
+    or None. Checked when the configuration is validated, before any job runs; only nodes other
+    than the documented ones cost a trace."""
+    family, _, node = name.partition(":")
+    if family != "efficientnet_lite0" or not node or ":" in node:
+        return f"{name!r} must be efficientnet_lite0:<node>, e.g. efficientnet_lite0:stages.3"
+    if node in NODES:
+        return None
+    nodes = graph_nodes()
+    if has_node(nodes, node):
+        return None
+    return (f"{name!r}: efficientnet_lite0 has no graph node {node!r}; documented nodes: {', '.join(NODES)} "
+            f"(any of its {len(nodes)} graph nodes works too, e.g. stages.5.0.dw.act)")
