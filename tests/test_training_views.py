@@ -87,3 +87,10 @@ def test_the_builtin_source_refuses_views():
     params = {**_params(Path(".")), "source": "builtin", "root": None}
     with pytest.raises(data.DataError, match="crops_per_image applies to the folder and imagenet sources"):
         data.training_views(params)
+
+
+def test_the_configuration_refuses_views_of_the_builtin_source_before_any_job():
+    from preimage.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match="data.crops_per_image: applies to the folder and imagenet sources"):
+        validate_config({"data": {"source": "builtin", "crops_per_image": 4}})

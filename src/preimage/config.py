@@ -209,6 +209,9 @@ def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | Non
             problems.append(f"data.root: {root!r} does not exist or is not a folder")
     elif data.get("source") == "builtin" and isinstance(data.get("classes"), list):
         problems.append("data.classes: the builtin source takes null or a count (of training photographs), not a list")
+    if data.get("source") == "builtin" and data.get("crops_per_image", 1) > 1:
+        problems.append("data.crops_per_image: applies to the folder and imagenet sources; the builtin source draws "
+                        "data.train_per_class random crops of each photograph already")
     from preimage.representations import ALEXNET_LAYERS
 
     alexnet = set(ALEXNET_LAYERS)
