@@ -95,11 +95,12 @@ def read_in_order(dataset, batch: int) -> None:
 
 
 def read_streamed(dataset, batch: int, seed: int) -> None:
-    rows = np.arange(dataset.shape[0])
     chunk = dataset.chunks[0]
-    out = np.empty((streaming.buffer_size(1, 0, batch, chunk), *dataset.shape[1:]), dataset.dtype)
-    for buffer, _ in streaming.plan(rows, chunk, len(out), np.random.default_rng(seed)):
-        streaming._read_runs(dataset, streaming.runs(buffer), out[:len(buffer)])
+    order = streaming.plan(np.arange(dataset.shape[0]), chunk, streaming.buffer_size(1, 0, batch, chunk),
+                           np.random.default_rng(seed))
+    out = np.empty((max(len(rows) for rows, _ in order), *dataset.shape[1:]), dataset.dtype)
+    for rows, _ in order:
+        streaming._read_runs(dataset, streaming.runs(rows), out[:len(rows)])
 
 
 def time_formats(files: dict, name: str, batch: int, repeats: int) -> dict:

@@ -53,12 +53,12 @@ from preimage import __version__
 
 #: zlib level of every dataset (:func:`create_dataset`): 0 stores a chunk's bytes as they are, in a
 #: zlib stream that ends with their Adler-32 checksum, which HDF5's deflate filter verifies on every
-#: read. This is the block checksum (our choice over HDF5's Fletcher-32, which reads about as fast but
-#: cannot tell a 16-bit word 0x0000 from 0xFFFF, so that a block overwritten with 0xFF bytes, its
-#: checksum included, passes it; a zlib stream overwritten with any constant byte is no stream). No
-#: compression: lzf shrinks photographs by 4-6 % and dense float16 features by 0-1 % yet reads them
-#: 3-4 times slower than this (``bench/bench_checksum.py``). Images are chunked one per chunk so
-#: random access stays cheap.
+#: read. This is the block checksum (our choice over HDF5's Fletcher-32, which reads at a similar
+#: speed but cannot tell a 16-bit word 0x0000 from 0xFFFF, so that a block overwritten with 0xFF
+#: bytes, its checksum included, passes it; a zlib stream overwritten with any constant byte is no
+#: stream). No compression: lzf shrinks photographs by 10-21 % and dense float16 features by 0-2 %
+#: yet reads them 3-5 times slower than this (``bench/bench_checksum.py``). Images are chunked one
+#: per chunk so random access stays cheap.
 ZLIB_LEVEL = 0
 
 #: Attribute holding the sha256 of a variable-length string dataset (:func:`strings_sha256`).
