@@ -344,7 +344,7 @@ def test_truncated_store_is_named(tiny, tmp_path):
 def test_corrupt_data_inside_a_store_is_named_when_read(tmp_path):
     broken = tmp_path / "features.h5"
     with store.write_feature_store(broken, 8, (16, 8, 8), "float32", {"representation": "demo"}) as writer:
-        writer.append(np.zeros((8, 16, 8, 8), np.float32))  # compresses: the chunk goes through lzf
+        writer.append(np.zeros((8, 16, 8, 8), np.float32))  # the chunk goes through the zlib filter
     with h5py.File(broken, "r") as handle:
         chunk = handle["features"].id.get_chunk_info(0)
     assert chunk.filter_mask == 0
@@ -352,7 +352,7 @@ def test_corrupt_data_inside_a_store_is_named_when_read(tmp_path):
         handle.seek(chunk.byte_offset)
         handle.write(b"\xff" * chunk.size)
     with store.FeatureStore(broken) as features:  # opens: the damage is in the data
-        with pytest.raises(store.DamagedFile, match=f"{broken} is damaged .*filter returned failure"):
+        with pytest.raises(store.DamagedFile, match=f"{broken} is damaged .checksum mismatch in dataset 'features'."):
             features.read(0, 1)
 
 

@@ -121,8 +121,8 @@ def interpolation(representation_name: str, decoder_path: str, test_features_pat
                                                                           torch.from_numpy(feats.take([b])[0]), steps)))
                            for a, b in chosen])
     with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
-        handle.create_dataset("strips", data=strips, compression=store.COMPRESSION)
-        handle.create_dataset("pairs", data=np.array(chosen))
+        store.create_dataset(handle, "strips", data=strips)
+        store.create_dataset(handle, "pairs", data=np.array(chosen))
         store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
                                                    steps=steps))
     rows = [(f"{a} → {b}", strip) for (a, b), strip in zip(chosen, strips)]

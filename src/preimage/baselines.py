@@ -562,12 +562,12 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     store.write_csv(table, csv_path)
     optimised = samples[:, 0]
     with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
-        handle.create_dataset("indices", data=np.asarray(pick))
-        handle.create_dataset("decoder", data=store.to_uint8(decoded), compression=store.COMPRESSION)
-        handle.create_dataset("mahendran_vedaldi", data=store.to_uint8(optimised), compression=store.COMPRESSION)
+        store.create_dataset(handle, "indices", data=np.asarray(pick))
+        store.create_dataset(handle, "decoder", data=store.to_uint8(decoded))
+        store.create_dataset(handle, "mahendran_vedaldi", data=store.to_uint8(optimised))
         if k > 1:
-            handle.create_dataset("mahendran_vedaldi_samples", data=store.to_uint8(samples.flatten(0, 1)).reshape(
-                n, k, *samples.shape[2:]), compression=store.COMPRESSION)
+            store.create_dataset(handle, "mahendran_vedaldi_samples",
+                                 data=store.to_uint8(samples.flatten(0, 1)).reshape(n, k, *samples.shape[2:]))
         store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
                                                    settings=result.settings,
                                                    history=result.history[-1:] if result.history else []))

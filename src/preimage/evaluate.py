@@ -127,8 +127,8 @@ def evaluate_decoder(
             representation = create(feature_representation["name"],
                                     **dict(feature_representation.get("params") or {})).to(decoder.device)
         with store.atomic_path(reconstructions_h5) as tmp, store.create_h5(tmp) as out:
-            dataset = out.create_dataset("reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
-                                         chunks=(1, 3, size, size), compression=store.COMPRESSION)
+            dataset = store.create_dataset(out, "reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
+                                           chunks=(1, 3, size, size))
             store.write_attrs(out, store.provenance(representation=representation_name, label=label,
                                                     decoder=os.path.abspath(decoder_path)))
             for offset, recon in decoder.reconstruct(test_feats, batch_size):

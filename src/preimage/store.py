@@ -13,10 +13,17 @@ the temporaries that killed runs left beside its own outputs (:func:`remove_stal
 Attributes hold the parameters (as JSON), the package version and whatever identity the writer
 adds. Readers stream in batches; nothing here loads a whole dataset unless asked to.
 
+Every dataset is created by :func:`create_dataset`: chunked, each chunk stored in a zlib stream
+whose Adler-32 checksum HDF5 verifies whenever the chunk is read (:data:`ZLIB_LEVEL`; variable-length
+strings, which HDF5 cannot filter, get a sha256 that :func:`read_strings` checks). Readers open
+files through :func:`open_h5`, which refuses a dataset without a checksum and any whose data would
+come from another file (external storage, a virtual dataset, an external link).
+
 Failures are named (our choice, for users of a shared results folder):
 
 * a store that cannot be opened or read raises :class:`DamagedFile`
-  (``<path> is damaged (<h5py's reason>); delete it and rerun``);
+  (``<path> is damaged (<h5py's reason>); delete it and rerun``; a changed byte reads
+  ``checksum mismatch in dataset '<name>'``);
 * a write that runs out of disk space raises :class:`NoSpaceLeft`
   (``no space left on device writing <path>``) after removing the partial file. HDF5 cannot
   close a file whose buffered data it failed to write (and crashes the process when it tries
@@ -37,16 +44,25 @@ import pickle
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
 from preimage import __version__
 
-#: Compression used for image and feature datasets: lzf is fast to write and read (gzip-1 is the
-#: alternative for smaller files); images are chunked one per chunk so random access stays cheap.
-COMPRESSION = "lzf"
+#: zlib level of every dataset (:func:`create_dataset`): 0 stores a chunk's bytes as they are, in a
+#: zlib stream that ends with their Adler-32 checksum, which HDF5's deflate filter verifies on every
+#: read. This is the block checksum (our choice over HDF5's Fletcher-32, which reads at a similar
+#: speed but cannot tell a 16-bit word 0x0000 from 0xFFFF, so that a block overwritten with 0xFF
+#: bytes, its checksum included, passes it; a zlib stream overwritten with any constant byte is no
+#: stream). No compression: lzf shrinks photographs by 10-21 % and dense float16 features by 0-2 %
+#: yet reads them 3-5 times slower than this (``bench/bench_checksum.py``). Images are chunked one
+#: per chunk so random access stays cheap.
+ZLIB_LEVEL = 0
+
+#: Attribute holding the sha256 of a variable-length string dataset (:func:`strings_sha256`).
+STRINGS_SHA256 = "strings_sha256"
 
 STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
 
@@ -184,23 +200,94 @@ def _from_h5py(err: BaseException) -> bool:
     return False
 
 
+def _is_vlen_string(dtype: Any) -> bool:
+    info = h5py.check_string_dtype(np.dtype(dtype)) if dtype is not None else None
+    return info is not None and info.length is None
+
+
+def _walk(group: h5py.Group, prefix: str = "", seen: Optional[set] = None) -> Iterator[Tuple[str, Any]]:
+    """``(name, link or object)`` for every link below ``group``: external and soft links as
+    links (never followed), hard-linked datasets and groups as objects (each group entered once)."""
+    seen = set() if seen is None else seen
+    for key in group:
+        name = f"{prefix}{key}"
+        link = group.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            yield name, link
+            continue
+        obj = group[key]
+        yield name, obj
+        if isinstance(obj, h5py.Group) and obj.id.addr not in seen:
+            seen.add(obj.id.addr)
+            yield from _walk(obj, name + "/", seen)
+
+
+def check_storage(path: str | os.PathLike, handle: h5py.File) -> None:
+    """Refuse (:class:`DamagedFile`) a file holding a dataset that the project's writers never make:
+    one whose data would be read from another file (external storage, a virtual dataset, an
+    external link), or one without the checksums of :func:`create_dataset` (then a changed byte
+    could not be detected)."""
+    for name, item in _walk(handle):
+        if isinstance(item, h5py.ExternalLink):
+            raise DamagedFile(path, f"'{name}' is a link to another file ({item.filename}), which preimage "
+                                    "never writes")
+        if not isinstance(item, h5py.Dataset):
+            continue
+        if item.is_virtual:
+            raise DamagedFile(path, f"dataset '{name}' is virtual: its data would be read from other files")
+        if item.external:
+            raise DamagedFile(path, f"dataset '{name}' has external storage: its data would be read from "
+                                    f"{item.external[0][0]!r}")
+        if not (STRINGS_SHA256 in item.attrs if _is_vlen_string(item.dtype) else _checksummed(item)):
+            raise DamagedFile(path, f"dataset '{name}' carries no checksum (written by an older preimage or "
+                                    "another program)")
+
+
 def open_h5(path: str | os.PathLike) -> h5py.File:
-    """Open an HDF5 file for reading; an unreadable file raises :class:`DamagedFile`."""
+    """Open an HDF5 file for reading; an unreadable file raises :class:`DamagedFile`, and so does
+    one that :func:`check_storage` refuses."""
     try:
-        return h5py.File(path, "r")
+        handle = h5py.File(path, "r")
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except OSError as err:
         if not Path(path).exists():
             raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path)) from None
         raise DamagedFile(path, _h5py_reason(err)) from None
+    try:
+        with reading(path, handle):
+            check_storage(path, handle)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _checksummed(dataset: h5py.Dataset) -> bool:
+    """Whether HDF5 verifies a checksum of every chunk of ``dataset`` when it reads it: zlib's
+    Adler-32 (the deflate filter, as :func:`create_dataset` writes) or Fletcher-32."""
+    return dataset.compression == "gzip" or dataset.fletcher32
+
+
+def _checksum_failure(err: BaseException) -> Optional[str]:
+    """The name of the checksummed dataset whose read failed in HDF5's filter pipeline, if that is
+    what ``err`` is: a chunk whose bytes no longer match their checksum (or are no zlib stream)."""
+    if "filter returned failure" not in str(err) and "Fletcher32" not in str(err):
+        return None
+    tb = err.__traceback__
+    while tb is not None:
+        dataset = tb.tb_frame.f_locals.get("self")
+        if isinstance(dataset, h5py.Dataset) and _checksummed(dataset):
+            return (dataset.name or "").lstrip("/")
+        tb = tb.tb_next
+    return None
 
 
 @contextlib.contextmanager
 def reading(path: str | os.PathLike, handle: Optional[h5py.File] = None) -> Iterator[h5py.File]:
     """Open ``path`` (or use its open ``handle``) for reading; any h5py error raised while the
-    block reads it (a truncated or corrupt file, a missing dataset) becomes :class:`DamagedFile`.
-    Keep only reads of this file in the block."""
+    block reads it (a truncated or corrupt file, a block that fails its checksum, a missing
+    dataset) becomes :class:`DamagedFile`. Keep only reads of this file in the block."""
     own = handle is None
     handle = open_h5(path) if own else handle
     try:
@@ -208,10 +295,72 @@ def reading(path: str | os.PathLike, handle: Optional[h5py.File] = None) -> Iter
     except (OSError, KeyError) as err:
         if isinstance(err, (DamagedFile, NoSpaceLeft)) or not _from_h5py(err):
             raise
-        raise DamagedFile(path, _h5py_reason(err)) from err
+        name = _checksum_failure(err) if isinstance(err, OSError) else None
+        reason = _h5py_reason(err) if name is None else f"checksum mismatch in dataset '{name}'"
+        raise DamagedFile(path, reason) from err
     finally:
         if own:
             handle.close()
+
+
+def create_dataset(group: h5py.Group, name: str, **options: Any) -> h5py.Dataset:
+    """``group.create_dataset(name, **options)`` the one way the project creates a dataset: chunked
+    (h5py picks chunks when ``chunks`` is not given), every chunk in a zlib stream of level
+    :data:`ZLIB_LEVEL`, whose Adler-32 checksum HDF5 verifies on every read.
+
+    Variable-length strings cannot pass through HDF5's filters: they are written as they are, and
+    :func:`create_h5` records their sha256 when the file is complete (checked by
+    :func:`read_strings`). A scalar cannot be chunked, hence not checksummed: store it as an
+    attribute instead.
+    """
+    data = options.get("data")
+    shape = options.get("shape", None if data is None else np.shape(data))
+    if shape == ():
+        raise ValueError(f"dataset {name!r} is a scalar, which cannot carry a checksum: store it as an attribute")
+    dtype = options.get("dtype", getattr(data, "dtype", None))
+    if _is_vlen_string(dtype):
+        return group.create_dataset(name, **options)
+    options.update(compression="gzip", compression_opts=ZLIB_LEVEL)
+    return group.create_dataset(name, **options)
+
+
+def _strings_digest(values: Iterable[bytes | str], digest: Optional[Any] = None):
+    """sha256 of strings in order (each as UTF-8 and a NUL), continued from ``digest``."""
+    digest = hashlib.sha256() if digest is None else digest
+    for value in values:
+        digest.update((value if isinstance(value, bytes) else str(value).encode()) + b"\0")
+    return digest
+
+
+def strings_sha256(values: Iterable[bytes | str]) -> str:
+    """The digest :func:`create_h5` records for a variable-length string dataset."""
+    return _strings_digest(values).hexdigest()
+
+
+def read_strings(path: str | os.PathLike, handle: h5py.File, name: str) -> list[str]:
+    """A whole variable-length string dataset, checked against the sha256 its writer recorded."""
+    with reading(path, handle):
+        dataset = handle[name]
+        raw = list(dataset[:])
+        recorded = dataset.attrs.get(STRINGS_SHA256)
+    if isinstance(recorded, bytes):
+        recorded = recorded.decode()
+    if recorded != strings_sha256(raw):
+        raise DamagedFile(path, f"checksum mismatch in dataset '{name}'")
+    return [value.decode() if isinstance(value, bytes) else value for value in raw]
+
+
+def _seal(path: str | os.PathLike, handle: h5py.File) -> None:
+    """Record the sha256 of every variable-length string dataset of a file being completed, and
+    refuse a dataset created without :func:`create_dataset` (a writer that forgot its checksums)."""
+    for name, item in _walk(handle):
+        if not isinstance(item, h5py.Dataset):
+            continue
+        if _is_vlen_string(item.dtype) and item.shape:
+            item.attrs[STRINGS_SHA256] = strings_sha256(item[:])
+        elif not _checksummed(item):
+            raise ValueError(f"{path}: dataset '{name}' was created without a checksum; create datasets with "
+                             "preimage.store.create_dataset")
 
 
 def _discard(handle: h5py.File) -> None:
@@ -242,12 +391,13 @@ def _discard(handle: h5py.File) -> None:
 
 @contextlib.contextmanager
 def create_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """``h5py.File(path, "w")`` for a temporary file of :func:`atomic_path`: flushed and closed
-    when the block succeeds; on any error (a full disk above all) discarded without another
-    write (see :func:`_discard`), so the error reaches the caller instead of a crash."""
+    """``h5py.File(path, "w")`` for a temporary file of :func:`atomic_path`: sealed (:func:`_seal`),
+    flushed and closed when the block succeeds; on any error (a full disk above all) discarded
+    without another write (see :func:`_discard`), so the error reaches the caller instead of a crash."""
     handle = h5py.File(path, "w")
     try:
         yield handle
+        _seal(path, handle)
         handle.flush()
     except BaseException:
         _discard(handle)
@@ -393,16 +543,10 @@ class ImageStoreWriter:
         self.handle = handle
         self.size = size
         self.count = 0
-        self.images = handle.create_dataset(
-            "images",
-            shape=(0, 3, size, size),
-            maxshape=(None, 3, size, size),
-            dtype=np.uint8,
-            chunks=(1, 3, size, size),
-            compression=COMPRESSION,
-        )
-        self.labels = handle.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        self.paths = handle.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=STRING_DTYPE, chunks=(4096,))
+        self.images = create_dataset(handle, "images", shape=(0, 3, size, size), maxshape=(None, 3, size, size),
+                                     dtype=np.uint8, chunks=(1, 3, size, size))
+        self.labels = create_dataset(handle, "labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        self.paths = create_dataset(handle, "paths", shape=(0,), maxshape=(None,), dtype=STRING_DTYPE, chunks=(4096,))
         self.expected = expected
         self._digests = {name: hashlib.sha256() for name in ("images", "labels", "paths")}
 
@@ -422,8 +566,7 @@ class ImageStoreWriter:
         self.count = stop
         self._digests["images"].update(np.ascontiguousarray(images).tobytes())
         self._digests["labels"].update(labels.astype("<i8").tobytes())
-        for path in paths:
-            self._digests["paths"].update(str(path).encode() + b"\0")
+        _strings_digest(paths, self._digests["paths"])
 
     def content_sha256(self, classes: Sequence[str]) -> str:
         """sha256 of what was appended (images, labels, paths, in order) and of ``classes``: the
@@ -447,7 +590,7 @@ def write_image_store(
     """
     with atomic_path(path) as tmp:
         with create_h5(tmp) as handle:
-            handle.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=STRING_DTYPE)
+            create_dataset(handle, "classes", data=np.array(list(classes), dtype=object), dtype=STRING_DTYPE)
             write_attrs(handle, provenance(**attrs))
             writer = ImageStoreWriter(handle, size, expected)
             yield writer
@@ -537,13 +680,11 @@ class ImageStore:
 
     @property
     def paths(self) -> list[str]:
-        with reading(self.path, self.handle):
-            return [p.decode() if isinstance(p, bytes) else p for p in self.handle["paths"][:]]
+        return read_strings(self.path, self.handle, "paths")
 
     @property
     def classes(self) -> list[str]:
-        with reading(self.path, self.handle):
-            return [c.decode() if isinstance(c, bytes) else c for c in self.handle["classes"][:]]
+        return read_strings(self.path, self.handle, "classes")
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """uint8 images ``start:stop`` as (n, 3, S, S) (S = :attr:`size`)."""
@@ -643,17 +784,16 @@ class FeatureStoreWriter:
         self.dtype = np.dtype(dtype)
         if sparse_width is None:
             assert shape is not None
-            self.features = handle.create_dataset(
-                "features", shape=(count, *shape), dtype=self.dtype,
+            self.features = create_dataset(
+                handle, "features", shape=(count, *shape), dtype=self.dtype,
                 chunks=(min(count, feature_chunk(shape, self.dtype.itemsize)), *shape) if count else None,
-                compression=COMPRESSION,
             )
             self.table = None
         else:
             self.features = None
-            self.table = handle.create_dataset(
-                "table", shape=(0, sparse_width), maxshape=(None, sparse_width), dtype=np.float32,
-                chunks=(4096, sparse_width), compression=COMPRESSION,
+            self.table = create_dataset(
+                handle, "table", shape=(0, sparse_width), maxshape=(None, sparse_width), dtype=np.float32,
+                chunks=(4096, sparse_width),
             )
             self.offsets = [0]
 
@@ -689,7 +829,7 @@ class FeatureStoreWriter:
         if self.written != self.count:
             raise RuntimeError(f"wrote features for {self.written} of {self.count} images")
         if self.table is not None:
-            self.handle.create_dataset("offsets", data=np.asarray(self.offsets, dtype=np.int64))
+            create_dataset(self.handle, "offsets", data=np.asarray(self.offsets, dtype=np.int64))
 
 
 @contextlib.contextmanager

@@ -24,6 +24,10 @@ How (our choice; the paper does not say how it fed its GPUs):
 
 The whole order of an epoch is drawn from ``rng`` before the thread starts, so it depends only on
 the seed and the epoch (a resumed run sees the same batches), never on thread timing.
+
+Every block is read through :func:`preimage.store.reading`, so HDF5 verifies its checksum: a
+damaged block stops training with :class:`preimage.store.DamagedFile` naming the file and the
+dataset, raised in the reader thread and re-raised in the training loop (:func:`prefetch`).
 """
 
 from __future__ import annotations
