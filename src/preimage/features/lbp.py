@@ -239,8 +239,11 @@ class _Plan:
     def _accumulate_cpu(self, image: torch.Tensor, table: torch.Tensor) -> None:
         """Add one ``(3|1, H, W)`` image's packed moments into ``table`` ``(58 * blocks, words)``."""
         gray_tensor, bits, fold4, fold2, codes, code_index, bin_offset, index, weights = self._cpu_buffers()
-        _gray_into(image.reshape(1, image.shape[0], -1), gray_tensor)
-        gray = gray_tensor.numpy()[0]
+        if image.shape[0] == 1 and image.is_contiguous():  # already gray: read it in place
+            gray = image.numpy().reshape(-1)
+        else:
+            _gray_into(image.reshape(1, image.shape[0], -1), gray_tensor)
+            gray = gray_tensor.numpy()[0]
         w, s, length = self.width, self.start, self.length
         centre = gray[s : s + length]
         for k, (dx, dy) in enumerate(NEIGHBOURS):
@@ -307,7 +310,10 @@ class _Plan:
         ``(n, rows, cols)`` are scratch. ``lib`` is ``numpy`` or ``torch``, the kind of all the arrays:
         the same calls for both (on CPU NumPy's per-call cost is a fraction of PyTorch's)."""
         n, rows, cols = hist.shape[0], self.rows, self.cols
-        lib.matmul(matrix, moments, out=corners)
+        # torch computes the product for NumPy arrays too: NumPy would hand it to a BLAS whose
+        # thread pool ignores torch.set_num_threads.
+        tensor = torch.from_numpy if lib is np else torch.as_tensor
+        torch.matmul(tensor(matrix), tensor(moments), out=tensor(corners))
         ll, ul, lu, uu = corners
         # Cell (cy, cx) gets LL of block (cy + 1, cx + 1), UL of (cy + 1, cx), LU of (cy, cx + 1) and
         # UU of (cy, cx): flat offsets cols + 2, cols + 1, 1 and 0 from its own entry in the
@@ -341,7 +347,7 @@ def lbp_histograms(
         images = images[:, None]
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-    images = images.float()
+    images = images.detach().float()
     n, _, height, width = images.shape
     device = images.device
     rows, cols = _cell_counts(height, width, cell_size, cells)
