@@ -31,24 +31,26 @@ ignores. ``cells="floor"`` gives VLFeat's shape instead.
 
 How it is computed (:class:`_Plan`)
 -----------------------------------
-The image is processed *flattened*: pixel ``p = y W + x`` is compared with ``p + dy W + dx`` for
-``p`` in ``[W + 1, H W - W - 1)``, so every operation runs on contiguous 1-D runs (the two border
-columns wrap round and are masked out).
+On CPU the per-pixel work runs in NumPy, one image at a time in buffers the plan keeps (small
+arrays, little per-call cost); on other devices (CUDA) the same steps run in PyTorch on the whole
+batch. The image is processed *flattened*: pixel ``p = y W + x`` is compared with ``p + dy W + dx``
+for ``p`` in ``[W + 1, H W - W - 1)``, so every operation runs on contiguous 1-D runs (the two
+border columns wrap round and are masked out).
 
-* The 8 comparisons write 0/1 bytes into eight rows; read eight bytes at a time as one ``uint64``,
-  three shift-and-or steps fold the eight rows into one row of 8-bit codes (bit ``k`` of each byte
-  from row ``k``), and one table look-up maps each code to its bin.
-* Accumulation without per-pixel weights. A pixel's bilinear footprint is fixed by its *block*:
-  the ``cell × cell`` pixels that share the lower cell ``(ky, kx)`` (in a grid padded by one guard
-  cell before the first cell). Inside a block the weights are affine in the pixel's position
+* Codes. The 8 comparisons write 0/1 bytes into eight rows; read eight bytes at a time as one
+  ``uint64``, three shift-and-or steps fold the rows into one row of 8-bit codes (bit ``k`` of each
+  byte from row ``k``), and one table look-up gives each code's bin.
+* Moments instead of weights. A pixel's bilinear footprint is fixed by its *block*: the
+  ``cell × cell`` pixels that share the lower cell ``(ky, kx)`` (in a grid padded by one guard cell
+  before the first cell). Inside a block the weights are affine in the pixel's position
   ``(px, py)``: ``w_upper_x = (px + c) / cell``, ``w_lower_x = 1 - w_upper_x`` (same in y). So the
   four corner sums of a block and bin follow exactly from four integer moments (count, Σpx, Σpy,
-  Σpx·py), which sit in the 16-bit lanes of one ``int64`` per pixel (32-bit lanes in two words
-  above 16-pixel cells), a constant of the plan. One integer ``index_add_`` keyed by
-  ``(bin, block)`` sums them; the lanes never carry into each other because every moment's bound
-  over a block fits its lane. Integer sums are exact and deterministic (on CUDA too).
-* A ``4 × 4`` matrix turns the moments into the four corner sums, which are added into the cells
-  they belong to; then the per-cell normalisation.
+  Σpx·py). They sit in the 16-bit lanes of one ``int64`` per pixel (32-bit lanes in two words above
+  16-pixel cells), a constant of the plan, and one integer scatter-add keyed by ``(bin, block)``
+  sums them; the lanes never carry into each other because every moment's bound over a block fits
+  its lane. Integer sums are exact and do not depend on the summation order (on CUDA too).
+* Pooling. A ``4 × 4`` matrix turns each block's moments into its four corner sums, which shifted
+  adds over the flat block grid collect into the cells they belong to; then the normalisation.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ NUM_BINS = 58
 CONSTANT_BIN = 56
 OTHER_BIN = 57
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-CPU_CHUNK = 8  # images pooled together on CPU (one pass of the small per-block tables)
+CPU_CHUNK = 8  # images whose per-block tables are pooled together on CPU
 
 # (dx, dy) of the neighbour that sets bit k (image y points down), VLFeat's order.
 NEIGHBOURS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
@@ -136,7 +138,8 @@ def _lane_bits(cell_size: int) -> int:
 
 
 class _Plan:
-    """Everything that depends only on ``(H, W, cell_size, rows, cols)``, and reusable buffers.
+    """Everything that depends only on ``(H, W, cell_size, rows, cols)``, and reusable buffers (so
+    a plan serves one caller at a time).
 
     ``bin_offset[code] + block_index[p]`` is pixel ``p``'s entry in a ``(58, blocks)`` table, and
     ``weights[:, p]`` its packed moments (zero for the masked-out border columns, the pixels beyond
@@ -188,7 +191,9 @@ class _Plan:
         self.corner_matrix = corner[:, list(LANE_ORDER)].astype(np.float32)  # columns by lane
         # the same for the lanes as laid out in memory: an int64's low half comes last on big-endian
         per_word = self.lanes_per_word
-        in_memory = [lane if sys.byteorder == "little" else lane + per_word - 1 - 2 * (lane % per_word) for lane in range(4)]
+        in_memory = [
+            lane if sys.byteorder == "little" else lane + per_word - 1 - 2 * (lane % per_word) for lane in range(4)
+        ]
         self.memory_matrix = np.ascontiguousarray(self.corner_matrix[:, in_memory])
         self._cpu: Tuple | None = None
         self._chunks: Dict[int, Tuple] = {}
@@ -267,7 +272,7 @@ class _Plan:
     def run_torch(self, images: torch.Tensor) -> torch.Tensor:
         """``(n, 3|1, H, W)`` float32 on any device → ``(n, 58, rows, cols)`` (the CUDA path)."""
         n, device = images.shape[0], images.device
-        bin_offset, block_index, weights = self._on(device)
+        bin_offset, block_index, weights, matrix = self._on(device)
         w, s, length = self.width, self.start, self.length
         gray = torch.empty((n, self.height * w), dtype=torch.float32, device=device)
         _gray_into(images.reshape(n, images.shape[1], -1), gray)
@@ -291,16 +296,14 @@ class _Plan:
         out = torch.empty((n, NUM_BINS, self.rows, self.cols), dtype=torch.float32, device=device)
         corners = torch.empty_like(moments)
         norm = torch.empty((n, self.rows, self.cols), dtype=torch.float32, device=device)
-        self._pool(torch, torch.from_numpy(self.corner_matrix).to(device), moments, corners, norm, out)
+        self._pool(torch, matrix, moments, corners, norm, out)
         return out
 
     def _on(self, device: torch.device) -> Tuple[torch.Tensor, ...]:
         key = str(device)
         if key not in self._devices:
-            self._devices[key] = tuple(
-                torch.from_numpy(a).to(device=device, dtype=torch.int64)
-                for a in (self.bin_offset, self.block_index, self.weights)
-            )
+            constants = (self.bin_offset, self.block_index, self.weights, self.corner_matrix)
+            self._devices[key] = tuple(torch.from_numpy(a).to(device) for a in constants)
         return self._devices[key]
 
     # ---------------------------------------------------------------------------------- shared
@@ -325,7 +328,7 @@ class _Plan:
         lib.add(uu[:m], ul[step : step + m], out=uu[:m])
         lib.add(uu[:m], ll[step + 1 :], out=uu[:m])
         grid = uu.reshape(n, NUM_BINS, rows + 1, cols + 1)[..., :rows, :cols]
-        lib.abs(grid, out=hist)  # each sum is >= 0: only float rounding could leave it at -1e-7
+        lib.abs(grid, out=hist)  # exact sums are >= 0; rounding can leave -1e-7 where one is ~0
         lib.sum(hist, 1, out=norm)
         lib.sqrt(norm, out=norm)
         lib.add(norm, 1e-10, out=norm)
@@ -341,7 +344,8 @@ def lbp_histograms(
     ``images`` is ``(N, 3, H, W)`` RGB (converted with :func:`rgb_to_gray`) or ``(N, 1, H, W)`` /
     ``(N, H, W)`` gray. On CPU the pixels are processed one image at a time (keeps the working set
     in cache) and the small per-block tables :data:`CPU_CHUNK` images at a time; on other devices
-    the whole batch at once.
+    the whole batch at once. ``_plans`` (a dict the caller keeps) caches each image size's plan
+    and buffers between calls.
     """
     if images.dim() == 3:
         images = images[:, None]
