@@ -68,7 +68,7 @@ NUM_BINS = 58
 CONSTANT_BIN = 56
 OTHER_BIN = 57
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-CPU_CHUNK = 8  # images whose per-block tables are pooled together on CPU
+CPU_CHUNK = 4  # images whose per-block tables are pooled together on CPU
 
 # (dx, dy) of the neighbour that sets bit k (image y points down), VLFeat's order.
 NEIGHBOURS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
