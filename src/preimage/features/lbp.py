@@ -1,8 +1,8 @@
 """Uniform local binary patterns, VLFeat flavour (paper §2: "LBP", 16×16×58 at 256 px).
 
 A vectorised re-implementation of VLFeat 0.9.21's ``vl_lbp_process`` with the ``VlLbpUniform``
-mapping (the paper computed LBP with VLFeat): NumPy on CPU (faster than ``vl_lbp`` itself on one
-thread, ``bench/bench_lbp.py``), PyTorch on other devices (CUDA).
+mapping (the paper computed LBP with VLFeat): NumPy on CPU, PyTorch on other devices (CUDA).
+``bench/bench_lbp.py`` times it against ``vl_lbp`` (``docs/speed-lbp.md``).
 
 Algorithm (matches VLFeat; checked against ``libvl`` in ``tests/test_lbp.py``)
 ------------------------------------------------------------------------------
