@@ -8,6 +8,7 @@ import torch
 
 from preimage.features import create
 from preimage.features.lbp import CONSTANT_BIN, NEIGHBOURS, NUM_BINS, OTHER_BIN, LBP, lbp_codes, rgb_to_gray, uniform_mapping
+from preimage.features.lbp import CPU_CHUNK, _Plan
 from preimage.reference import vlfeat
 
 # Our histograms equal VLFeat's up to float32 summation order: observed max |diff| ≈ 6e-8.
@@ -142,3 +143,101 @@ def test_cuda_matches_cpu():
     gpu = LBP()(x.cuda())
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-5)
+
+
+# --- the vectorised CPU path against a straightforward per-pixel reference --------------------
+
+
+def _reference_histograms(gray: np.ndarray, cell_size: int, rows: int, cols: int) -> np.ndarray:
+    """The LBP histograms of one ``(H, W)`` gray image written the plain way, in float64: for every
+    interior pixel its 8-bit string (:func:`lbp_codes`), its uniform bin, and its bilinear weight
+    ``(1 - frac(u), frac(u))`` with ``u = (x + 0.5) / cell - 0.5`` (same in y) added into the up to
+    four cells it touches; then ``sqrt(h) / (sqrt(sum h) + 1e-10)`` per cell."""
+    height, width = gray.shape
+    hist = np.zeros((NUM_BINS, rows, cols))
+    if height < 3 or width < 3:
+        return hist.astype(np.float32)
+    bins = uniform_mapping().numpy()[lbp_codes(torch.from_numpy(gray)[None])[0].numpy()]
+    for y in range(1, height - 1):
+        v = (y + 0.5) / cell_size - 0.5
+        y0 = int(np.floor(v))
+        for x in range(1, width - 1):
+            u = (x + 0.5) / cell_size - 0.5
+            x0 = int(np.floor(u))
+            for cy, wy in ((y0, 1 - (v - y0)), (y0 + 1, v - y0)):
+                for cx, wx in ((x0, 1 - (u - x0)), (x0 + 1, u - x0)):
+                    if 0 <= cy < rows and 0 <= cx < cols:
+                        hist[bins[y - 1, x - 1], cy, cx] += wy * wx
+    return (np.sqrt(hist) / (np.sqrt(hist.sum(0, keepdims=True)) + 1e-10)).astype(np.float32)
+
+
+def _check_against_reference(images: torch.Tensor, cell_size: int = 16, cells: str = "ceil") -> None:
+    ours = LBP(cell_size=cell_size, cells=cells)(images).numpy()
+    gray = images[:, 0] if images.dim() == 4 and images.shape[1] == 1 else images
+    gray = rgb_to_gray(gray).numpy() if gray.dim() == 4 else gray.float().numpy()
+    assert ours.shape[0] == len(gray)
+    for i, g in enumerate(gray):
+        ref = _reference_histograms(g, cell_size, *ours.shape[2:])
+        assert np.abs(ours[i] - ref).max() <= 1e-6, f"image {i}: max diff {np.abs(ours[i] - ref).max():.2e}"
+
+
+@pytest.mark.parametrize(
+    "size,cell",
+    [((40, 40), 16), ((37, 53), 16), ((17, 30), 8), ((23, 19), 5), ((9, 11), 2), ((6, 7), 1), ((70, 45), 32)],
+)
+def test_equals_reference_on_noise_with_ties(size, cell):
+    """Random images, one quantised to 5 grey levels (many exact ties between a neighbour and the
+    centre), odd sizes, cell sizes that do not divide them, 16- and 32-bit moment lanes."""
+    gen = torch.Generator().manual_seed(3)
+    img = torch.rand(2, 3, *size, generator=gen)
+    img[1] = (img[1] * 4).round() / 4
+    _check_against_reference(img, cell)
+    _check_against_reference(img, cell, cells="floor")
+
+
+def test_equals_reference_on_gray_inputs_and_edge_cases():
+    gen = torch.Generator().manual_seed(4)
+    _check_against_reference(torch.rand(2, 1, 21, 34, generator=gen), 8)  # (N, 1, H, W)
+    _check_against_reference(torch.rand(2, 21, 34, generator=gen), 8)  # (N, H, W)
+    _check_against_reference(torch.rand(1, 3, 3, 3, generator=gen), 2)  # one interior pixel
+    _check_against_reference(torch.rand(1, 3, 3, 40, generator=gen), 4)  # one interior row
+    _check_against_reference(torch.rand(1, 3, 40, 3, generator=gen), 4)  # one interior column
+    stripes = torch.zeros(1, 1, 24, 24)
+    stripes[..., ::2, :] = 1.0  # every pixel ties with its E and W neighbours
+    _check_against_reference(stripes, 8)
+
+
+def test_constant_image_is_all_in_the_constant_bin():
+    out = LBP(cell_size=8)(torch.full((2, 3, 30, 41), 0.4))
+    assert torch.equal(out.argmax(1), torch.full((2, 4, 6), CONSTANT_BIN))
+    assert torch.allclose(out[:, CONSTANT_BIN], torch.ones(2, 4, 6))
+    assert out.sum(1).sub(out[:, CONSTANT_BIN]).abs().max() == 0
+
+
+def test_batches_and_reused_plans_give_the_same_result():
+    """More images than one CPU chunk, the same LBP object reused across sizes and calls: every image
+    equals the image computed alone."""
+    gen = torch.Generator().manual_seed(5)
+    lbp = LBP()
+    images = torch.rand(CPU_CHUNK + 3, 3, 48, 40, generator=gen)
+    batch = lbp(images)
+    assert tuple(lbp(torch.rand(2, 3, 33, 33, generator=gen)).shape) == (2, NUM_BINS, 3, 3)
+    alone = torch.cat([LBP()(images[i : i + 1]) for i in range(len(images))])
+    assert torch.equal(lbp(images), batch)
+    assert torch.allclose(batch, alone, atol=1e-7, rtol=0)
+
+
+def test_torch_path_equals_numpy_path():
+    """The batched PyTorch path (used on CUDA), run on CPU, against the NumPy CPU path."""
+    gen = torch.Generator().manual_seed(6)
+    for (h, w), cell in (((64, 80), 16), ((37, 53), 5), ((70, 45), 32)):
+        img = torch.rand(3, 3, h, w, generator=gen)
+        img[1] = (img[1] * 4).round() / 4
+        rows, cols = -(-h // cell), -(-w // cell)
+        by_torch = _Plan(h, w, cell, rows, cols).run_torch(img)
+        assert torch.allclose(by_torch, LBP(cell_size=cell)(img), atol=1e-6, rtol=0)
+
+
+def test_too_large_cells_are_refused():
+    with pytest.raises(ValueError, match="cell_size 300"):
+        LBP(cell_size=300)(torch.rand(1, 3, 20, 20))

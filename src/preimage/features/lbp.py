@@ -1,7 +1,8 @@
 """Uniform local binary patterns, VLFeat flavour (paper §2: "LBP", 16×16×58 at 256 px).
 
-A pure-PyTorch, vectorised re-implementation of VLFeat 0.9.21's ``vl_lbp_process`` with the
-``VlLbpUniform`` mapping (the paper computed LBP with VLFeat). Runs on CPU and CUDA.
+A vectorised re-implementation of VLFeat 0.9.21's ``vl_lbp_process`` with the ``VlLbpUniform``
+mapping (the paper computed LBP with VLFeat): NumPy on CPU, PyTorch on other devices (CUDA).
+``bench/bench_lbp.py`` times it against ``vl_lbp`` (``docs/speed-lbp.md``).
 
 Algorithm (matches VLFeat; checked against ``libvl`` in ``tests/test_lbp.py``)
 ------------------------------------------------------------------------------
@@ -27,13 +28,38 @@ same interpolation rule for the extra partial row/column of cells. Because a cel
 weight from pixels whose interpolation footprint touches it, the first ``floor × floor`` cells are
 *exactly* VLFeat's cells (up to float summation order); the extra row/column holds the pixels VLFeat
 ignores. ``cells="floor"`` gives VLFeat's shape instead.
+
+How it is computed (:class:`_Plan`)
+-----------------------------------
+On CPU the per-pixel work runs in NumPy, one image at a time in buffers the plan keeps (small
+arrays, little per-call cost); on other devices (CUDA) the same steps run in PyTorch on the whole
+batch. The image is processed *flattened*: pixel ``p = y W + x`` is compared with ``p + dy W + dx``
+for ``p`` in ``[W + 1, H W - W - 1)``, so every operation runs on contiguous 1-D runs (the two
+border columns wrap round and are masked out).
+
+* Codes. The 8 comparisons write 0/1 bytes into eight rows; read eight bytes at a time as one
+  ``uint64``, three shift-and-or steps fold the rows into one row of 8-bit codes (bit ``k`` of each
+  byte from row ``k``), and one table look-up gives each code's bin.
+* Moments instead of weights. A pixel's bilinear footprint is fixed by its *block*: the
+  ``cell × cell`` pixels that share the lower cell ``(ky, kx)`` (in a grid padded by one guard cell
+  before the first cell). Inside a block the weights are affine in the pixel's position
+  ``(px, py)``: ``w_upper_x = (px + c) / cell``, ``w_lower_x = 1 - w_upper_x`` (same in y). So the
+  four corner sums of a block and bin follow exactly from four integer moments (count, Σpx, Σpy,
+  Σpx·py). They sit in the 16-bit lanes of one ``int64`` per pixel (32-bit lanes in two words above
+  16-pixel cells), a constant of the plan, and one integer scatter-add keyed by ``(bin, block)``
+  sums them; the lanes never carry into each other because every moment's bound over a block fits
+  its lane. Integer sums are exact and do not depend on the summation order (on CUDA too).
+* Pooling. A ``4 × 4`` matrix turns each block's moments into its four corner sums, which shifted
+  adds over the flat block grid collect into the cells they belong to; then the normalisation.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+import sys
+from typing import Dict, Tuple
 
+import numpy as np
 import torch
 
 from preimage.features.base import Representation, register
@@ -42,10 +68,14 @@ NUM_BINS = 58
 CONSTANT_BIN = 56
 OTHER_BIN = 57
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-CPU_CHUNK = 2  # images per vectorised pass on CPU (bounds the working set to a few MiB)
+CPU_CHUNK = 4  # images whose per-block tables are pooled together on CPU
 
 # (dx, dy) of the neighbour that sets bit k (image y points down), VLFeat's order.
 NEIGHBOURS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
+
+# Which moment (0 count, 1 Σpx, 2 Σpy, 3 Σpx·py) fills each lane of the packed words, low lane of
+# the first word first: the count, the smallest, takes the top lane, so no word reaches the sign bit.
+LANE_ORDER = (3, 1, 2, 0)
 
 
 def uniform_mapping() -> torch.Tensor:
@@ -83,7 +113,7 @@ def _gray_into(flat: torch.Tensor, gray: torch.Tensor) -> None:
 
 def lbp_codes(gray: torch.Tensor) -> torch.Tensor:
     """8-bit LBP strings of the interior pixels: ``(N, H, W)`` → ``(N, H-2, W-2)`` uint8 (reference
-    formulation, used by the tests; :func:`lbp_histograms` uses the flattened equivalent)."""
+    formulation, used by the tests; :class:`_Plan` uses the flattened equivalent)."""
     n, h, w = gray.shape
     centre = gray[:, 1 : h - 1, 1 : w - 1]
     code = torch.zeros((n, h - 2, w - 2), dtype=torch.uint8, device=gray.device)
@@ -93,167 +123,217 @@ def lbp_codes(gray: torch.Tensor) -> torch.Tensor:
     return code
 
 
-def _float32_cells(positions: torch.Tensor, cell_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """VLFeat's continuous cell coordinate in float32: ``floor(u)`` and ``frac(u)`` of
-    ``u = (p + 0.5) / cell_size - 0.5``."""
-    u = (positions.to(torch.float32) + 0.5) / float(cell_size) - 0.5
-    lower = torch.floor(u)
-    return lower.long(), u - lower
-
-
-def _moment_halves(cell_size: int) -> List[List[Tuple[int, int, int]]]:
-    """How the four per-block moments (count, Σpx, Σpy, Σpx·py) are bit-packed: a list of 31-bit
-    *halves* (two per int64 word, low half first), each a list of ``(moment, shift, bits)``. Fields
-    never straddle a half, so sums never carry across one and each half decodes as an int32.
-    ``cell_size = 16`` needs one int64 per pixel (count|Σpx in the low half, Σpy|Σpx·py in the high)."""
+def _lane_bits(cell_size: int) -> int:
+    """Width of the moment lanes: 16 bits up to 16-pixel cells, else 32. Each moment's largest sum
+    over a block (``cell²`` pixels) must fit its lane, and each word's top lane must stay below the
+    sign bit."""
     cs = cell_size
-    bounds = [cs * cs, cs * cs * (cs - 1), cs * cs * (cs - 1), cs * cs * (cs - 1) ** 2]
-    halves: List[List[Tuple[int, int, int]]] = [[]]
-    used = 0
-    for moment, bound in enumerate(bounds):
-        bits = max(1, int(bound).bit_length())
-        if bits > 31:
-            raise ValueError(f"cell_size {cell_size} too large for the packed LBP accumulation")
-        if used + bits > 31:
-            halves.append([])
-            used = 0
-        halves[-1].append((moment, used, bits))
-        used += bits
-    return halves
+    bounds = (cs * cs, cs * cs * (cs - 1), cs * cs * (cs - 1), cs * cs * (cs - 1) ** 2)
+    for bits in (16, 32):
+        per_word = 64 // bits
+        tops = [bounds[LANE_ORDER[lane]] for lane in range(per_word - 1, 4, per_word)]
+        if max(bounds) < 1 << bits and max(tops) < 1 << (bits - 1):
+            return bits
+    raise ValueError(f"cell_size {cell_size} too large for the packed LBP accumulation (at most 256)")
 
 
 class _Plan:
-    """Everything that depends only on ``(H, W, cell_size, cells, device)``.
+    """Everything that depends only on ``(H, W, cell_size, rows, cols)``, and reusable buffers (so
+    a plan serves one caller at a time).
 
-    The image is processed *flattened*: the centre of pixel ``p = y W + x`` is compared with
-    ``p + dy W + dx``, for ``p`` in ``[W + 1, H W - W - 1)``, so every operation runs on contiguous
-    1-D runs (the two border columns wrap round and are masked out).
-
-    Accumulation without per-pixel weights. A pixel's bilinear footprint is fixed by its *block*:
-    the ``cell × cell`` pixels that share the lower cell ``(ky, kx)`` (in a grid padded by one guard
-    cell before the first cell). Inside a block the weights are affine in the pixel's position
-    ``(px, py)``: ``w_upper_x = (px + c) / cell``, ``w_lower_x = 1 - w_upper_x`` (same in y). So the
-    four corner sums of a block and bin follow exactly from four integer moments — count, Σpx, Σpy,
-    Σpx·py — which we bit-pack into one int64 per pixel (a constant of the plan) and accumulate with a
-    single integer ``index_add_`` keyed by ``(block, code)``, straight from the raw 8-bit code
-    (the 256 → 58 mapping is applied to the small block table afterwards; packed sums stay
-    decodable since the moment bounds hold per block). Integer sums are exact and deterministic on
-    CUDA too.
+    ``bin_offset[code] + block_index[p]`` is pixel ``p``'s entry in a ``(58, blocks)`` table, and
+    ``weights[:, p]`` its packed moments (zero for the masked-out border columns, the pixels beyond
+    the last cell and the padding up to a multiple of 8 pixels).
     """
 
-    def __init__(self, height: int, width: int, cell_size: int, rows: int, cols: int, device: torch.device):
-        self.height, self.width, self.rows, self.cols, self.cell_size = height, width, rows, cols, cell_size
+    def __init__(self, height: int, width: int, cell_size: int, rows: int, cols: int):
+        self.height, self.width, self.rows, self.cols = height, width, rows, cols
         cs = cell_size
         self.start = width + 1
         self.length = height * width - 2 * width - 2
-        self.origin = math.ceil(-cs / 2 - 0.5)  # first pixel of block 0 (lower cell -1), x and y alike
-        self.offset = self.origin + 0.5 + cs / 2  # w_upper = (position in block + offset) / cs
+        self.padded = -(-self.length // 8) * 8
         self.blocks = (rows + 1) * (cols + 1)
-        self.table_size = self.blocks * NUM_BINS
-        self.halves = _moment_halves(cs)
-        self.num_words = (len(self.halves) + 1) // 2
+        self.table_size = NUM_BINS * self.blocks
+        self.lane_bits = _lane_bits(cs)
+        self.lanes_per_word = 64 // self.lane_bits
+        self.num_words = 4 // self.lanes_per_word
 
-        p = torch.arange(self.start, self.start + self.length)
-        y, x = p // width, p % width
-        ky = torch.div(y - self.origin, cs, rounding_mode="floor")
-        kx = torch.div(x - self.origin, cs, rounding_mode="floor")
-        py, px = y - self.origin - cs * ky, x - self.origin - cs * kx
+        origin = math.ceil(-cs / 2 - 0.5)  # first pixel of block 0 (lower cell -1), x and y alike
+        offset = origin + 0.5 + cs / 2  # w_upper = (position in block + offset) / cs
+        y, x = np.divmod(np.arange(self.start, self.start + self.length), width)
+        ky, py = np.divmod(y - origin, cs)
+        kx, px = np.divmod(x - origin, cs)
         valid = (x >= 1) & (x <= width - 2) & (ky <= rows) & (kx <= cols)
-        base = (ky * (cols + 1) + kx) * NUM_BINS
-        self.base = base.to(device)
-        self.valid = valid.to(device)
-        moments = [torch.ones_like(px), px, py, px * py]
-        words = [torch.zeros_like(px) for _ in range(self.num_words)]
-        for h, fields in enumerate(self.halves):
-            for moment, shift, _ in fields:
-                words[h // 2] |= moments[moment] << (shift + 32 * (h % 2))
-        self.values = [torch.where(valid, v, torch.zeros_like(v)).to(device) for v in words]
-        self.mapping = uniform_mapping().to(torch.int32).to(device)
-        # corner sums (LL, UL, LU, UU) of a block = ``corner_matrix @ (count, Σpx, Σpy, Σpx·py)``;
+        self.block_index = np.zeros(self.padded, dtype=np.int64)
+        self.block_index[: self.length] = np.where(valid, ky * (cols + 1) + kx, 0)
+        self.bin_offset = uniform_mapping().numpy().astype(np.int64) * self.blocks  # code → bin's first entry
+        moments = (np.ones_like(px), px, py, px * py)
+        self.weights = np.zeros((self.num_words, self.padded), dtype=np.int64)
+        for lane, moment in enumerate(LANE_ORDER):
+            shift = self.lane_bits * (lane % self.lanes_per_word)
+            self.weights[lane // self.lanes_per_word, : self.length] += np.where(valid, moments[moment], 0) << shift
+
+        # corner sums (LL, UL, LU, UU) of a block = ``corner_matrix @`` its moments in LANE_ORDER;
         # UL = x upper / y lower. From w_upper = (p + c) / cs, w_lower = 1 - w_upper.
-        c, s1, s2 = self.offset, 1.0 / cs, 1.0 / (cs * cs)
-        sa = [c * s1, s1, 0.0, 0.0]  # Σ w_upper_x
+        c, s1, s2 = offset, 1.0 / cs, 1.0 / (cs * cs)
+        sa = [c * s1, s1, 0.0, 0.0]  # Σ w_upper_x per (count, Σpx, Σpy, Σpx·py)
         sb = [c * s1, 0.0, s1, 0.0]  # Σ w_upper_y
         sab = [c * c * s2, c * s2, c * s2, s2]  # Σ w_upper_x w_upper_y
         one = [1.0, 0.0, 0.0, 0.0]
-        corner = [
-            [o - a - b + ab for o, a, b, ab in zip(one, sa, sb, sab)],
-            [a - ab for a, ab in zip(sa, sab)],
-            [b - ab for b, ab in zip(sb, sab)],
-            sab,
-        ]
-        self.corner_matrix = torch.tensor(corner, dtype=torch.float64).to(torch.float32).to(device)
-        self.buffers: Dict[int, Tuple[torch.Tensor, ...]] = {}
-
-    def _buffers(self, n: int, device: torch.device, reuse: bool) -> Tuple:
-        if reuse and n in self.buffers:
-            return self.buffers[n]
-        # per image a table of (blocks × 58) packed moments; invalid pixels (value 0) all go to one
-        # dump region after the n tables, so the n tables stay one contiguous block.
-        dump = n * self.table_size
-        offsets = torch.arange(n, dtype=torch.long, device=device)[:, None] * self.table_size
-        base = torch.where(self.valid[None], self.base[None] + offsets, torch.full_like(offsets, dump))
-        bufs = (
-            torch.empty((n, self.height * self.width), dtype=torch.float32, device=device),  # gray
-            torch.empty((n, self.length), dtype=torch.int32, device=device),  # code, then index
-            torch.empty((n, self.length), dtype=torch.float32, device=device),  # code (float)
-            torch.empty((n, self.length), dtype=torch.float32, device=device),  # one bit (float)
-            torch.empty((self.num_words, dump + NUM_BINS), dtype=torch.long, device=device),  # tables
-            base.to(torch.int32).contiguous(),
-            [v.expand(n, -1).reshape(-1) if n > 1 else v for v in self.values],
-            torch.empty((4, dump), dtype=torch.float32, device=device),  # decoded moments
-            torch.empty((dump,), dtype=torch.int32, device=device),  # decode scratch
+        corner = np.array(
+            [
+                [o - a - b + ab for o, a, b, ab in zip(one, sa, sb, sab)],
+                [a - ab for a, ab in zip(sa, sab)],
+                [b - ab for b, ab in zip(sb, sab)],
+                sab,
+            ]
         )
-        if reuse:
-            self.buffers[n] = bufs
-        return bufs
+        self.corner_matrix = corner[:, list(LANE_ORDER)].astype(np.float32)  # columns by lane
+        # the same for the lanes as laid out in memory: an int64's low half comes last on big-endian
+        per_word = self.lanes_per_word
+        in_memory = [
+            lane if sys.byteorder == "little" else lane + per_word - 1 - 2 * (lane % per_word) for lane in range(4)
+        ]
+        self.memory_matrix = np.ascontiguousarray(self.corner_matrix[:, in_memory])
+        self._cpu: Tuple | None = None
+        self._chunks: Dict[int, Tuple] = {}
+        self._devices: Dict[str, Tuple[torch.Tensor, ...]] = {}
 
-    def run(self, images: torch.Tensor, reuse: bool) -> torch.Tensor:
-        """``(n, 3|1, H, W)`` → ``(n, 58, rows, cols)``."""
+    # ----------------------------------------------------------------- CPU (NumPy), image by image
+    def run_cpu(self, images: torch.Tensor, out: torch.Tensor) -> None:
+        """``(n, 3|1, H, W)`` CPU float32 → ``out`` ``(n, 58, rows, cols)``. Every buffer is the plan's
+        own and reused: fresh large arrays would each cost a page fault per 4 KiB on first touch."""
         n = images.shape[0]
-        gray, index, code_f, bit_f, tables, base, values, moments, scratch = self._buffers(n, images.device, reuse)
-        _gray_into(images.reshape(n, images.shape[1], -1), gray)
-        w, s, L = self.width, self.start, self.length
-        centre = gray[:, s : s + L]
+        tables, lanes, moments, corners, norm = self._chunk_buffers(n)
+        tables.zero_()
+        for image, table in zip(images, tables):
+            self._accumulate_cpu(image, table)
+        np.copyto(moments, lanes, casting="unsafe")  # exact up to 64-px cells
+        self._pool(np, self.memory_matrix, moments.T, corners, norm, out.numpy())
+
+    def _chunk_buffers(self, n: int) -> Tuple:
+        if n not in self._chunks:
+            # per image a (58 * blocks, words) table: the lanes of an entry are consecutive in memory
+            tables = torch.empty((n, self.table_size, self.num_words), dtype=torch.int64)
+            lanes = tables.numpy().view(f"u{self.lane_bits // 8}").reshape(n * self.table_size, 4)
+            self._chunks[n] = (
+                tables,
+                lanes,
+                np.empty((n * self.table_size, 4), dtype=np.float32),  # moments
+                np.empty((4, n * self.table_size), dtype=np.float32),  # corner sums
+                np.empty((n, self.rows, self.cols), dtype=np.float32),  # cell norms
+            )
+        return self._chunks[n]
+
+    def _cpu_buffers(self) -> Tuple:
+        if self._cpu is None:
+            words = self.padded // 8
+            self._cpu = (
+                torch.empty((1, self.height * self.width), dtype=torch.float32),  # gray
+                np.zeros((8, self.padded), dtype=np.bool_),  # one row of 0/1 bytes per neighbour
+                np.empty((4, words), dtype=np.uint64),  # folding scratch
+                np.empty((2, words), dtype=np.uint64),
+                np.empty(words, dtype=np.uint64),  # the codes, 8 per word
+                torch.empty(words * 8, dtype=torch.int32),  # the codes as look-up indices
+                torch.from_numpy(self.bin_offset),
+                np.empty(self.padded, dtype=np.int64),  # table index
+                torch.from_numpy(self.weights),
+            )
+        return self._cpu
+
+    def _accumulate_cpu(self, image: torch.Tensor, table: torch.Tensor) -> None:
+        """Add one ``(3|1, H, W)`` image's packed moments into ``table`` ``(58 * blocks, words)``."""
+        gray_tensor, bits, fold4, fold2, codes, code_index, bin_offset, index, weights = self._cpu_buffers()
+        if image.shape[0] == 1 and image.is_contiguous():  # already gray: read it in place
+            gray = image.numpy().reshape(-1)
+        else:
+            _gray_into(image.reshape(1, image.shape[0], -1), gray_tensor)
+            gray = gray_tensor.numpy()[0]
+        w, s, length = self.width, self.start, self.length
+        centre = gray[s : s + length]
         for k, (dx, dy) in enumerate(NEIGHBOURS):
             off = s + dy * w + dx
-            # bit k = [neighbour > centre] (strict, VLFeat's test). Comparisons written as float
-            # 0/1 vectorise far better than bool outputs; the 8-bit code is accumulated in float
-            # (exact: integers < 256).
-            if k == 0:
-                torch.gt(gray[:, off : off + L], centre, out=code_f)
-            else:
-                torch.gt(gray[:, off : off + L], centre, out=bit_f)
-                code_f.add_(bit_f, alpha=float(1 << k))
-        index.copy_(code_f)
-        codes = bit_f.view(torch.int32)
-        torch.index_select(self.mapping, 0, index.view(-1), out=codes.view(-1))  # 256 → 58 bins
-        torch.add(codes, base, out=index)  # + (image, block) offset
-        tables.zero_()
-        flat_index = index.view(-1)
-        for word, table in enumerate(tables):
-            table.index_add_(0, flat_index, values[word])
-        return self._finish(tables, moments, scratch, n)
+            np.greater(gray[off : off + length], centre, out=bits[k, :length])  # strict, as VLFeat
+        rows = bits.view(np.uint64)  # byte j of word i of row k: bit k of pixel 8 i + j
+        np.left_shift(rows[4:], np.uint64(4), out=fold4)
+        np.bitwise_or(fold4, rows[:4], out=fold4)
+        np.left_shift(fold4[2:], np.uint64(2), out=fold2)
+        np.bitwise_or(fold2, fold4[:2], out=fold2)
+        np.left_shift(fold2[1], np.uint64(1), out=codes)
+        np.bitwise_or(codes, fold2[0], out=codes)
+        code_index.copy_(torch.from_numpy(codes.view(np.uint8)))
+        torch.index_select(bin_offset, 0, code_index, out=torch.from_numpy(index))  # faster than np.take
+        np.add(index, self.block_index, out=index)
+        flat_index = torch.from_numpy(index)
+        for word in range(self.num_words):  # scatter_add_ runs faster than index_add_ on CPU
+            table[:, word].scatter_add_(0, flat_index, weights[word])
 
-    def _finish(self, tables: torch.Tensor, moments: torch.Tensor, scratch: torch.Tensor, n: int) -> torch.Tensor:
-        rows, cols = self.rows, self.cols
-        size = n * self.table_size
-        halves = tables[:, :size].view(torch.int32).view(self.num_words, size, 2)
-        for h, fields in enumerate(self.halves):
-            half = halves[h // 2, :, h % 2]
-            for i, (moment, shift, bits) in enumerate(fields):
-                field = torch.bitwise_right_shift(half, shift, out=scratch) if shift else half
-                if i + 1 < len(fields):  # the last field of a half has only zeros above it
-                    field = torch.bitwise_and(field, (1 << bits) - 1, out=scratch)
-                moments[moment].copy_(field)  # int32 → float32, exact
-        corners = torch.matmul(self.corner_matrix, moments).view(4, n, rows + 1, cols + 1, NUM_BINS)
+    # -------------------------------------------------------------- any device (PyTorch), batched
+    def run_torch(self, images: torch.Tensor) -> torch.Tensor:
+        """``(n, 3|1, H, W)`` float32 on any device → ``(n, 58, rows, cols)`` (the CUDA path)."""
+        n, device = images.shape[0], images.device
+        bin_offset, block_index, weights, matrix = self._on(device)
+        w, s, length = self.width, self.start, self.length
+        gray = torch.empty((n, self.height * w), dtype=torch.float32, device=device)
+        _gray_into(images.reshape(n, images.shape[1], -1), gray)
+        centre = gray[:, s : s + length]
+        codes = torch.zeros((n, length), dtype=torch.int64, device=device)
+        for k, (dx, dy) in enumerate(NEIGHBOURS):
+            off = s + dy * w + dx
+            codes.bitwise_or_(torch.gt(gray[:, off : off + length], centre).to(torch.int64) << k)
+        images_offset = torch.arange(n, device=device)[:, None] * self.table_size
+        index = (bin_offset[codes] + block_index[: length] + images_offset).view(-1)
+        tables = torch.zeros((self.num_words, n * self.table_size), dtype=torch.int64, device=device)
+        for word in range(self.num_words):
+            tables[word].index_add_(0, index, weights[word, :length].expand(n, length).reshape(-1))
+        mask = (1 << self.lane_bits) - 1
+        moments = torch.stack(
+            [
+                (tables[lane // self.lanes_per_word] >> (self.lane_bits * (lane % self.lanes_per_word))) & mask
+                for lane in range(4)
+            ]
+        ).to(torch.float32)
+        out = torch.empty((n, NUM_BINS, self.rows, self.cols), dtype=torch.float32, device=device)
+        corners = torch.empty_like(moments)
+        norm = torch.empty((n, self.rows, self.cols), dtype=torch.float32, device=device)
+        self._pool(torch, matrix, moments, corners, norm, out)
+        return out
+
+    def _on(self, device: torch.device) -> Tuple[torch.Tensor, ...]:
+        key = str(device)
+        if key not in self._devices:
+            constants = (self.bin_offset, self.block_index, self.weights, self.corner_matrix)
+            self._devices[key] = tuple(torch.from_numpy(a).to(device) for a in constants)
+        return self._devices[key]
+
+    # ---------------------------------------------------------------------------------- shared
+    def _pool(self, lib, matrix, moments, corners, norm, hist) -> None:
+        """Moments ``(4, n * 58 * blocks)`` (rows in the order of ``matrix``'s columns) → normalised
+        histograms in ``hist`` ``(n, 58, rows, cols)``; ``corners`` (as moments) and ``norm``
+        ``(n, rows, cols)`` are scratch. ``lib`` is ``numpy`` or ``torch``, the kind of all the arrays:
+        the same calls for both (on CPU NumPy's per-call cost is a fraction of PyTorch's)."""
+        n, rows, cols = hist.shape[0], self.rows, self.cols
+        # torch computes the product for NumPy arrays too: NumPy would hand it to a BLAS whose
+        # thread pool ignores torch.set_num_threads.
+        tensor = torch.from_numpy if lib is np else torch.as_tensor
+        torch.matmul(tensor(matrix), tensor(moments), out=tensor(corners))
         ll, ul, lu, uu = corners
-        hist = ll[:, 1:, 1:] + ul[:, 1:, :-1]
-        hist += lu[:, :-1, 1:]
-        hist += uu[:, :-1, :-1]  # (n, rows, cols, 58)
-        hist = hist.clamp_(min=0.0).permute(0, 3, 1, 2)
-        norm = hist.sum(dim=1, keepdim=True).sqrt_().add_(1e-10)
-        return hist.sqrt_().div_(norm)
+        # Cell (cy, cx) gets LL of block (cy + 1, cx + 1), UL of (cy + 1, cx), LU of (cy, cx + 1) and
+        # UU of (cy, cx): flat offsets cols + 2, cols + 1, 1 and 0 from its own entry in the
+        # (rows + 1) × (cols + 1) block grid, summed into UU over whole flat runs (the sums that wrap
+        # across rows, bins or images land in entries that are never read).
+        step = cols + 1
+        m = uu.shape[0] - step - 1
+        lib.add(uu[:m], lu[1 : m + 1], out=uu[:m])
+        lib.add(uu[:m], ul[step : step + m], out=uu[:m])
+        lib.add(uu[:m], ll[step + 1 :], out=uu[:m])
+        grid = uu.reshape(n, NUM_BINS, rows + 1, cols + 1)[..., :rows, :cols]
+        lib.abs(grid, out=hist)  # exact sums are >= 0; rounding can leave -1e-7 where one is ~0
+        lib.sum(hist, 1, out=norm)
+        lib.sqrt(norm, out=norm)
+        lib.add(norm, 1e-10, out=norm)
+        lib.sqrt(hist, out=hist)
+        lib.divide(hist, norm[:, None], out=hist)
 
 
 def lbp_histograms(
@@ -262,40 +342,32 @@ def lbp_histograms(
     """Normalised uniform-LBP cell histograms → ``(N, 58, rows, cols)`` float32.
 
     ``images`` is ``(N, 3, H, W)`` RGB (converted with :func:`rgb_to_gray`) or ``(N, 1, H, W)`` /
-    ``(N, H, W)`` gray. On CPU the images are processed one at a time with cached buffers (keeps
-    the working set in cache and avoids page faults); on CUDA the whole batch at once.
+    ``(N, H, W)`` gray. On CPU the pixels are processed one image at a time (keeps the working set
+    in cache) and the small per-block tables :data:`CPU_CHUNK` images at a time; on other devices
+    the whole batch at once. ``_plans`` (a dict the caller keeps) caches each image size's plan
+    and buffers between calls.
     """
     if images.dim() == 3:
         images = images[:, None]
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-    images = images.float()
+    images = images.detach().float()
     n, _, height, width = images.shape
     device = images.device
     rows, cols = _cell_counts(height, width, cell_size, cells)
     if rows == 0 or cols == 0 or height < 3 or width < 3 or n == 0:
         return torch.zeros((n, NUM_BINS, rows, cols), dtype=torch.float32, device=device)
-    key = (height, width, cell_size, rows, cols, str(device))
+    key = (height, width, cell_size, rows, cols)
     plans = {} if _plans is None else _plans
     plan = plans.get(key)
     if plan is None:
-        plan = plans[key] = _Plan(height, width, cell_size, rows, cols, device)
-    if device.type == "cpu":
-        out = torch.empty((n, NUM_BINS, rows, cols), dtype=torch.float32)
-        for i in range(0, n, CPU_CHUNK):
-            out[i : i + CPU_CHUNK] = plan.run(images[i : i + CPU_CHUNK], reuse=_plans is not None)
-        return out
-    return plan.run(images, reuse=False).contiguous()
-
-
-_MAPPINGS: Dict[str, torch.Tensor] = {}
-
-
-def _mapping_on(device: torch.device) -> torch.Tensor:
-    key = str(device)
-    if key not in _MAPPINGS:
-        _MAPPINGS[key] = uniform_mapping().long().to(device)
-    return _MAPPINGS[key]
+        plan = plans[key] = _Plan(height, width, cell_size, rows, cols)
+    if device.type != "cpu":
+        return plan.run_torch(images)
+    out = torch.empty((n, NUM_BINS, rows, cols), dtype=torch.float32)
+    for i in range(0, n, CPU_CHUNK):
+        plan.run_cpu(images[i : i + CPU_CHUNK], out[i : i + CPU_CHUNK])
+    return out
 
 
 def _cell_counts(height: int, width: int, cell_size: int, cells: str) -> Tuple[int, int]:
