@@ -111,9 +111,14 @@ def feature_params(slug):
     return CATALOG.feature_params(slug, R)
 
 
+def encoder_inputs(slugs):
+    """The fine-tuned encoders the autoencoders among ``slugs`` compute their features with."""
+    return [f"{R}/{slug}/encoder.pt" for slug in slugs if CATALOG[slug].variant == "ae"]
+
+
 def feature_extra_inputs(wc):
     """The autoencoder's features need its fine-tuned encoder."""
-    return [f"{R}/{wc.rep}/encoder.pt"] if CATALOG[wc.rep].variant == "ae" else []
+    return encoder_inputs([wc.rep])
 
 
 def representation_options(slug):
@@ -224,13 +229,17 @@ def loss_comparison_inputs(wc):
     return inputs
 
 
+def feature_settings():
+    """The settings every feature job shares (those of no one representation)."""
+    return dict(dtype=FEATURES["dtype"], batch_size=FEATURES["batch_size"], device=FEATURES["device"],
+                log_every=DATA["log_every"])
+
+
 def feature_job_params():
-    """What a feature job is parameterised by (shared by the cache, shard and recipe rules)."""
+    """What a feature job of one representation is parameterised by (shared by the shallow cache,
+    shard and recipe rules; a network's job: network_job_params in rules/features.smk)."""
     return dict(
         representation=lambda wc: CATALOG[wc.rep].name,
         options=lambda wc: feature_params(wc.rep),
-        dtype=FEATURES["dtype"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        log_every=DATA["log_every"],
+        **feature_settings(),
     )
