@@ -14,7 +14,11 @@ training set). Dividing by a sustained throughput gives GPU-hours. What it leave
 (data loading, optimiser steps, element-wise layers, job start-up) is small next to the
 convolutions for these networks, but makes the figures a lower bound at a given throughput.
 HOG, SIFT and LBP caches are CPU work: their core-hours come from the CPU bench figures
-(README, "Speed"). ``--calibrate`` times a training step of one paper decoder on this machine and
+(README, "Speed"). Feature extraction is one forward pass per network and split
+(``rules/features.smk``: every cached node of a network, e.g. AlexNet's conv4-fc8, from one pass up
+to the deepest), grouped as :meth:`preimage.representations.Catalog.network_groups` groups them;
+the script also prints what one pass per node (one job per layer) would cost. Layers with
+``features.store: recompute`` have no extraction pass: the jobs that read them compute them. ``--calibrate`` times a training step of one paper decoder on this machine and
 prints the FLOP rate it implies, so the count can be checked against a clock.
 
 The disk table gives, per feature cache, the bytes per image (float16 dense maps; SIFT's sparse
@@ -42,9 +46,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import alexnet
 
 from bench_decoders import feature_shapes  # bench/ is on sys.path when run as a script
+from preimage.config import validate_config
 from preimage.decoders import build_decoder
 from preimage.features.base import lookup
 from preimage.features.alexnet import LAYERS, truncated_alexnet
+from preimage.representations import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 ALEXNET = list(LAYERS)
@@ -107,25 +113,42 @@ def image_counts(config: dict) -> tuple:
     return n_train, classes * data["test_per_class"]
 
 
+def extraction_passes(config: dict, costs: dict) -> tuple:
+    """(per node, per network): (pass, FLOPs) of the feature extraction over every training and
+    test image, one pass per cached network node (one job per layer) and one per network group
+    (every cached node of a network from one forward pass up to its deepest, as the workflow runs
+    it). Recomputed nodes (``features.store: recompute``) have no extraction pass."""
+    n_train, n_test = image_counts(config)
+    # the representations and their variants do not depend on the images (data.root need not exist here)
+    catalog = Catalog(validate_config({key: value for key, value in config.items() if key != "data"}))
+
+    def extract(slug):
+        return costs[catalog[slug].name]["extract"] * (n_train + n_test)
+
+    per_node = [(f"features {slug}", extract(slug)) for slug in catalog.feature_slugs(True)
+                if catalog.feature_store(slug) == "cache"]
+    per_network = [(f"features {group}", max(extract(slug) for slug in slugs))
+                   for group, slugs in catalog.network_groups(store="cache").items()]
+    return per_node, per_network
+
+
 def paper_jobs(config: dict, costs: dict) -> list:
-    """(job, FLOPs on the GPU) for every GPU-heavy job of a paper config."""
+    """(job, FLOPs on the GPU) for every GPU-heavy job of a paper config (feature extraction: one
+    pass per network, :func:`extraction_passes`)."""
     n_train, n_test = image_counts(config)
     epochs = config["train"]["epochs"]
     epochs_of = (lambda rep: epochs.get(rep, epochs["default"])) if isinstance(epochs, dict) else (lambda rep: epochs)
     reps = config["representations"]
     controls = [r for r in reps if r in ALEXNET] if config["variants"].get("untrained_control") != "never" else []
-    jobs = []
+    jobs = list(extraction_passes(config, costs)[1])
     for rep, base in [(r, r) for r in reps] + [(f"{r}-random", r) for r in controls]:
         c = costs[base]
-        if base in ALEXNET:
-            jobs.append((f"features {rep}", c["extract"] * (n_train + n_test)))
         jobs.append((f"train {rep}", c["decoder_step"] * n_train * epochs_of(rep)))
         jobs.append((f"evaluate {rep}", c["decoder_forward"] * n_test))
     for layer in config["variants"].get("autoencoder", []):
         c = costs[layer]
         jobs.append((f"train {layer}-ae", c["autoencoder_step"] * n_train * epochs_of(f"{layer}-ae")))
-        jobs.append((f"features+evaluate {layer}-ae", (c["extract"] + c["decoder_forward"]) * n_test
-                     + c["extract"] * n_train))
+        jobs.append((f"evaluate {layer}-ae", c["decoder_forward"] * n_test))
     mv = config.get("baselines", {}).get("mahendran_vedaldi", {})
     for rep in mv.get("representations", []):
         if rep in ALEXNET:
@@ -244,6 +267,18 @@ def report(path: str, tflops, calibrate_here: bool, threads: int, disk_gbps: flo
     top = sorted(jobs, key=lambda j: -j[1])[:3]
     print("largest jobs: " + ", ".join(f"{n} ({f / (tflops[0] * 1e12) / 3600:.1f} h at {tflops[0]:g})"
                                         for n, f in top))
+    per_node, per_network = extraction_passes(config, costs)
+    image_bytes = 3 * size * size * (n_train + n_test)  # one pass reads every image once
+    print("\nfeature extraction over all images (cached network nodes):")
+    for label, passes in (("one pass per node (one job per layer)", per_node),
+                          ("one pass per network (the workflow)", per_network)):
+        flop = sum(f for _, f in passes)
+        hours = ", ".join(f"{flop / (t * 1e12) / 3600:.2f} GPU-h at {t:g} TFLOP/s" for t in tflops)
+        print(f"  {label}: {len(passes)} passes, {flop / 1e15:.1f} PFLOP, {hours}, "
+              f"{len(passes) * image_bytes / 1e12:.2f} TB of images read")
+    saved = sum(f for _, f in per_node) - sum(f for _, f in per_network)
+    print(f"  saving: {len(per_node) - len(per_network)} passes, {saved / 1e15:.1f} PFLOP "
+          f"({saved / max(sum(f for _, f in per_node), 1):.0%} of the per-node extraction)")
     disk = cache_disk(config, size)
     slow = min(tflops)
     print(f"\n| feature cache | KB per image | images | GB | µs/img to read at {disk_gbps:g} GB/s | "

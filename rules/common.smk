@@ -151,9 +151,14 @@ def feature_params(slug):
     return CATALOG.feature_params(slug, R)
 
 
+def encoder_inputs(slugs):
+    """The fine-tuned encoders the autoencoders among ``slugs`` compute their features with."""
+    return [f"{R}/{slug}/encoder.pt" for slug in slugs if CATALOG[slug].variant == "ae"]
+
+
 def feature_extra_inputs(wc):
     """The autoencoder's features need its fine-tuned encoder."""
-    return [f"{R}/{wc.rep}/encoder.pt"] if CATALOG[wc.rep].variant == "ae" else []
+    return encoder_inputs([wc.rep])
 
 
 def representation_options(slug):
@@ -288,13 +293,51 @@ def loss_comparison_inputs(wc):
     return inputs
 
 
+def feature_settings():
+    """The settings every feature job shares (those of no one representation)."""
+    return dict(dtype=FEATURES["dtype"], batch_size=FEATURES["batch_size"], device=FEATURES["device"],
+                log_every=DATA["log_every"])
+
+
 def feature_job_params():
-    """What a feature job is parameterised by (shared by the cache, shard and recipe rules)."""
+    """What a feature job of one representation is parameterised by (shared by the shallow cache,
+    shard and recipe rules; a network's extraction job: network_job_params)."""
     return dict(
         representation=lambda wc: CATALOG[wc.rep].name,
         options=lambda wc: feature_params(wc.rep),
-        dtype=FEATURES["dtype"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        log_every=DATA["log_every"],
+        **feature_settings(),
     )
+
+
+def network_job_params(slugs):
+    """What a network's extraction job is parameterised by: its nodes (configured names, in the
+    order of its outputs), that network's parameters and the settings every feature job shares."""
+    return dict(
+        representations=[CATALOG[slug].name for slug in slugs],
+        options=feature_params(slugs[0]),
+        **feature_settings(),
+    )
+
+
+def share_profile_settings(rule_name, nominal):
+    """A profile's set-resources / set-threads (--set-resources, --set-threads) name rules, and
+    the networks' extraction rules are named after the configured networks. Each takes what is
+    set for ``nominal`` (network_features, network_feature_shard), so that a profile needs no
+    name that depends on the configuration; what is set for the rule's own name wins."""
+    from snakemake.resources import Resources
+
+    settings = getattr(workflow, "resource_settings", None)
+    try:
+        job_rule = workflow.get_rule(rule_name)
+        resources = dict(getattr(settings, "overwrite_resources", None) or {})
+        if nominal in resources:
+            own = resources.get(rule_name) or {}
+            for key, value in Resources.from_mapping(resources[nominal]).items():
+                if key not in own:
+                    job_rule.resources[key] = value
+        threads = dict(getattr(settings, "overwrite_threads", None) or {})
+        if nominal in threads and rule_name not in threads:
+            job_rule.resources["_cores"] = threads[nominal]
+    except Exception as err:  # a future Snakemake may keep these settings elsewhere: say so
+        sys.stderr.write(f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
+                         f"set its resources under its own name.\n")

@@ -1,12 +1,21 @@
-# Stage 2: the HDF5 feature cache, one file per representation and split. Two rules with one body:
-# `features` for the CNN layers (a GPU job) and `shallow_features` for HOG/SIFT/LBP (CPU), so that
-# profiles/slurm can send each to the right partition through set-resources. `use rule … with:`
-# replaces the whole resources block (and the wildcard constraints), hence the shared parts below.
+# Stage 2: the HDF5 feature cache, one file per representation and split.
+#
+# Networks: one job per network and split computes every configured node of that network in one
+# forward pass (paper §3 inverts every AlexNet layer; the network runs once, not once per layer).
+# The catalog groups the nodes (CATALOG.network_groups: same network, weights, crop and other
+# parameters; the untrained control and each autoencoder's fine-tuned encoder are networks of
+# their own) and names each group: network_features_alexnet, network_features_alexnet-random,
+# network_features_efficientnet_lite0 … Each job writes features/{rep}/{split}.h5 of each of its
+# nodes, and its parameters hold its own network's settings only, so a change to one network
+# reruns that network's extraction and no other. A profile sets their resources under the one name
+# network_features (share_profile_settings). HOG, SIFT and LBP: one `shallow_features` job per
+# representation and split, on the CPU.
 #
 # features.store (per representation or family, resolved by the catalog):
 #   cache     — the features are computed here and stored; with data.shards = N > 1 the training
-#               split's cache is computed by N jobs (feature_shard / shallow_feature_shard, each a
-#               contiguous range of rows) and copied into one file by join_features.
+#               split's caches are computed by N jobs per network (network_feature_shard_<network>,
+#               each a contiguous range of rows of every node) or per shallow representation
+#               (shallow_feature_shard), and copied into one file per representation by join_features.
 #   recompute — feature_recipe writes a file holding only the cache's attributes; the jobs that
 #               read it compute the features from the stored pixels (preimage.features.cache).
 # Either way every later rule reads features/{rep}/{split}.h5 and cannot tell the difference.
@@ -15,14 +24,45 @@ FEATURE_RESOURCES = dict(mem_mb=8000, runtime=scaled_runtime(120))
 #: The splits whose cache one job computes: both, or only the test split when the training
 #: split is sharded (the test split, 2,000 images in the paper, is one job either way).
 WHOLE_SPLITS = "train|test" if SHARDS == 1 else "test"
+#: The cached nodes of the networks, by network: {group name: slugs}.
+NETWORK_GROUPS = CATALOG.network_groups(store="cache")
 
 
-rule features:
+for _group, _slugs in NETWORK_GROUPS.items():
+
+    rule:
+        name:
+            f"network_features_{_group}"
+        conda:
+            ENVIRONMENT
+        input:
+            images=f"{R}/data/{{split}}.h5",
+            encoders=encoder_inputs(_slugs),
+        output:
+            [f"{R}/features/{slug}/{{split}}.h5" for slug in _slugs],
+        params:
+            **network_job_params(_slugs),
+        threads: FEATURES["threads"]
+        resources:
+            **FEATURE_RESOURCES,
+            gpu=1,
+        wildcard_constraints:
+            split=WHOLE_SPLITS,
+        log:
+            f"{R}/logs/features/{_group}/{{split}}.log",
+        benchmark:
+            f"{R}/benchmarks/features/{_group}/{{split}}.tsv"
+        script:
+            "../workflow/scripts/features_network.py"
+
+    share_profile_settings(f"network_features_{_group}", "network_features")
+
+
+rule shallow_features:
     conda:
         ENVIRONMENT
     input:
         images=f"{R}/data/{{split}}.h5",
-        encoder=feature_extra_inputs,
     output:
         f"{R}/features/{{rep}}/{{split}}.h5",
     params:
@@ -30,9 +70,9 @@ rule features:
     threads: FEATURES["threads"]
     resources:
         **FEATURE_RESOURCES,
-        gpu=1,
+        gpu=0,
     wildcard_constraints:
-        rep=alternation(stored_slugs("cache", gpu=True)),
+        rep=alternation(stored_slugs("cache", gpu=False)),
         split=WHOLE_SPLITS,
     log:
         f"{R}/logs/features/{{rep}}/{{split}}.log",
@@ -40,15 +80,6 @@ rule features:
         f"{R}/benchmarks/features/{{rep}}/{{split}}.tsv"
     script:
         "../workflow/scripts/features_compute.py"
-
-
-use rule features as shallow_features with:
-    wildcard_constraints:
-        rep=alternation(stored_slugs("cache", gpu=False)),
-        split=WHOLE_SPLITS,
-    resources:
-        **FEATURE_RESOURCES,
-        gpu=0,
 
 
 rule feature_recipe:
@@ -76,12 +107,41 @@ rule feature_recipe:
 
 if SHARDS > 1:
 
-    rule feature_shard:
+    for _group, _slugs in NETWORK_GROUPS.items():
+
+        rule:
+            name:
+                f"network_feature_shard_{_group}"
+            conda:
+                ENVIRONMENT
+            input:
+                images=f"{R}/data/train.h5",
+                encoders=encoder_inputs(_slugs),
+            output:
+                [temp(f"{R}/features/{slug}/shards/train-{{shard}}.h5") for slug in _slugs],
+            params:
+                **network_job_params(_slugs),
+                shard=lambda wc: shard_of(wc.shard),
+            threads: FEATURES["threads"]
+            resources:
+                **FEATURE_RESOURCES,
+                gpu=1,
+            wildcard_constraints:
+                shard=alternation(SHARD_IDS),
+            log:
+                f"{R}/logs/features/{_group}/train-{{shard}}.log",
+            benchmark:
+                f"{R}/benchmarks/features/{_group}/train-{{shard}}.tsv"
+            script:
+                "../workflow/scripts/features_network.py"
+
+        share_profile_settings(f"network_feature_shard_{_group}", "network_feature_shard")
+
+    rule shallow_feature_shard:
         conda:
             ENVIRONMENT
         input:
             images=f"{R}/data/train.h5",
-            encoder=feature_extra_inputs,
         output:
             temp(f"{R}/features/{{rep}}/shards/train-{{shard}}.h5"),
         params:
@@ -90,9 +150,9 @@ if SHARDS > 1:
         threads: FEATURES["threads"]
         resources:
             **FEATURE_RESOURCES,
-            gpu=1,
+            gpu=0,
         wildcard_constraints:
-            rep=alternation(stored_slugs("cache", gpu=True)),
+            rep=alternation(stored_slugs("cache", gpu=False)),
             shard=alternation(SHARD_IDS),
         log:
             f"{R}/logs/features/{{rep}}/train-{{shard}}.log",
@@ -100,14 +160,6 @@ if SHARDS > 1:
             f"{R}/benchmarks/features/{{rep}}/train-{{shard}}.tsv"
         script:
             "../workflow/scripts/features_compute.py"
-
-    use rule feature_shard as shallow_feature_shard with:
-        wildcard_constraints:
-            rep=alternation(stored_slugs("cache", gpu=False)),
-            shard=alternation(SHARD_IDS),
-        resources:
-            **FEATURE_RESOURCES,
-            gpu=0,
 
     rule join_features:
         conda:

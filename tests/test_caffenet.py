@@ -386,7 +386,7 @@ def test_workflow_passes_arch_to_the_feature_cache_and_the_autoencoder(tmp_path)
     assert planned_rules(tmp_path, target, configfile=configfile) == set()
     rerun = planned_rules(tmp_path, target, "--config", "features={alexnet: {weights: random, arch: torchvision}}",
                           configfile=configfile)
-    assert "features" in rerun and "extract_data" not in rerun
+    assert "network_features_alexnet" in rerun and "extract_data" not in rerun
     # the autoencoder variant: trained on CaffeNet, its encoder file read back as CaffeNet
     ae_target = "results/features/conv4-ae/test.h5"
     snakemake(tmp_path, ae_target, configfile=configfile)

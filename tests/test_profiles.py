@@ -39,14 +39,24 @@ def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
     assert planned["train"] == 19 + gan and planned["train_autoencoder"] == 8
     assert planned["evaluate"] == 11 + 8 + 8 + gan
     assert planned["mahendran_vedaldi"] == 9
-    if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per split
-        assert planned["features"] == 2 * (8 + 8 + 8) and planned["shallow_features"] == 2 * 3
+    if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per network and split
+        # AlexNet's 8 layers in one pass, their 8 untrained controls in another, each autoencoder with its own encoder
+        networks = ["alexnet", "alexnet-random"] + [f"alexnet-{layer}-ae" for layer in
+                                                    ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")]
+        assert {rule: n for rule, n in planned.items() if rule.startswith(("network_feature", "features"))} == {
+            f"network_features_{network}": 2 for network in networks}
+        assert planned["shallow_features"] == 2 * 3
         assert planned["extract_data"] == 1
         return
     # paper.yaml: 64 shards; conv1-conv3 (layer, untrained control, autoencoder) recomputed
     assert planned["extract_shard"] == 64 and planned["join_data"] == 1 and "extract_data" not in planned
     assert planned["feature_recipe"] == 2 * 3 * 3
-    assert planned["features"] == 5 * 3 and planned["feature_shard"] == 64 * 5 * 3  # conv4-fc8: test whole, train sharded
+    # conv4-fc8: test whole, train sharded; one job per network (AlexNet, its control, each autoencoder's encoder)
+    networks = ["alexnet", "alexnet-random"] + [f"alexnet-{layer}-ae" for layer in ("conv4", "conv5", "fc6", "fc7", "fc8")]
+    assert {rule: n for rule, n in planned.items() if rule.startswith("network_features")} == {
+        f"network_features_{network}": 1 for network in networks}
+    assert {rule: n for rule, n in planned.items() if rule.startswith("network_feature_shard")} == {
+        f"network_feature_shard_{network}": 64 for network in networks}
     assert planned["shallow_features"] == 3 and planned["shallow_feature_shard"] == 64 * 3
     assert planned["join_features"] == 5 * 3 + 3
 
@@ -55,7 +65,10 @@ def test_slurm_profile_puts_gpu_jobs_on_the_gpu_partition(imagenet_root, tmp_pat
     result = snakemake(tmp_path, "all", "-n", "--profile", str(ROOT / "profiles/slurm"),
                        "--configfile", str(ROOT / "config/paper.yaml"), "--config", f"data={{root: {imagenet_root}}}")
     jobs = _resources_by_rule(result.stdout + result.stderr)
-    for rule in ("features", "feature_shard", "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
+    # every network's extraction rule takes the profile's network_features / network_feature_shard settings
+    networks = [rule for rule in jobs if rule.startswith(("network_features_", "network_feature_shard_"))]
+    assert {rule.split("_alexnet")[0] for rule in networks} == {"network_features", "network_feature_shard"}
+    for rule in networks + ["train", "train_autoencoder", "evaluate", "mahendran_vedaldi"]:
         assert jobs[rule], f"no {rule} jobs planned"
         for resources in jobs[rule]:
             assert resources["gpu"] == "1" and resources["slurm_partition"] == "gpu", (rule, resources)

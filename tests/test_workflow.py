@@ -115,8 +115,11 @@ def test_untrained_control_adds_random_weight_variants(finished_run):
     workdir, configfile = finished_run
     planned = planned_jobs(workdir, "--config", "variants={autoencoder: [fc6], untrained_control: always}",
                            configfile=configfile)
-    # conv5, fc6, fc8 and resnet18@layer1 again with untrained weights: 2 caches, a decoder and an evaluation each
-    assert planned["features"] == 8 and planned["train"] == 4 and planned["evaluate"] == 4
+    # conv5, fc6, fc8 and resnet18@layer1 again with untrained weights: 2 caches, a decoder and an evaluation each;
+    # the caches of one network come from one extraction job per split
+    assert {rule: n for rule, n in planned.items() if rule.startswith(("network_feature", "features"))} == {
+        "network_features_alexnet-random": 2, "network_features_resnet18-random": 2}
+    assert planned["train"] == 4 and planned["evaluate"] == 4
     assert "train_autoencoder" not in planned
 
 
@@ -175,7 +178,7 @@ def test_adding_a_layer_to_an_analysis_runs_only_that_layer(finished_run):
 def test_single_target_builds_only_what_it_needs(tmp_path):
     configfile = write_config(tmp_path / "tiny.yaml", TINY)
     planned = planned_jobs(tmp_path, "results/fc6/error.csv", configfile=configfile)
-    assert planned == {"extract_data": 1, "features": 2, "train": 1, "evaluate": 1}
+    assert planned == {"extract_data": 1, "network_features_alexnet": 2, "train": 1, "evaluate": 1}
 
 
 def test_bad_config_gives_one_clear_message(finished_run):

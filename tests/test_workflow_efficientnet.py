@@ -59,12 +59,16 @@ def torch_load_meta(path):
     return torch.load(path, map_location="cpu", weights_only=True)["meta"]
 
 
-@pytest.mark.parametrize("extra, reps", [
-    ({}, 4),  # trained weights: both nodes and their -random controls
-    ({"features": {"efficientnet_lite0": {"weights": "random"}}}, 2),  # the main rows already are the control
-    ({"variants": {"autoencoder": [], "untrained_control": "never"}}, 2),
+@pytest.mark.parametrize("extra, reps, networks", [
+    ({}, 4, ["efficientnet_lite0", "efficientnet_lite0-random"]),  # trained weights: both nodes and their -random controls
+    # the main rows already are the control
+    ({"features": {"efficientnet_lite0": {"weights": "random"}}}, 2, ["efficientnet_lite0"]),
+    ({"variants": {"autoencoder": [], "untrained_control": "never"}}, 2, ["efficientnet_lite0"]),
 ])
-def test_untrained_control_follows_the_family_weights(tmp_path, extra, reps):
+def test_untrained_control_follows_the_family_weights(tmp_path, extra, reps, networks):
     configfile = write_config(tmp_path / "tiny.yaml", {**TINY, **extra})
     planned = planned_jobs(tmp_path, configfile=configfile)
-    assert planned["features"] == 2 * reps and planned["train"] == reps and planned["evaluate"] == reps
+    # one extraction job per network and split computes both nodes' caches
+    assert {rule: n for rule, n in planned.items() if rule.startswith(("network_feature", "features"))} == {
+        f"network_features_{network}": 2 for network in networks}
+    assert planned["train"] == reps and planned["evaluate"] == reps

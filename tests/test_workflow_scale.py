@@ -141,7 +141,16 @@ def test_paper_config_plans_the_sharded_dag(tmp_path_factory, tmp_path):
     assert shards > 1 and recomputed
     assert planned["extract_shard"] == shards and planned["join_data"] == 1 and "extract_data" not in planned
     cached_cnn = 3 * (8 - len(recomputed))  # each AlexNet layer, its untrained control, its autoencoder
-    assert planned["feature_shard"] == shards * cached_cnn and planned["shallow_feature_shard"] == shards * 3
+    # one extraction per network: AlexNet, its untrained control, and each cached layer's autoencoder (its own encoder)
+    cached_layers = [layer for layer in paper["representations"] if layer.startswith(("conv", "fc"))
+                     and layer not in recomputed]
+    networks = ["alexnet", "alexnet-random"] + [f"alexnet-{layer}-ae" for layer in cached_layers]
+    assert len(networks) == 2 + cached_cnn // 3
+    assert {rule: n for rule, n in planned.items() if rule.startswith("network_feature_shard")} == {
+        f"network_feature_shard_{network}": shards for network in networks}
+    assert planned["shallow_feature_shard"] == shards * 3
     assert planned["join_features"] == cached_cnn + 3
-    assert planned["features"] == cached_cnn and planned["shallow_features"] == 3  # the test split: one job
+    assert {rule: n for rule, n in planned.items() if rule.startswith("network_features")} == {
+        f"network_features_{network}": 1 for network in networks}  # the test split: one job per network
+    assert planned["shallow_features"] == 3 and "features" not in planned and "feature_shard" not in planned
     assert planned["feature_recipe"] == 2 * 3 * len(recomputed)

@@ -217,6 +217,46 @@ class Catalog:
         spec = self.specs[slug]
         return spec.base if spec.variant in LOSS_VARIANTS else slug
 
+    def network_groups(self, store: Optional[str] = None) -> Dict[str, List[str]]:
+        """The networks' feature caches that one forward pass computes together: the slugs of
+        :meth:`feature_slugs` (``gpu=True``) grouped by network, variant and every parameter that
+        creates them except the node (weights, seed, crop, arch: :meth:`feature_params`), each
+        group under a name that says which network it runs: ``alexnet``, ``alexnet-random`` (the
+        untrained control), ``alexnet-fc6-ae`` (an autoencoder's own fine-tuned encoder),
+        ``resnet50``, ``efficientnet_lite0``; a torchvision model that shares its name with
+        another family's network is prefixed with its family (``torchvision-alexnet``). The name
+        depends on the network and variant only, not on which nodes are configured.
+
+        ``store`` keeps only the slugs whose ``features.store`` it is (``cache``: those an
+        extraction job computes). Groups and their slugs keep the configured order."""
+        import json
+
+        results = self.config.get("results", "results")
+        groups: Dict[Tuple[str, ...], List[str]] = {}
+        names: Dict[Tuple[str, ...], str] = {}
+        for slug in self.feature_slugs(True):
+            if store is not None and self.feature_store(slug) != store:
+                continue
+            spec = self.specs[slug]
+            network = lookup(spec.name).network_of(spec.name)
+            options = json.dumps(self.feature_params(slug, results), sort_keys=True, default=str)
+            key = (spec.family, network or slug, spec.variant or "", options)
+            if key not in groups:
+                base = network or spec.base
+                names[key] = {"random": f"{base}-random", "ae": f"{base}-{slug}"}.get(spec.variant, base)
+            groups.setdefault(key, []).append(slug)
+        taken: Dict[str, List[Tuple[str, ...]]] = {}
+        for key, name in names.items():
+            taken.setdefault(name, []).append(key)
+        for name, keys in taken.items():
+            if len(keys) > 1:
+                for key in keys:
+                    if key[0] != key[1]:  # the family is not the network's own name (torchvision:alexnet)
+                        names[key] = f"{key[0]}-{name}"
+        if len(set(names.values())) != len(names):
+            raise ValueError(f"network groups with one name: {sorted(names.values())}")
+        return {names[key]: slugs for key, slugs in groups.items()}
+
     # -- the losses of Appendix A ------------------------------------------------------------
 
     def loss(self, slug: str) -> str:

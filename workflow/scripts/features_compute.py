@@ -1,4 +1,4 @@
-"""Snakemake adapter: rules features / feature_shard (and their shallow_ twins) →
+"""Snakemake adapter: rules shallow_features / shallow_feature_shard (HOG, SIFT, LBP …) →
 preimage.features.cache.compute_cache."""
 from preimage import logs
 

@@ -32,7 +32,8 @@ fc8      … Linear (logits, before softmax)        1000                     100
 In CaffeNet the last step of conv1/conv2 is local response normalisation after pooling
 (pool1→norm1, pool2→norm2); torchvision has no LRN, so they end at the max-pool. Dropout
 is the identity at evaluation (the network is always in ``eval()`` mode). Only the modules up
-to the requested layer are run (``conv1`` never touches the fully connected layers).
+to the requested layer are run (``conv1`` never touches the fully connected layers); several
+layers of one network (:class:`preimage.features.NodeSet`) run its modules once, up to the deepest.
 
 How torchvision's AlexNet differs from CaffeNet
 -----------------------------------------------
@@ -102,6 +103,20 @@ def truncated_alexnet(model: nn.Module, layer: str) -> nn.Sequential:
     return nn.Sequential(model.features, model.avgpool, nn.Flatten(1), *list(model.classifier.children())[:n])
 
 
+def _check_layer(name: str, arch: str, crop: int) -> None:
+    """A ValueError unless ``name`` is a layer that ``arch`` computes at ``crop``."""
+    if name not in LAYERS:
+        raise ValueError(f"unknown AlexNet layer {name!r}; known: {', '.join(LAYERS)}")
+    if arch == "caffenet":
+        sizes = caffenet.caffenet_sizes(crop)
+        if name.startswith("fc") and sizes["pool5"] != 6:
+            lo, hi = caffenet.fc_crops()
+            raise ValueError(
+                f"{name} with arch caffenet needs pool5 to be 6×6 (fc6 takes 256·6·6 inputs, as in Caffe); "
+                f"crop {crop} gives {sizes['pool5']}×{sizes['pool5']}. Use a crop from {lo} to {hi} (the paper's is 227)"
+            )
+
+
 @register(*LAYERS)
 class AlexNetRepresentation(CNNRepresentation):
     """One AlexNet layer (``conv1`` … ``fc8``) as a representation."""
@@ -112,29 +127,32 @@ class AlexNetRepresentation(CNNRepresentation):
         self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 227, arch: str = "torchvision",
         **extra: Any,
     ) -> None:
-        if name not in LAYERS:
-            raise ValueError(f"unknown AlexNet layer {name!r}; known: {', '.join(LAYERS)}")
         if extra:
             raise TypeError(f"{name}: unknown parameter(s) {', '.join(sorted(extra))}; known: weights, seed, crop, arch")
         if arch not in ARCHS:
             raise ValueError(f"{name}: unknown arch {arch!r}; known: {', '.join(ARCHS)}")
         super().__init__(weights=weights, seed=seed, crop=crop, arch=arch)
-        self.name = self.layer = name
         self.arch = arch
+        _check_layer(name, arch, int(crop))  # before any weights are loaded
         if arch == "caffenet":
-            sizes = caffenet.caffenet_sizes(int(crop))
-            if name.startswith("fc") and sizes["pool5"] != 6:
-                lo, hi = caffenet.fc_crops()
-                raise ValueError(
-                    f"{name} with arch caffenet needs pool5 to be 6×6 (fc6 takes 256·6·6 inputs, as in Caffe); "
-                    f"crop {crop} gives {sizes['pool5']}×{sizes['pool5']}. Use a crop from {lo} to {hi} (the paper's is 227)"
-                )
             loaded = self._load("caffenet", weights, int(seed), int(crop), loader=caffenet.load_caffenet)
-            self.net = caffenet.truncated_caffenet(loaded.model, name).eval()
         else:
             loaded = self._load("alexnet", weights, int(seed), int(crop))
-            self.net = truncated_alexnet(loaded.model, name).eval()
         self.model = loaded.model  # the full network (eval, frozen), e.g. for fc8 class names
+        self._cut(name)
+
+    @classmethod
+    def network_of(cls, name: str) -> Optional[str]:
+        """Every layer is a node of one AlexNet (or CaffeNet, per ``arch``)."""
+        return "alexnet"
+
+    def _cut(self, name: str) -> None:
+        _check_layer(name, self.arch, self.crop)
+        self.name = self.layer = name
+        if self.arch == "caffenet":
+            self.net = caffenet.truncated_caffenet(self.model, name).eval()
+        else:
+            self.net = truncated_alexnet(self.model, name).eval()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) RGB in [0, 1] → the network's input (N, 3, crop, crop): torchvision's

@@ -19,11 +19,14 @@ Conventions shared by all representations
 * ``sparse`` representations (sift) additionally implement ``compute_sparse(uint8 images,
   workers) -> (table, offsets)`` (``table`` has ``sparse_width`` columns; rows of image ``i`` are
   ``offsets[i]:offsets[i+1]``) and ``densify(table, offsets, index_range, height, width)``.
+* A network's layers are nodes of one network (:meth:`Representation.network_of`): a
+  :class:`NodeSet` creates several of them sharing one copy of the weights and computes them all
+  in one forward pass (the feature stage extracts every requested layer of a network at once).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 
@@ -78,6 +81,27 @@ class Representation:
     def identity(self) -> Dict[str, str]:
         return {"representation": self.name, **{k: str(v) for k, v in sorted(self.params.items())}}
 
+    # -- several nodes of one network --------------------------------------------------------
+
+    @classmethod
+    def network_of(cls, name: str) -> Optional[str]:
+        """The network whose node the representation ``name`` is (``alexnet`` for ``fc6``,
+        ``resnet50`` for ``torchvision:resnet50:layer4``), or None when it is no network's node
+        (HOG, SIFT, LBP): nodes of one network with the same parameters can be computed in one
+        forward pass (:class:`NodeSet`)."""
+        return None
+
+    def at_node(self, name: str) -> "Representation":
+        """The representation ``name`` with this one's parameters. Networks override it to share
+        their loaded weights (:class:`preimage.features.torchvision_net.CNNRepresentation`)."""
+        return create(name, **self.params)
+
+    def compute_nodes(self, images: torch.Tensor, nodes: Sequence["Representation"]) -> List[torch.Tensor]:
+        """The features of every representation of ``nodes`` (this one's :meth:`at_node` copies),
+        each equal to its own :meth:`compute`. Here one after the other; networks run one forward
+        pass up to the deepest node."""
+        return [node.compute(images) for node in nodes]
+
 
 def register(*names: str, prefix: bool = False) -> Callable[[Type[Representation]], Type[Representation]]:
     """Class decorator: make a representation available under ``names``.
@@ -115,6 +139,36 @@ def create(name: str, **params: Any) -> Representation:
     """Instantiate the representation ``name`` with ``params``."""
     cls = lookup(name)
     return cls(name=name, **params) if getattr(cls, "takes_name", False) else cls(**params)
+
+
+class NodeSet:
+    """Several nodes of one network with the same parameters (``conv1``, ``conv5`` and ``fc6`` of
+    one AlexNet), made once: the network's weights are loaded once and shared, and
+    :meth:`compute` gives every node's features from one forward pass, each equal to what the
+    node's own representation computes. ``representations`` holds the per-node objects (shapes,
+    identity, label: what a cache records about each)."""
+
+    def __init__(self, names: Sequence[str], **params: Any) -> None:
+        names = list(names)
+        if not names:
+            raise ValueError("a node set needs at least one representation")
+        cls = lookup(names[0])
+        network = cls.network_of(names[0])
+        for name in names[1:]:
+            if lookup(name) is not cls or network is None or cls.network_of(name) != network:
+                raise ValueError(f"{name} is not a node of the network of {names[0]} "
+                                 f"({network or 'no network'}): one forward pass cannot compute both")
+        first = create(names[0], **params)
+        self.names = names
+        self.representations: List[Representation] = [first] + [first.at_node(name) for name in names[1:]]
+
+    def to(self, device: torch.device | str) -> "NodeSet":
+        self.representations = [r.to(device) for r in self.representations]
+        return self
+
+    def compute(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Every node's features of ``images`` (N, 3, H, W) in [0, 1], in the order of ``names``."""
+        return self.representations[0].compute_nodes(images, self.representations)
 
 
 def categories_of(name: str, weights: Any = "imagenet") -> Optional[list]:

@@ -6,6 +6,8 @@ sparse representations (sift), a keypoint table plus per-image offsets. The attr
 representation, every parameter, the representation's identity (weights sha256 or
 ``random:<seed>``), the package version and the identity of the image store it was computed from
 (:func:`preimage.store.image_store_digest`). Read it back with :class:`preimage.store.FeatureStore`.
+:func:`compute_network_caches` writes the same caches for several nodes of one network (every
+requested AlexNet layer) from one forward pass per batch.
 
 Two things here serve the paper's scale (the whole ImageNet training set, §3), both our choices:
 
@@ -136,6 +138,73 @@ def compute_cache(
     seconds = time.perf_counter() - started
     log.info("done in %.1f s", seconds)
     return {"images": count, "shape": shape, "seconds": seconds}
+
+
+def compute_network_caches(
+    representation_names: Sequence[str],
+    params: Mapping[str, Any],
+    images_path: str | os.PathLike,
+    out_paths: Sequence[str | os.PathLike],
+    batch_size: int = 64,
+    dtype: str = "float16",
+    device: str = "auto",
+    log_every: int = 500,
+    shard: Optional[Tuple[int, int]] = None,
+) -> Dict[str, Any]:
+    """The caches of several nodes of one network with the same ``params`` (``conv1``, ``conv5``
+    and ``fc6`` of one AlexNet): representation ``representation_names[k]`` is written to
+    ``out_paths[k]``, each cache equal in its datasets and attributes to the one
+    :func:`compute_cache` writes for that node alone, from one forward pass per batch
+    (:class:`preimage.features.NodeSet`) instead of one per node. ``shard`` as for
+    :func:`compute_cache`. Every cache is complete before any is moved into place."""
+    import contextlib
+
+    from tqdm import tqdm
+
+    from preimage.features.base import NodeSet
+
+    if len(representation_names) != len(out_paths) or not out_paths:
+        raise ValueError(f"{len(representation_names)} representations for {len(out_paths)} caches")
+    started = time.perf_counter()
+    target = resolve_device(device)
+    nodes = NodeSet(representation_names, **params).to(target)
+    label = ", ".join(representation_names)
+    with contextlib.ExitStack() as stack:
+        images = stack.enter_context(store.ImageStore(images_path))
+        total, size = len(images), images.size
+        start, stop = shard_rows(total, shard[0], shard[1], batch_size) if shard else (0, total)
+        count = stop - start
+        writers = []
+        for name, representation, out_path in zip(representation_names, nodes.representations, out_paths):
+            if representation.sparse:
+                raise ValueError(f"{name} is sparse: compute its cache with compute_cache")
+            attrs = cache_attrs(name, params, representation, images_path, size, dtype, str(target))
+            if shard:
+                attrs.update(shard=list(shard), rows=[start, stop], count=total)
+            shape = tuple(int(s) for s in representation.output_shape(size, size))
+            log.info("%s → %s per image (%s)", name, shape, attrs["dtype"])
+            writers.append(stack.enter_context(store.write_feature_store(out_path, count, shape, attrs["dtype"],
+                                                                         attrs)))
+        log.info("%d nodes in one pass over %d images of %d px%s (device %s)", len(writers), count, size,
+                 f" (shard {shard[0] + 1} of {shard[1]}: rows {start}:{stop} of {total})" if shard else "", target)
+        bar = stack.enter_context(tqdm(total=count, desc=label, unit="img", disable=not sys.stderr.isatty(),
+                                       dynamic_ncols=True))
+        done = 0
+        for offset, batch in images.batches(batch_size, start, stop):
+            with torch.no_grad():
+                features = nodes.compute(store.to_float(batch).to(target))
+            for writer, values in zip(writers, features):
+                writer.append(values.float().cpu().numpy())
+            done += len(batch)
+            bar.update(len(batch))
+            if done % log_every < len(batch) or done == count:
+                log.info("%d/%d images (%.0f img/s)", done, count, done / (time.perf_counter() - started))
+        for writer in writers:  # all complete before the first is renamed into place
+            if writer.written != count:
+                raise RuntimeError(f"wrote features for {writer.written} of {count} images")
+    seconds = time.perf_counter() - started
+    log.info("done in %.1f s", seconds)
+    return {"images": count, "caches": len(out_paths), "seconds": seconds}
 
 
 # --------------------------------------------------------------------------- shards

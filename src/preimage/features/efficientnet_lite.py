@@ -104,7 +104,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -370,25 +370,47 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
             raise ValueError(f"representation name {name!r} must be efficientnet_lite0:<node>, "
                              f"e.g. efficientnet_lite0:stages.3; documented nodes: {', '.join(NODES)}")
         super().__init__(weights=weights, seed=seed, crop=crop)
-        self.name, self.node = name, node
         loaded = self._adopt(load_efficientnet_lite0(weights, int(seed)), int(crop))
         self.model = loaded.model  # the whole network (eval, frozen), e.g. for class names of the logits
-        self.net = node_extractor(loaded.model, node, "efficientnet_lite0", tracer_kwargs=TRACER_KWARGS)
+        self._cut(name)
+
+    @classmethod
+    def network_of(cls, name: str) -> Optional[str]:
+        return "efficientnet_lite0"
+
+    def _cut(self, name: str) -> None:
+        family, _, node = name.partition(":")
+        if family != "efficientnet_lite0" or not node or ":" in node:
+            raise ValueError(f"{name!r} is no node of efficientnet_lite0")
+        self.name, self.node = name, node
+        self.net = node_extractor(self.model, node, "efficientnet_lite0", tracer_kwargs=TRACER_KWARGS)
         shape = self.output_shape(self.crop, self.crop)
         if len(shape) not in (1, 3):
             raise ValueError(f"{name}: node output has per-image shape {shape}; "
                              "representations must be (C, h, w) or (D,)")
 
+    @staticmethod
+    def _chunk(x: torch.Tensor) -> int:
+        """Images per forward call. On the CPU, chunks whose largest activation (the 96 × crop/2 ×
+        crop/2 expansion of stage 1) stays below 24 MB: bigger buffers are mapped fresh from the
+        system and page-faulted in on every pass (glibc's mmap threshold tops out at 32 MB), which
+        at batch 32 costs about as much system time as the convolutions themselves. Same result."""
+        if x.device.type != "cpu":
+            return len(x)
+        return max(1, _CPU_CHUNK_BYTES // (96 * (x.shape[-2] // 2) * (x.shape[-1] // 2) * 4))
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """On the CPU, in chunks whose largest activation (the 96 × crop/2 × crop/2 expansion of
-        stage 1) stays below 24 MB: bigger buffers are mapped fresh from the system and
-        page-faulted in on every pass (glibc's mmap threshold tops out at 32 MB), which at batch
-        32 costs about as much system time as the convolutions themselves. Same result."""
-        chunk = len(x) if x.device.type != "cpu" else max(1, _CPU_CHUNK_BYTES // (96 * (x.shape[-2] // 2)
-                                                                                 * (x.shape[-1] // 2) * 4))
+        chunk = self._chunk(x)
         if len(x) <= chunk:
             return self.net(x)["out"]
         return torch.cat([self.net(x[i : i + chunk])["out"] for i in range(0, len(x), chunk)])
+
+    def _forward_nodes(self, x: torch.Tensor, nodes: Sequence[CNNRepresentation]) -> List[torch.Tensor]:
+        """Every node from one pass of the network, in the chunks of :meth:`_forward`."""
+        net, keys = self._graph_pass(nodes, self.model, "efficientnet_lite0", TRACER_KWARGS)
+        chunk = self._chunk(x)
+        parts = [net(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+        return [parts[0][key] if len(parts) == 1 else torch.cat([part[key] for part in parts]) for key in keys]
 
     @staticmethod
     def categories_for(name: str, weights: Any = "imagenet") -> Optional[List[str]]:

@@ -40,14 +40,16 @@ or ``(N, T, D)`` token sequences:
   they are feature maps like every other network's.
 
 :class:`CNNRepresentation` holds what AlexNet (:mod:`preimage.features.alexnet`) shares with
-this module: weights, crop, normalisation, devices, identity.
+this module: weights, crop, normalisation, devices, identity, and several nodes of one network
+from one forward pass (:meth:`CNNRepresentation.at_node`, :meth:`CNNRepresentation.compute_nodes`).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +58,7 @@ from preimage.features.base import Representation, register
 from preimage.weights import LoadedModel, load_model
 
 __all__ = ["CNNRepresentation", "TorchvisionRepresentation", "channels_last", "fit_crop", "fit_vit", "graph_nodes",
-           "name_problem", "node_extractor"]
+           "name_problem", "node_extractor", "nodes_extractor", "run_sequential_pass", "sequential_pass"]
 
 
 def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
@@ -77,7 +79,8 @@ def fit_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
 
 class CNNRepresentation(Representation):
     """Shared machinery of the CNN representations; subclasses set ``self.net`` (the truncated
-    network, input = normalised crops) in ``__init__`` after calling :meth:`_load`."""
+    network, input = normalised crops) in :meth:`_cut`, which ``__init__`` calls after
+    :meth:`_load` and :meth:`at_node` calls on a copy."""
 
     differentiable = True
     takes_name = True
@@ -104,7 +107,54 @@ class CNNRepresentation(Representation):
         self._mean = torch.tensor(self.loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(self.loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._shape_cache: Dict[int, Tuple[int, ...]] = {}
+        self._node_passes: Dict[Tuple[str, ...], Any] = {}
         return self.loaded
+
+    def _cut(self, name: str) -> None:
+        """Make this representation node ``name`` of its loaded network: set ``name`` and ``net``
+        (the part of the network that computes the node). A name that is no node of the network
+        is a ValueError."""
+        raise NotImplementedError
+
+    # -- several nodes of one network ---------------------------------------------------
+
+    def at_node(self, name: str) -> "CNNRepresentation":
+        """Representation ``name``, another node of the same network with the same parameters,
+        sharing this one's loaded weights (nothing is loaded again) and its device."""
+        other = copy.copy(self)
+        other._shape_cache = {}
+        other._node_passes = {}
+        other._cut(name)
+        return other.to(self.device)
+
+    def compute_nodes(self, images: torch.Tensor, nodes: Sequence[Representation]) -> List[torch.Tensor]:
+        """The features of every node of ``nodes`` (:meth:`at_node` copies of this network) from
+        one forward pass: the images are preprocessed once and the network runs once up to the
+        deepest node. Each result equals that node's :meth:`compute` (the same operations on the
+        same inputs)."""
+        outputs = self._forward_nodes(self.preprocess(images), nodes)
+        return [out.to(images.device) for out in outputs]
+
+    def _forward_nodes(self, x: torch.Tensor, nodes: Sequence["CNNRepresentation"]) -> List[torch.Tensor]:
+        """Networks whose nodes are prefixes of one ``nn.Sequential`` (AlexNet, CaffeNet): the
+        deepest node's modules run once, and each node's output is taken after its last module."""
+        key = tuple(node.name for node in nodes)
+        if key not in self._node_passes:
+            self._node_passes[key] = sequential_pass([node.net for node in nodes])
+        return run_sequential_pass(*self._node_passes[key], x)
+
+    def _graph_pass(self, nodes: Sequence["CNNRepresentation"], model: torch.nn.Module, model_name: str,
+                    tracer_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[torch.nn.Module, List[str]]:
+        """(extractor, output key of each node) for FX-traced networks: one
+        ``create_feature_extractor`` graph with every node of ``nodes`` as an output (pruned to
+        what the deepest needs), built once per node list."""
+        names = [node.node for node in nodes]
+        key = tuple(names)
+        if key not in self._node_passes:
+            outputs = {node: f"node{k}" for k, node in enumerate(dict.fromkeys(names))}
+            self._node_passes[key] = (nodes_extractor(model, outputs, model_name, tracer_kwargs),
+                                      [outputs[node] for node in names])
+        return self._node_passes[key]
 
     # -- what the workflow uses -------------------------------------------------------
 
@@ -116,6 +166,7 @@ class CNNRepresentation(Representation):
         self.net.to(device)
         self._mean = self._mean.to(device)
         self._std = self._std.to(device)
+        self._node_passes = {}  # rebuilt from the moved network when next used
         return self
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -194,13 +245,23 @@ class TorchvisionRepresentation(CNNRepresentation):
                 f"representation name {name!r} must be torchvision:<model>:<node>, e.g. torchvision:vgg16:features.29"
             )
         super().__init__(weights=weights, seed=seed, crop=crop)
-        self.name = name
-        self.model_name, self.node = parts[1], parts[2]
+        self.model_name = parts[1]
         loaded = self._load(self.model_name, weights, int(seed), int(crop))
-
         fit_vit(loaded.model, self.crop, name)
-        self.channels_last = channels_last(loaded.model, self.node)
-        self.net = node_extractor(loaded.model, self.node, self.model_name)
+        self._cut(name)
+
+    @classmethod
+    def network_of(cls, name: str) -> Optional[str]:
+        """The torchvision model: ``resnet50`` for ``torchvision:resnet50:layer4``."""
+        return name.split(":")[1]
+
+    def _cut(self, name: str) -> None:
+        parts = name.split(":")
+        if len(parts) != 3 or parts[:2] != ["torchvision", self.model_name] or not parts[2]:
+            raise ValueError(f"{name!r} is no node of torchvision:{self.model_name}")
+        self.name, self.node = name, parts[2]
+        self.channels_last = channels_last(self.loaded.model, self.node)
+        self.net = node_extractor(self.loaded.model, self.node, self.model_name)
         shape = self.output_shape(self.crop, self.crop)
         if len(shape) not in (1, 2, 3):
             raise ValueError(
@@ -218,7 +279,16 @@ class TorchvisionRepresentation(CNNRepresentation):
         return categories_of(name.split(":")[1], weights)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)["out"]
+        return self._node_output(self.net(x)["out"])
+
+    def _forward_nodes(self, x: torch.Tensor, nodes: Sequence["CNNRepresentation"]) -> List[torch.Tensor]:
+        net, keys = self._graph_pass(nodes, self.loaded.model, self.model_name)
+        out = net(x)
+        return [node._node_output(out[key]) for node, key in zip(nodes, keys)]
+
+    def _node_output(self, out: Any) -> torch.Tensor:
+        """The graph node's value as this representation's features: a tensor, Swin's
+        channels-last maps permuted to (N, C, h, w)."""
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{self.name}: node output is a {type(out).__name__}, not a tensor")
         if self.channels_last and out.dim() == 4:
@@ -349,13 +419,66 @@ def node_extractor(model: torch.nn.Module, node: str, model_name: str,
     in eval mode. ``node`` is a node of ``get_graph_node_names(model)`` in eval mode, or a module
     name that contains nodes (``layer4`` = its last node, as ``create_feature_extractor``
     decides); anything else is a ValueError listing valid names."""
+    return nodes_extractor(model, {node: "out"}, model_name, tracer_kwargs)
+
+
+def nodes_extractor(model: torch.nn.Module, outputs: Mapping[str, str], model_name: str,
+                    tracer_kwargs: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+    """The part of ``model`` that computes every graph node of ``outputs`` (node → output key),
+    in eval mode: one graph, pruned to what its deepest node needs, whose forward returns
+    ``{key: value}``. Node names as for :func:`node_extractor`."""
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
     _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
-    if not has_node(eval_nodes, node):
-        raise ValueError(_unknown_node(model_name, node, eval_nodes))
-    extractor = create_feature_extractor(model, return_nodes={node: "out"}, tracer_kwargs=tracer_kwargs).eval()
+    for node in outputs:
+        if not has_node(eval_nodes, node):
+            raise ValueError(_unknown_node(model_name, node, eval_nodes))
+    extractor = create_feature_extractor(model, return_nodes=dict(outputs), tracer_kwargs=tracer_kwargs).eval()
     return _without_asserts(extractor)
+
+
+def sequential_pass(nets: Sequence[torch.nn.Module]) -> Tuple[List[torch.nn.Module], List[int]]:
+    """(modules, ends): the modules of the deepest of ``nets`` (``nn.Sequential`` cuts of one
+    network, nested ones flattened) in order, and for each net the number of those modules it
+    runs. Every net must run a prefix of the deepest one's modules (the same modules, or equal
+    modules without parameters, such as two ``nn.Flatten(1)``); anything else is a ValueError."""
+    chains = [list(_steps(net)) for net in nets]
+    deepest = max(chains, key=len)
+    for net, chain in zip(nets, chains):
+        if not all(_same_step(a, b) for a, b in zip(chain, deepest)):
+            raise ValueError(f"{type(net).__name__} is not a first part of the deepest node's network: "
+                             "the nodes cannot be computed in one pass")
+    return deepest, [len(chain) for chain in chains]
+
+
+def run_sequential_pass(modules: Sequence[torch.nn.Module], ends: Sequence[int], x: torch.Tensor) -> List[torch.Tensor]:
+    """Run ``modules`` on ``x`` once; the output after the first ``end`` modules for each of
+    ``ends`` (:func:`sequential_pass`). An output that the next module would change in place
+    (``ReLU(inplace=True)``) is copied first."""
+    taken: Dict[int, torch.Tensor] = {}
+    for step, module in enumerate(modules, 1):
+        x = module(x)
+        if step in ends:
+            inplace = step < len(modules) and getattr(modules[step], "inplace", False)
+            taken[step] = x.clone() if inplace else x
+    return [taken[end] for end in ends]
+
+
+def _steps(module: torch.nn.Module):
+    """The modules an ``nn.Sequential`` runs, nested Sequentials flattened."""
+    if isinstance(module, torch.nn.Sequential):
+        for child in module:
+            yield from _steps(child)
+    else:
+        yield module
+
+
+def _same_step(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """The same module, or two modules of one class without parameters or buffers that print alike."""
+    if a is b:
+        return True
+    stateless = not any(True for _ in a.parameters()) and not any(True for _ in a.buffers())
+    return type(a) is type(b) and stateless and not any(True for _ in b.parameters()) and repr(a) == repr(b)
 
 
 def _without_asserts(module: torch.nn.Module) -> torch.nn.Module:
