@@ -300,6 +300,11 @@ def gan_rows(sizes: Sizes, device: torch.device, deadline: float) -> List[Row]:
     from preimage.adversarial import build_objective
 
     name, params = "fc6", {"weights": "random", "crop": sizes.alexnet_crop}
+    use_amp = device.type == "cuda"
+    configs = {kind: (f"fc6 decoder, {kind} loss, crop {sizes.alexnet_crop}, width {sizes.width:g}, batch "
+                      f"{sizes.gan_batch}" + (", bf16 autocast" if use_amp else ", fp32")) for kind in GAN_LOSSES}
+    if time.perf_counter() > deadline:
+        return [Row("gan step", config, "skipped: time budget", math.nan, "img/s") for config in configs.values()]
     representation = create(name, **params).to(device)
     image_side = min(sizes.size, sizes.alexnet_crop)
     images = test_images(sizes.gan_batch, image_side, device)
@@ -308,11 +313,8 @@ def gan_rows(sizes: Sizes, device: torch.device, deadline: float) -> List[Row]:
     scale = 1.0 / float(features.pow(2).mean().sqrt())
     shape = tuple(features.shape[1:])
     image_size = representation.target_size(image_side)
-    use_amp = device.type == "cuda"
     rows = []
-    for kind in GAN_LOSSES:
-        config = (f"fc6 decoder, {kind} loss, crop {sizes.alexnet_crop}, width {sizes.width:g}, batch {sizes.gan_batch}"
-                  + (", bf16 autocast" if use_amp else ", fp32"))
+    for kind, config in configs.items():
         if time.perf_counter() > deadline:
             rows.append(Row("gan step", config, "skipped: time budget", math.nan, "img/s"))
             continue
