@@ -37,7 +37,6 @@ import argparse
 import ast
 import dataclasses
 import math
-import os
 import platform
 import statistics
 import subprocess
