@@ -57,6 +57,8 @@ ALEXNET = list(LAYERS)
 #: CPU throughput of the shallow features at 256 px, images/s per process (README, "Speed").
 CPU_IMAGES_PER_SECOND = {"hog": 1478.0, "sift": 41.0, "lbp": 2805.0}
 CROP = 227
+#: Sustained GPU throughputs (TFLOP/s) the estimate converts FLOPs into hours with (``--tflops``).
+ASSUMED_TFLOPS = (10.0, 40.0)
 #: Images in the ILSVRC2012 training set (``train_per_class: all`` with all 1,000 classes).
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -312,7 +314,7 @@ def report(path: str, tflops, calibrate_here: bool, threads: int, disk_gbps: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", default=[str(ROOT / "config/paper.yaml"), str(ROOT / "config/paper-lite.yaml")])
-    parser.add_argument("--tflops", type=float, nargs="+", default=[10.0, 40.0],
+    parser.add_argument("--tflops", type=float, nargs="+", default=list(ASSUMED_TFLOPS),
                         help="sustained GPU throughputs to convert FLOPs into hours (TFLOP/s)")
     parser.add_argument("--disk-gbps", type=float, default=1.0,
                         help="sustained read rate of one training job from the file system (GB/s), for the "

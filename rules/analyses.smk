@@ -25,6 +25,8 @@ rule perturbation:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/perturbation_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/perturbation.tsv"
     script:
         "../workflow/scripts/analyses_perturbation.py"
 
@@ -50,6 +52,8 @@ rule interpolation:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/interpolation_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/interpolation.tsv"
     script:
         "../workflow/scripts/analyses_interpolation.py"
 
@@ -74,6 +78,8 @@ rule random_samples:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/random_samples_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/random_samples.tsv"
     script:
         "../workflow/scripts/analyses_random_samples.py"
 
@@ -98,6 +104,8 @@ rule single_units:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/single_units_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/single_units.tsv"
     script:
         "../workflow/scripts/analyses_single_units.py"
 
@@ -124,6 +132,8 @@ rule dark_knowledge:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/dark_knowledge_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/dark_knowledge.tsv"
     script:
         "../workflow/scripts/analyses_dark_knowledge.py"
 
@@ -149,6 +159,8 @@ rule hue_shift:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/hue_shift_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/hue_shift.tsv"
     script:
         "../workflow/scripts/analyses_hue_shift.py"
 
@@ -172,6 +184,8 @@ rule brightness:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/brightness.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/hog/brightness.tsv"
     script:
         "../workflow/scripts/analyses_brightness.py"
 
@@ -203,5 +217,7 @@ rule locality:
         **ANALYSIS_RESOURCES,
     log:
         f"{R}/logs/analyses/locality_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyses/{{rep}}/locality.tsv"
     script:
         "../workflow/scripts/analyses_locality.py"

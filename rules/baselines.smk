@@ -30,7 +30,7 @@ rule mahendran_vedaldi:
     log:
         f"{R}/logs/baselines/mahendran_vedaldi_{{rep}}.log",
     benchmark:
-        f"{R}/benchmarks/baselines/mahendran_vedaldi_{{rep}}.tsv"
+        f"{R}/benchmarks/baselines/{{rep}}/mahendran_vedaldi.tsv"
     script:
         "../workflow/scripts/baselines_mahendran_vedaldi.py"
 

@@ -19,6 +19,8 @@ rule reconstructions_png:
         n_show=config["evaluate"]["n_show"],
     log:
         f"{R}/logs/figures/reconstructions_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/{{rep}}/reconstructions.tsv"
     script:
         "../workflow/scripts/figures_reconstructions.py"
 
@@ -42,6 +44,8 @@ rule reconstructions_figure:
         representations=lambda wc: reconstruction_group(wc.group),
     log:
         f"{R}/logs/figures/reconstructions_{{group}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/reconstructions_{{group}}.tsv"
     script:
         "../workflow/scripts/figures_reconstructions_group.py"
 
@@ -56,6 +60,8 @@ rule error_by_layer:
         report(f"{R}/figures/error_by_layer.png", caption="../workflow/report/error_by_layer.rst", category="Errors"),
     log:
         f"{R}/logs/figures/error_by_layer.log",
+    benchmark:
+        f"{R}/benchmarks/figures/error_by_layer.tsv"
     script:
         "../workflow/scripts/figures_error_by_layer.py"
 
@@ -77,6 +83,8 @@ rule error_by_network_layer:
         layers=lambda wc: CATALOG.network_layers()[wc.family],
     log:
         f"{R}/logs/figures/error_by_layer_{{family}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/error_by_layer_{{family}}.tsv"
     script:
         "../workflow/scripts/figures_error_by_layer.py"
 
@@ -93,6 +101,8 @@ rule interpolation_overview:
         representations=CATALOG.analysis_slugs("interpolation"),
     log:
         f"{R}/logs/figures/interpolation.log",
+    benchmark:
+        f"{R}/benchmarks/figures/interpolation.tsv"
     script:
         "../workflow/scripts/figures_interpolation.py"
 
@@ -114,6 +124,8 @@ rule loss_comparison:
         name=lambda wc: CATALOG[wc.rep].display,
     log:
         f"{R}/logs/figures/gan_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/{{rep}}/loss_comparison.tsv"
     script:
         "../workflow/scripts/figures_loss_comparison.py"
 
@@ -136,5 +148,7 @@ rule mahendran_vedaldi_samples:
         n_show=config["analyses"]["n_show"],
     log:
         f"{R}/logs/figures/mahendran_vedaldi_samples_{{rep}}.log",
+    benchmark:
+        f"{R}/benchmarks/figures/{{rep}}/mahendran_vedaldi_samples.tsv"
     script:
         "../workflow/scripts/figures_mahendran_vedaldi_samples.py"

@@ -10,5 +10,7 @@ rule findings:
         report(f"{R}/findings.md", caption="../workflow/report/findings.rst", category="Summary"),
     log:
         f"{R}/logs/findings.log",
+    benchmark:
+        f"{R}/benchmarks/findings.tsv"
     script:
         "../workflow/scripts/findings.py"

@@ -12,6 +12,8 @@ rule errors_table:
         md=f"{R}/tables/errors.md",
     log:
         f"{R}/logs/tables/errors.log",
+    benchmark:
+        f"{R}/benchmarks/tables/errors.tsv"
     script:
         "../workflow/scripts/tables_errors.py"
 
@@ -26,6 +28,8 @@ rule perturbation_table:
         md=f"{R}/tables/perturbation.md",
     log:
         f"{R}/logs/tables/perturbation.log",
+    benchmark:
+        f"{R}/benchmarks/tables/perturbation.tsv"
     script:
         "../workflow/scripts/tables_concat.py"
 
@@ -43,6 +47,8 @@ rule mahendran_vedaldi_table:
         networks=CATALOG.networks(),  # the representations M&V's "≤ 20 %" is about (CNN layers)
     log:
         f"{R}/logs/tables/mahendran_vedaldi.log",
+    benchmark:
+        f"{R}/benchmarks/tables/mahendran_vedaldi.tsv"
     script:
         "../workflow/scripts/tables_mahendran_vedaldi.py"
 
@@ -57,5 +63,7 @@ rule locality_table:
         md=f"{R}/tables/locality.md",
     log:
         f"{R}/logs/tables/locality.log",
+    benchmark:
+        f"{R}/benchmarks/tables/locality.tsv"
     script:
         "../workflow/scripts/tables_concat.py"

@@ -1,4 +1,8 @@
-"""Device choice: CUDA when available, else CPU with the job's threads (README, "Running on a cluster")."""
+"""Device choice: CUDA when available, else CPU with the job's threads (README, "Running on a cluster").
+
+torch is imported where it is used, not with this module: every workflow job sets itself up here,
+and the jobs that only write tables and figures never load torch.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any, Dict, Optional
-
-import torch
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -19,6 +22,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
     Asking for CUDA on a machine without one is an error, never a silent CPU run.
     """
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
@@ -28,8 +33,15 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def configure_threads(threads: int) -> None:
-    """Use the job's ``threads`` for intra-op parallelism on the CPU."""
-    torch.set_num_threads(max(1, int(threads)))
+    """Use the job's ``threads`` for intra-op parallelism on the CPU: torch's setting when torch is
+    loaded; otherwise ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``, from which torch takes its
+    threads when a later import loads it (at most one per core), so a job that never needs torch
+    does not load it."""
+    threads = max(1, int(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
 
 
 # --------------------------------------------------------------------------- GPU slots and job setup
@@ -90,7 +102,9 @@ def job_environment() -> str:
     """One line naming where a job runs: host, SLURM job, visible GPUs, threads."""
     keys = ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
     parts = [f"host={socket.gethostname()}"] + [f"{k}={os.environ[k]}" for k in keys if k in os.environ]
-    return " ".join(parts + [f"torch_threads={torch.get_num_threads()}"])
+    torch = sys.modules.get("torch")  # not loaded yet: the threads it will take (configure_threads)
+    threads = torch.get_num_threads() if torch is not None else os.environ.get("OMP_NUM_THREADS", "default")
+    return " ".join(parts + [f"torch_threads={threads}"])
 
 
 def setup_job(threads: int, gpu: bool = False) -> None:

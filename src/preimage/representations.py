@@ -20,8 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from preimage.features.alexnet import LAYERS as _ALEXNET_MODULES
-from preimage.features.base import lookup
+from preimage.alexnet_layers import LAYERS as _ALEXNET_MODULES
 
 __all__ = ["ALEXNET_LAYERS", "LOSS_VARIANTS", "SHALLOW", "VARIANTS", "Catalog", "RepresentationSpec", "per_rep",
            "slug_of"]
@@ -89,6 +88,8 @@ class Catalog:
     ``-gan`` variants."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        from preimage.features.base import lookup
+
         self.config = config
         features = config["features"]
         self._notes: Dict[str, str] = {}
@@ -263,6 +264,8 @@ class Catalog:
         """The decoder's loss (:data:`preimage.adversarial.LOSSES`): fixed by a loss variant,
         ``pixel`` for the autoencoder (§5.2), else ``decoder.loss`` (per representation). A
         feature-space loss for a representation that is not differentiable is an error."""
+        from preimage.features.base import lookup
+
         spec = self.specs[slug]
         if spec.variant in LOSS_VARIANTS:
             return spec.variant

@@ -72,6 +72,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from preimage.alexnet_layers import LAYERS  # how many modules of features / classifier each layer runs
 from preimage.features import caffenet
 from preimage.features.base import register
 from preimage.features.torchvision_net import CNNRepresentation, fit_crop
@@ -81,18 +82,6 @@ __all__ = ["AlexNetRepresentation", "LAYERS", "ARCHS"]
 
 #: The networks ``arch`` chooses between.
 ARCHS = ("torchvision", "caffenet")
-
-# How many modules of ``features`` / ``classifier`` each layer runs (see the table above).
-LAYERS: Dict[str, tuple] = {
-    "conv1": ("features", 3),
-    "conv2": ("features", 6),
-    "conv3": ("features", 8),
-    "conv4": ("features", 10),
-    "conv5": ("features", 13),
-    "fc6": ("classifier", 3),
-    "fc7": ("classifier", 6),
-    "fc8": ("classifier", 7),
-}
 
 
 def truncated_alexnet(model: nn.Module, layer: str) -> nn.Sequential:
