@@ -58,6 +58,8 @@ rule scaling_errors:
         gpu=1,
     log:
         f"{R}/logs/scaling/errors_{{rep}}_{{fraction}}.log",
+    benchmark:
+        f"{R}/benchmarks/scaling/{{rep}}/errors_{{fraction}}.tsv"
     script:
         "../workflow/scripts/scaling_errors.py"
 
@@ -80,5 +82,7 @@ rule scaling_table:
         seed=config["evaluate"]["seed"],
     log:
         f"{R}/logs/scaling/table.log",
+    benchmark:
+        f"{R}/benchmarks/scaling/table.tsv"
     script:
         "../workflow/scripts/scaling_table.py"

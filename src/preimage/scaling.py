@@ -19,10 +19,8 @@ from typing import Mapping, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-import torch
 
 from preimage import metrics, store
-from preimage.decoding import TrainedDecoder
 
 #: ILSVRC2012's training images: the paper's training set (§4)
 PAPER_TRAINING_IMAGES = 1_281_167
@@ -32,14 +30,18 @@ FIT_COLUMNS = ["representation", "exponent", "exponent_low", "exponent_high", "e
                "predicted_low", "predicted_high", "decades_beyond_data"]
 
 
-@torch.no_grad()
 def test_errors(decoder_path: str, test_features_path: str, test_images_path: str, csv_path: str,
                 batch_size: int = 64, device: str = "auto") -> pd.DataFrame:
     """Per-test-image normalised errors of one decoder (the errors ``evaluate`` averages), with
     the number of training photographs it saw (``n_train``), written to ``csv_path``."""
+    import torch
+
+    from preimage.decoding import TrainedDecoder
+
     decoder = TrainedDecoder(decoder_path, device)
     errors = []
-    with decoder.images(test_images_path) as images, store.FeatureStore(test_features_path) as features:
+    with torch.no_grad(), decoder.images(test_images_path) as images, \
+            store.FeatureStore(test_features_path) as features:
         normaliser = metrics.mean_pairwise_distance(images.float_view())
         for offset, recon in decoder.reconstruct(features, batch_size):
             truth = store.to_float(images.read(offset, offset + len(recon)))
