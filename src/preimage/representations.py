@@ -232,6 +232,8 @@ class Catalog:
         extraction job computes). Groups and their slugs keep the configured order."""
         import json
 
+        from preimage.features.base import lookup
+
         results = self.config.get("results", "results")
         groups: Dict[Tuple[str, ...], List[str]] = {}
         names: Dict[Tuple[str, ...], str] = {}
