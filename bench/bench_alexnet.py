@@ -7,7 +7,7 @@ interleaved (bare, ours, bare, ours …) so that load from other processes hits 
 medians over ``--repeats``. Target: ours ≤ 1.10 × bare.
 
     python bench/bench_alexnet.py                      # generated 256×256 images
-    python bench/bench_alexnet.py --images /work/shared/imagenet-sample --threads 2
+    python bench/bench_alexnet.py --images imagenet-sample --threads 2
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 feature caches, each read in several storage formats side by side in one run.
 
     python bench/bench_checksum.py                                             # builtin photographs, 256 px
-    python bench/bench_checksum.py --images ../shared/imagenet-sample --repeats 9   # ImageNet photographs
+    python bench/bench_checksum.py --images imagenet-sample --repeats 9   # ImageNet photographs
 
 The image store (``--count`` photographs at ``--size`` px) and its feature caches are written by the
 project's own writers (:func:`preimage.store.write_image_store`, :func:`preimage.features.cache.compute_cache`):

@@ -1,7 +1,7 @@
 """Extraction throughput and peak memory (issue: peak RSS < 1.5 GB for 10,000 images at 256 px).
 
     python bench/bench_data.py --images 10000 --size 256 --threads 2
-    python bench/bench_data.py --root ../shared/imagenet-sample --size 256 --threads 2
+    python bench/bench_data.py --root imagenet-sample --size 256 --threads 2
 
 Peak RSS is the maximum resident set of this process and, separately, of the largest worker
 (getrusage), so the sum bounds what the job needs.

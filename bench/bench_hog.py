@@ -7,7 +7,7 @@ grey images (conversion not counted, its best case); ours is timed from the RGB 
 RGB->grey included, under ``torch.no_grad()``.
 
     python bench/bench_hog.py                       # generated images
-    python bench/bench_hog.py --images /work/shared/imagenet-sample   # real JPEGs
+    python bench/bench_hog.py --images imagenet-sample   # real JPEGs
 
 With ``--agreement`` it times nothing and instead compares every image with VLFeat: the largest
 ``|ours - VLFeat|`` over all images and the images above ``1e-5`` (exit status 1 if any), and
@@ -15,7 +15,7 @@ the largest difference of HOGb. Images from ``--images`` are
 prepared as the extraction stage prepares them (``preimage.data``: shorter side to ``--size``,
 antialiased bilinear, central crop, 8 bits)::
 
-    python bench/bench_hog.py --images /work/shared/imagenet-sample --count 500 --agreement
+    python bench/bench_hog.py --images imagenet-sample --count 500 --agreement
 """
 
 from __future__ import annotations

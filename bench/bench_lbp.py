@@ -1,7 +1,7 @@
 """Benchmark: our LBP vs VLFeat's C ``vl_lbp_process`` vs scikit-image, one CPU thread.
 
     python bench/bench_lbp.py                       # 64 synthetic 256-px images
-    python bench/bench_lbp.py --images /work/shared/imagenet-sample --count 64
+    python bench/bench_lbp.py --images imagenet-sample --count 64
 
 All run side by side in one process, alternating, ``--repeats`` times over the same images; the
 table gives the median rate, its ratio to VLFeat's, and the ratio of the median CPU time

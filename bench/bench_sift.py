@@ -2,7 +2,7 @@
 keypoint count / scale comparison with VLFeat's defaults.
 
     python bench/bench_sift.py
-    python bench/bench_sift.py --images /work/shared/imagenet-sample --count 64
+    python bench/bench_sift.py --images imagenet-sample --count 64
 
 Throughput runs ``SIFT.compute_sparse`` (OpenCV detection + descriptors + grid arrangement) with
 one OpenCV thread per worker. The comparison table runs both detectors on the same uint8 gray

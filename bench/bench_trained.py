@@ -4,14 +4,14 @@ Every image goes the workflow's way: decoded and resized by the data stage
 (``preimage.data.resize_center_crop``: shorter side to ``--size`` S, antialiased bilinear, centre
 S × S crop), then ``create("efficientnet_lite0:fc").compute`` (centre crop to ``--crop``, resized up
 first when S is smaller, normalisation, forward). Top-1/top-5 are counted against the class in the
-file name: ``<wnid>_<class name>.JPEG`` (``/work/shared/imagenet-sample`` style: one image for every
+file name: ``<wnid>_<class name>.JPEG`` (``imagenet-sample`` style: one image for every
 second ImageNet class). A name that matches two ImageNet classes (e.g. crane, the bird and the
 machine) is resolved by the file's rank: such a folder holds class ``2 · rank``. img/s is the network
 part only (CPU, no decoding). ``--size`` may be repeated, e.g. ``--size 256 --size 64`` adds the
 64-px images of the embedded default, upscaled to 224 like every image smaller than the crop.
 
-    python bench/bench_trained.py --images ../shared/imagenet-sample
-    python bench/bench_trained.py --images ../shared/imagenet-sample --size 256 --size 64 --costs
+    python bench/bench_trained.py --images imagenet-sample
+    python bench/bench_trained.py --images imagenet-sample --size 256 --size 64 --costs
 
 ``--costs`` adds, per documented node, the per-image output size, multiply-accumulates and time
 (wall clock and process CPU time, all threads) of the network truncated at that node: the feature
