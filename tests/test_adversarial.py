@@ -300,3 +300,14 @@ def test_figure_12_13_comparison_uses_the_optimisations_images(tiny, tmp_path, m
     assert "0.500 / 0.250 / 0.75" in drawn[1][0]
     assert drawn[3][0].endswith("0.900 / 0.100 / 1.00")  # its images are the originals: sharpness 1
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_a_feature_loss_decoder_keeps_its_last_epoch_not_the_pixel_start(tiny):
+    """The validation loss is the pixel loss: choosing on it would hand back the pixel decoder a
+    feature-loss run starts from (epoch 0), so Appendix A's objectives keep their last epoch."""
+    _train(tiny, "pixel_start", kind="pixel")
+    result = _train(tiny, "feature_from_pixel", kind="feature", init_from=str(tiny / "pixel_start.pt"))
+    assert result["meta"]["kept_epoch"] == 3
+    start = torch.load(tiny / "pixel_start.pt", weights_only=True)["state_dict"]
+    kept = torch.load(tiny / "feature_from_pixel.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(start[key], kept[key]) for key in start)

@@ -22,7 +22,8 @@
   never looked at during training); where a store holds several crops of each photograph
   (``data.crops_per_image``) whole photographs are held out, so no validation image shares a pixel
   with a training one. ``keep: best`` (default) writes the weights of the epoch with the lowest
-  validation loss, not the last ones; ``patience: n`` stops once n epochs in a row failed to lower
+  validation loss, not the last ones (pixel-loss decoders; the feature and adversarial objectives
+  of Appendix A keep their last epoch, as the validation loss is the pixel loss they trade away); ``patience: n`` stops once n epochs in a row failed to lower
   it (0: never). Both are ours: the paper trains on 1.2 M images for a fixed schedule.
 * ``residual`` (ours): the decoder predicts the difference from the mean training target
   (:meth:`preimage.decoders.Decoder.start_from`), so training starts at the mean-image reference
@@ -662,7 +663,10 @@ def _train(run: TrainingRun, cfg: TrainConfig, device: torch.device, split: Pair
     with a validation loss and a checkpoint), then the outputs."""
     run.resume(files.checkpoint, cfg.epochs)
     train_data, val_data = split.open(cfg.preload_mb)
-    keep_best = cfg.keep == "best" and val_data is not None
+    # the validation loss is eq. (1)'s pixel loss: it says which epoch is best for the pixel objective
+    # only; a feature or adversarial decoder trades pixel error for what its own loss asks, so it keeps
+    # its last epoch (a pixel-loss choice would hand back the pixel decoder it started from)
+    keep_best = cfg.keep == "best" and val_data is not None and run.objective.kind == "pixel"
     if keep_best and run.epoch == 0 and run.best is None:
         # epoch 0 competes too: with ``residual`` it is the mean image, the floor a decoder must beat
         run.remember_if_best(evaluate_loss(run.model, val_data, run.inputs, run.model.output_size, device,
