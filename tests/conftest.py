@@ -1,6 +1,15 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules: one thread for tiny networks, the one end-to-end run of
+``.test/config-tiny.yaml`` that the workflow checks share, one fake ILSVRC2012 tree and the dry runs
+of the paper's configurations on it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+from workflow import ROOT, FinishedRun, config_path, fake_imagenet, planned_jobs, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +20,44 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: A folder in which to keep the tiny run between test sessions (optional, for working on the tests):
+#: each session still runs ``snakemake all`` there first, which reruns whatever is out of date.
+KEEP_TINY_RUN = "PREIMAGE_TEST_TINY_RUN"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> FinishedRun:
+    """``snakemake all`` on ``.test/config-tiny.yaml``, run once per test session: every end-to-end
+    check that only reads a finished run (or dry-runs against it) asserts on this one. Tests that
+    rerun or change it work on :meth:`FinishedRun.copy`. With the environment variable
+    ``PREIMAGE_TEST_TINY_RUN`` set to a folder, the run is made (or brought up to date) there."""
+    kept = os.environ.get(KEEP_TINY_RUN)
+    workdir = Path(kept).resolve() if kept else tmp_path_factory.mktemp("tiny-run")
+    workdir.mkdir(parents=True, exist_ok=True)
+    configfile = config_path("tiny")
+    snakemake(workdir, "all", configfile=configfile, timeout=3600)
+    return FinishedRun(workdir, configfile)
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory) -> Path:
+    """A fake ILSVRC2012 tree (1,000 classes of empty files, as many as config/paper.yaml and
+    paper-lite.yaml ask for: the config check counts them), made once per test session."""
+    return fake_imagenet(tmp_path_factory.mktemp("ILSVRC2012"))
+
+
+@pytest.fixture(scope="session")
+def paper_plan(imagenet_root, tmp_path_factory):
+    """``paper_plan(name)``: the jobs per rule that ``snakemake -n all`` plans for ``config/<name>``
+    on the fake ILSVRC2012 tree (:func:`workflow.planned_jobs`), each dry run made once per session."""
+    plans = {}
+
+    def plan(name: str) -> dict:
+        if name not in plans:
+            plans[name] = planned_jobs(tmp_path_factory.mktemp("plan"), "all", "--configfile",
+                                       str(ROOT / "config" / name), "--config", f"data={{root: {imagenet_root}}}")
+        return dict(plans[name])
+
+    return plan

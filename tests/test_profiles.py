@@ -5,13 +5,7 @@ from collections import defaultdict
 
 import pytest
 
-from workflow import ROOT, fake_imagenet, planned_jobs, snakemake
-
-
-@pytest.fixture(scope="module")
-def imagenet_root(tmp_path_factory):
-    # 1,000 classes with as many (empty) files as paper-lite.yaml asks for: the config check counts them
-    return fake_imagenet(tmp_path_factory.mktemp("imagenet"))
+from workflow import ROOT, expected_network_feature_jobs, is_network_feature_rule, network_feature_jobs, snakemake
 
 
 def _resources_by_rule(text: str) -> dict:
@@ -30,9 +24,8 @@ def _resources_by_rule(text: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["paper.yaml", "paper-lite.yaml"])
-def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
-    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config" / name),
-                           "--config", f"data={{root: {imagenet_root}}}")
+def test_paper_configuration_plans_the_full_dag(paper_plan, name):
+    planned = paper_plan(name)
     # 11 representations + 8 untrained controls (paper.yaml: untrained_control auto, pretrained weights)
     # + paper.yaml's GAN variants of conv5-fc8 (Appendix A, Figures 12-13)
     gan = 4 if name == "paper.yaml" else 0
@@ -40,13 +33,17 @@ def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
     assert planned["evaluate"] == 11 + 8 + 8 + gan
     assert planned["mahendran_vedaldi"] == 9
     if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per split
-        assert planned["features"] == 2 * (8 + 8 + 8) and planned["shallow_features"] == 2 * 3
+        # 8 AlexNet layers, their untrained controls, their autoencoders (each its own fine-tuned network)
+        assert network_feature_jobs(planned) == expected_network_feature_jobs(nodes=8 + 8 + 8, networks=2 + 8)
+        assert planned["shallow_features"] == 2 * 3
         assert planned["extract_data"] == 1
         return
     # paper.yaml: 64 shards; conv1-conv3 (layer, untrained control, autoencoder) recomputed
     assert planned["extract_shard"] == 64 and planned["join_data"] == 1 and "extract_data" not in planned
     assert planned["feature_recipe"] == 2 * 3 * 3
-    assert planned["features"] == 5 * 3 and planned["feature_shard"] == 64 * 5 * 3  # conv4-fc8: test whole, train sharded
+    # conv4-fc8: the test split whole, the training split sharded
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(nodes=5 * 3, networks=2 + 5, parts=1)
+    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(5 * 3, 2 + 5, parts=64)
     assert planned["shallow_features"] == 3 and planned["shallow_feature_shard"] == 64 * 3
     assert planned["join_features"] == 5 * 3 + 3
 
@@ -55,7 +52,10 @@ def test_slurm_profile_puts_gpu_jobs_on_the_gpu_partition(imagenet_root, tmp_pat
     result = snakemake(tmp_path, "all", "-n", "--profile", str(ROOT / "profiles/slurm"),
                        "--configfile", str(ROOT / "config/paper.yaml"), "--config", f"data={{root: {imagenet_root}}}")
     jobs = _resources_by_rule(result.stdout + result.stderr)
-    for rule in ("features", "feature_shard", "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
+    network_features = [rule for rule in jobs if is_network_feature_rule(rule) or is_network_feature_rule(rule, True)]
+    assert any(map(is_network_feature_rule, network_features)) and any(
+        is_network_feature_rule(rule, shard=True) for rule in network_features)
+    for rule in (*network_features, "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
         assert jobs[rule], f"no {rule} jobs planned"
         for resources in jobs[rule]:
             assert resources["gpu"] == "1" and resources["slurm_partition"] == "gpu", (rule, resources)

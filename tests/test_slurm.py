@@ -9,23 +9,11 @@ import pandas as pd
 import pytest
 
 from slurm_cluster import LocalSlurm, why_not_available
-from workflow import ROOT, snakemake, write_config
+from workflow import (ROOT, config_path, expected_network_feature_jobs, is_network_feature_rule,
+                      network_feature_job_submitted, network_feature_log, snakemake)
 
 pytestmark = pytest.mark.slow
 
-CONFIG = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
-    "representations": ["hog", "fc6"],
-    "features": {"hog": {"cell_size": 8}, "alexnet": {"weights": "random"}},
-    "decoder": {"width": 0.125},
-    "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "threads": 1},
-    "evaluate": {"n_show": 2, "device": "cpu", "threads": 1},
-    "variants": {"autoencoder": []},
-    "analyses": {"perturbation": {"layers": []}, "interpolation": {"layers": []}, "random_samples": {"layers": []},
-                 "single_units": {"layers": []}, "dark_knowledge": {"enabled": False},
-                 "hue_shift": {"enabled": False}, "brightness": {"enabled": False}},
-    "baselines": {"mahendran_vedaldi": {"representations": []}},
-}
 # Only what the local test cluster needs beyond the profile: no accounting daemon, and status polls
 # every 2 s instead of 40 s (a polite interval on a shared cluster, minutes of idling in a test).
 CLUSTER_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4",
@@ -46,11 +34,10 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
     local, remote = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("cluster")
-    for workdir in (local, remote):
-        write_config(workdir / "tiny.yaml", CONFIG)
-    snakemake(local, "all", configfile=local / "tiny.yaml")
+    configfile = config_path("slurm")
+    snakemake(local, "all", configfile=configfile)
     result = snakemake(remote, "all", "--profile", str(ROOT / "profiles/slurm"), *CLUSTER_OVERRIDES,
-                       configfile=remote / "tiny.yaml", check=False, timeout=1200)
+                       configfile=configfile, check=False, timeout=1200)
     if result.returncode != 0:
         raise AssertionError(f"SLURM run failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{cluster.logs()}")
     return local, remote, result.stdout + result.stderr
@@ -74,7 +61,7 @@ def test_gpu_jobs_ran_as_slurm_jobs_with_a_gpu_each(runs):
     assert "sbatch" in output or "SLURM" in output  # the executor plugin submitted the jobs
     logs = remote / "results/logs"
     jobs = {}
-    for log in [logs / "train/hog.log", logs / "train/fc6.log", logs / "features/fc6/train.log"]:
+    for log in [logs / "train/hog.log", logs / "train/fc6.log", network_feature_log(remote / "results", "fc6", "train")]:
         env = _environment(log)
         assert "SLURM_JOB_ID" in env, f"{log.name} did not run under SLURM: {env}"
         assert env.get("CUDA_VISIBLE_DEVICES") in ("0", "1") and _slurm_gpus(env), env
@@ -98,6 +85,8 @@ def test_gpu_jobs_are_not_serialised_by_the_local_gpu_cap(runs):
     # (train and test split) must be submitted together, before either finishes.
     _, _, output = runs
     lines = output.splitlines()
-    submitted = [i for i, line in enumerate(lines) if "has been submitted" in line and "rule_features/fc6_" in line]
-    finished = [i for i, line in enumerate(lines) if "Finished jobid" in line and "(Rule: features)" in line]
-    assert len(submitted) == 2 and finished and max(submitted) < min(finished), "\n".join(lines[:80])
+    submitted = [i for i, line in enumerate(lines) if network_feature_job_submitted(line, "fc6")]
+    finished = [i for i, line in enumerate(lines) if "Finished jobid" in line and "(Rule: " in line
+                and is_network_feature_rule(line.split("(Rule: ", 1)[1].rstrip(")"))]
+    assert len(submitted) == expected_network_feature_jobs(nodes=1, networks=1)
+    assert finished and max(submitted) < min(finished), "\n".join(lines[:80])

@@ -1,7 +1,9 @@
 """Helpers to run the real Snakefile in a temporary working directory."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +11,100 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The tests' workflow configurations, one YAML file each (each runs by hand from the repository
+#: root: ``snakemake --cores 2 all --configfile .test/config-<name>.yaml``; docs/testing.md).
+TEST_CONFIGS = ROOT / ".test"
+
+
+def config_path(name: str) -> Path:
+    """The path of ``.test/config-<name>.yaml``."""
+    path = TEST_CONFIGS / f"config-{name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path
+
+
+def config_dict(name: str) -> dict:
+    """``.test/config-<name>.yaml`` as a dict, for a test that writes a variant of it."""
+    return yaml.safe_load(config_path(name).read_text())
 
 
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def merged(config: dict, overrides: dict) -> dict:
+    """``config`` with ``overrides`` merged in the way Snakemake merges config files: mappings key
+    by key, anything else (lists included) replaced."""
+    out = dict(config)
+    for key, value in overrides.items():
+        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+# --------------------------------------------------------------------------- the feature stage's jobs
+# What the tests expect of the jobs that compute network (CNN) features, in one place: where the
+# feature stage changes how it splits its work into jobs, only this section changes.
+
+#: The rule that computes one network node's cache of a whole split, and the one that computes a shard
+#: of the training split's cache (data.shards > 1).
+NETWORK_FEATURES_RULE = "features"
+NETWORK_FEATURE_SHARD_RULE = "feature_shard"
+
+
+def is_network_feature_rule(rule: str, shard: bool = False) -> bool:
+    """Whether ``rule`` computes network features (of whole splits, or with ``shard`` of shards)."""
+    return rule == (NETWORK_FEATURE_SHARD_RULE if shard else NETWORK_FEATURES_RULE)
+
+
+def network_feature_jobs(planned: dict, shard: bool = False) -> int:
+    """How many of the jobs in ``planned`` (:func:`planned_jobs`) compute network features (of whole
+    splits, or with ``shard`` of shards)."""
+    return sum(count for rule, count in planned.items() if is_network_feature_rule(rule, shard))
+
+
+def without_network_feature_jobs(planned: dict) -> dict:
+    """``planned`` without the jobs that compute network features."""
+    return {rule: count for rule, count in planned.items()
+            if not (is_network_feature_rule(rule) or is_network_feature_rule(rule, shard=True))}
+
+
+def expected_network_feature_jobs(nodes: int, networks: int, parts: int = 2) -> int:
+    """Jobs that compute the caches of ``nodes`` network nodes of ``networks`` networks (a network:
+    one set of weights and preprocessing) in ``parts`` parts each (the two splits, or the shards of
+    the training split): one job per node and part."""
+    assert 1 <= networks <= nodes or nodes == networks == 0
+    return nodes * parts
+
+
+def network_feature_log(results: Path, slug: str, split: str) -> Path:
+    """The log of the job that computed ``slug``'s network features of ``split``."""
+    return results / "logs" / "features" / slug / f"{split}.log"
+
+
+def network_feature_job_submitted(line: str, slug: str) -> bool:
+    """Whether ``line`` of a cluster executor's output says that a job computing ``slug``'s network
+    features was submitted (the SLURM executor names each job's log folder rule_<rule>/<wildcards>)."""
+    return "has been submitted" in line and f"rule_{NETWORK_FEATURES_RULE}/{slug}_" in line
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A workflow run that has finished: its working directory and config file."""
+
+    workdir: Path
+    configfile: Path
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results"
+
+    def copy(self, destination: Path) -> "FinishedRun":
+        """The run copied to ``destination`` (timestamps and Snakemake's records kept, so that the
+        copy has nothing to do either), for a test that reruns or changes it."""
+        shutil.copytree(self.workdir, destination, symlinks=True)
+        return FinishedRun(destination, self.configfile)
 
 
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
@@ -44,11 +135,14 @@ def planned_rules(workdir: Path, *args: str, configfile: Path | None = None) -> 
 
 def planned_jobs(workdir: Path, *args: str, configfile: Path | None = None) -> dict[str, int]:
     """Jobs per rule a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
-    result = snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile)
-    text = result.stdout + result.stderr
+    return job_counts(snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile))
+
+
+def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule in the job-stats table a ``snakemake`` run or dry run printed."""
     rules = {}
     in_table = False
-    for line in text.splitlines():
+    for line in (result.stdout + result.stderr).splitlines():
         parts = line.split()
         if parts[:2] == ["job", "count"]:
             in_table = True
