@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workflow import ROOT, FinishedRun, config_path, fake_imagenet, planned_jobs, snakemake
+from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, planned_jobs
 
 
 @pytest.fixture(scope="module")
@@ -23,22 +23,36 @@ def one_torch_thread():
 
 
 #: A folder in which to keep the tiny run between test sessions (optional, for working on the tests):
-#: each session still runs ``snakemake all`` there first, which reruns whatever is out of date.
+#: each session still runs ``snakemake all`` there first, which reruns what Snakemake sees changed
+#: (config, rules, scripts; not the library's code).
 KEEP_TINY_RUN = "PREIMAGE_TEST_TINY_RUN"
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> FinishedRun:
-    """``snakemake all`` on ``.test/config-tiny.yaml``, run once per test session: every end-to-end
-    check that only reads a finished run (or dry-runs against it) asserts on this one. Tests that
-    rerun or change it work on :meth:`FinishedRun.copy`. With the environment variable
-    ``PREIMAGE_TEST_TINY_RUN`` set to a folder, the run is made (or brought up to date) there."""
+@pytest.fixture(scope="session", autouse=True)
+def tiny_run_started(request, tmp_path_factory):
+    """Starts the tiny run (:func:`tiny_run`) in the background as the session starts, when a selected
+    test uses it: it runs while the library tests do, which mostly keep one core busy, not two."""
+    if not any("tiny_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
     kept = os.environ.get(KEEP_TINY_RUN)
     workdir = Path(kept).resolve() if kept else tmp_path_factory.mktemp("tiny-run")
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = config_path("tiny")
-    snakemake(workdir, "all", configfile=configfile, timeout=3600)
-    return FinishedRun(workdir, configfile)
+    run = BackgroundRun(workdir, "all", configfile=configfile, log=tmp_path_factory.getbasetemp() / "tiny-run.log")
+    yield FinishedRun(workdir, configfile), run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_run_started) -> FinishedRun:
+    """``snakemake all`` on ``.test/config-tiny.yaml``, once per test session: every end-to-end check
+    that only reads a finished run (or dry-runs against it) asserts on this one. Tests that rerun or
+    change it work on :meth:`FinishedRun.copy`. With the environment variable
+    ``PREIMAGE_TEST_TINY_RUN`` set to a folder, the run is made (or brought up to date) there."""
+    finished, run = tiny_run_started
+    run.wait(timeout=3600)
+    return finished
 
 
 @pytest.fixture(scope="session")

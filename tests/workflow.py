@@ -1,12 +1,14 @@
-"""Helpers to run the real Snakefile in a temporary working directory."""
+"""Helpers to run the real Snakefile in a temporary working directory on the tests' configurations."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence, Union
 
 import yaml
 
@@ -41,6 +43,123 @@ def merged(config: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
     return out
+
+
+#: ``configfile`` of the helpers below: one file, several, or none
+ConfigFiles = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
+
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+
+
+def snakemake_command(workdir: Path, *args: str, configfile: ConfigFiles = None) -> list[str]:
+    """The command line that runs the project's Snakefile inside ``workdir``; ``configfile``: one
+    file or several (merged in order, each over the ones before)."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    command += list(args)  # targets first: several options take a list of values
+    if configfile is not None:
+        files = [configfile] if isinstance(configfile, (str, os.PathLike)) else list(configfile)
+        command += ["--configfile", *map(str, files)]
+    return command
+
+
+def snakemake(workdir: Path, *args: str, configfile: ConfigFiles = None, check: bool = True, timeout: int = 600):
+    """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
+    command = snakemake_command(workdir, *args, configfile=configfile)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=ENV)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class BackgroundRun:
+    """``snakemake`` on the project's Snakefile in ``workdir``, started without waiting for it (its
+    output goes to ``log``): :meth:`wait` for it, :meth:`stop` it."""
+
+    def __init__(self, workdir: Path, *args: str, configfile: ConfigFiles = None, log: Path) -> None:
+        self.workdir, self.args, self.log = Path(workdir), args, Path(log)
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(snakemake_command(workdir, *args, configfile=configfile), cwd=workdir,
+                                            stdout=out, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until it ends; AssertionError with the end of its output unless it succeeded."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"snakemake {' '.join(self.args)} in {self.workdir} took more than {timeout} s; "
+                                 f"see {self.log}") from None
+        if code != 0:
+            raise AssertionError(f"snakemake {' '.join(self.args)} failed ({code}):\n{self.log.read_text()[-8000:]}")
+
+    def stop(self) -> None:
+        """End it and its jobs, if it still runs."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def planned_rules(workdir: Path, *args: str, configfile: ConfigFiles = None) -> set[str]:
+    """Rules a dry run would execute."""
+    return set(planned_jobs(workdir, *args, configfile=configfile))
+
+
+def planned_jobs(workdir: Path, *args: str, configfile: ConfigFiles = None) -> dict[str, int]:
+    """Jobs per rule a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
+    return job_counts(snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile))
+
+
+def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule in the job-stats table a ``snakemake`` run or dry run printed."""
+    rules = {}
+    in_table = False
+    for line in (result.stdout + result.stderr).splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if not parts or parts[0] == "total":
+                break
+            if parts[0].startswith("-"):
+                continue
+            rules[parts[0]] = int(parts[1])
+    return rules
+
+
+def fake_imagenet(root: Path, classes: int = 1000, train_per_class: int = 100, val_per_class: int = 2) -> Path:
+    """An ILSVRC2012-shaped tree of empty ``.JPEG`` files (``train/<wnid>/``, ``val/<wnid>/``): enough for
+    a dry run, whose config check counts the files of each class without decoding them."""
+    for k in range(classes):
+        wnid = f"n{k:08d}"
+        for split, count in (("train", train_per_class), ("val", val_per_class)):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{wnid}_{i}.JPEG").touch()
+    return root
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A workflow run that has finished: its working directory and config file."""
+
+    workdir: Path
+    configfile: ConfigFiles
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results"
+
+    def copy(self, destination: Path) -> "FinishedRun":
+        """The run copied to ``destination`` (timestamps and Snakemake's records kept, so that the
+        copy has nothing to do either), for a test that reruns or changes it."""
+        shutil.copytree(self.workdir, destination, symlinks=True)
+        return FinishedRun(destination, self.configfile)
 
 
 # --------------------------------------------------------------------------- the feature stage's jobs
@@ -87,83 +206,3 @@ def network_feature_job_submitted(line: str, slug: str) -> bool:
     """Whether ``line`` of a cluster executor's output says that a job computing ``slug``'s network
     features was submitted (the SLURM executor names each job's log folder rule_<rule>/<wildcards>)."""
     return "has been submitted" in line and f"rule_{NETWORK_FEATURES_RULE}/{slug}_" in line
-
-
-@dataclasses.dataclass(frozen=True)
-class FinishedRun:
-    """A workflow run that has finished: its working directory and config file."""
-
-    workdir: Path
-    configfile: Path
-
-    @property
-    def results(self) -> Path:
-        return self.workdir / "results"
-
-    def copy(self, destination: Path) -> "FinishedRun":
-        """The run copied to ``destination`` (timestamps and Snakemake's records kept, so that the
-        copy has nothing to do either), for a test that reruns or changes it."""
-        shutil.copytree(self.workdir, destination, symlinks=True)
-        return FinishedRun(destination, self.configfile)
-
-
-ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-
-
-def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None) -> list[str]:
-    """The command line that runs the project's Snakefile inside ``workdir``."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    command += list(args)  # targets first: several options take a list of values
-    if configfile is not None:
-        command.append(f"--configfile={configfile}")
-    return command
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True, timeout: int = 600):
-    """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
-    command = snakemake_command(workdir, *args, configfile=configfile)
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=ENV)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def planned_rules(workdir: Path, *args: str, configfile: Path | None = None) -> set[str]:
-    """Rules a dry run would execute."""
-    return set(planned_jobs(workdir, *args, configfile=configfile))
-
-
-def planned_jobs(workdir: Path, *args: str, configfile: Path | None = None) -> dict[str, int]:
-    """Jobs per rule a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
-    return job_counts(snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile))
-
-
-def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Jobs per rule in the job-stats table a ``snakemake`` run or dry run printed."""
-    rules = {}
-    in_table = False
-    for line in (result.stdout + result.stderr).splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if not parts or parts[0] == "total":
-                break
-            if parts[0].startswith("-"):
-                continue
-            rules[parts[0]] = int(parts[1])
-    return rules
-
-
-def fake_imagenet(root: Path, classes: int = 1000, train_per_class: int = 100, val_per_class: int = 2) -> Path:
-    """An ILSVRC2012-shaped tree of empty ``.JPEG`` files (``train/<wnid>/``, ``val/<wnid>/``): enough for
-    a dry run, whose config check counts the files of each class without decoding them."""
-    for k in range(classes):
-        wnid = f"n{k:08d}"
-        for split, count in (("train", train_per_class), ("val", val_per_class)):
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(count):
-                (folder / f"{wnid}_{i}.JPEG").touch()
-    return root
