@@ -55,6 +55,39 @@ def tiny_run(tiny_run_started) -> FinishedRun:
     return finished
 
 
+#: What the local test cluster needs beyond profiles/slurm: no accounting daemon, and status polls from
+#: 2 s on instead of 40 s (a polite interval on a shared cluster, minutes of idling in a test).
+SLURM_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4",
+                   "--slurm-init-seconds-before-status-checks", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_run_started(request, tmp_path_factory):
+    """The cluster run of tests/test_slurm.py (``.test/config-tiny.yaml`` with ``config-slurm.yaml`` on
+    a local single-node SLURM through profiles/slurm), started in the background as the session starts
+    when a selected test uses it (fixture ``slurm_run``): it spends most of its time waiting between
+    SLURM's status polls, which the other tests fill. Yields the reason instead where no test cluster
+    can be started here, else (cluster, working directory, run)."""
+    if not any("slurm_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from slurm_cluster import LocalSlurm, why_not_available
+
+    reason = why_not_available()
+    if reason:
+        yield reason
+        return
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    workdir = tmp_path_factory.mktemp("cluster")
+    run = BackgroundRun(workdir, "all", "--profile", str(ROOT / "profiles/slurm"), *SLURM_OVERRIDES,
+                        configfile=[config_path("tiny"), config_path("slurm")],
+                        log=tmp_path_factory.getbasetemp() / "slurm-run.log")
+    yield cluster, workdir, run
+    run.stop()
+    cluster.cleanup()
+
+
 @pytest.fixture(scope="session")
 def imagenet_root(tmp_path_factory) -> Path:
     """A fake ILSVRC2012 tree (1,000 classes of empty files, as many as config/paper.yaml and

@@ -1,47 +1,41 @@
 """The workflow on a real (single-node, local) SLURM through profiles/slurm, against a local run (the
 shared tiny run, tests/conftest.py: tiny_run; the cluster runs its HOG, HOG's GAN variant and fc6).
 
-Skips with the reason where a test cluster cannot be started (not root, no SLURM and no apt-get,
-a real cluster's configuration in /etc/slurm). `.ci/run` installs the packages.
+The cluster and its run start with the session (tests/conftest.py: slurm_run_started). Skips with
+the reason where a test cluster cannot be started (not root, no SLURM and no apt-get, a real
+cluster's configuration in /etc/slurm). `.ci/run` installs the packages.
 """
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from slurm_cluster import LocalSlurm, why_not_available
-from workflow import (ROOT, config_path, expected_network_feature_jobs, is_network_feature_rule,
-                      network_feature_job_submitted, network_feature_log, snakemake)
+from workflow import (expected_network_feature_jobs, is_network_feature_rule, network_feature_job_submitted,
+                      network_feature_log)
 
 pytestmark = pytest.mark.slow
 
-# Only what the local test cluster needs beyond the profile: no accounting daemon, and status polls
-# every 2 s instead of 40 s (a polite interval on a shared cluster, minutes of idling in a test).
-CLUSTER_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4",
-                     "--slurm-init-seconds-before-status-checks", "2")
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_run_started):
+    """The cluster run (started as the session started, tests/conftest.py), once it has ended:
+    (working directory, its output)."""
+    if slurm_run_started is None or isinstance(slurm_run_started, str):
+        pytest.skip(slurm_run_started or "the cluster run was not started")
+    cluster, workdir, run = slurm_run_started
+    try:
+        run.wait(timeout=1800)
+    except AssertionError as err:
+        raise AssertionError(f"SLURM run failed: {err}\n{cluster.logs()}") from None
+    return workdir, run.log.read_text()
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    reason = why_not_available()
-    if reason:
-        pytest.skip(reason)
-    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"))
-    slurm.start()
-    yield slurm
-    slurm.cleanup()
-
-
-@pytest.fixture(scope="module")
-def runs(cluster, tiny_run, tmp_path_factory):
+def runs(slurm_run, tiny_run):
     """The local run (the shared tiny run, a superset of the cluster's config), the cluster run's
     folder and its output."""
-    remote = tmp_path_factory.mktemp("cluster")
-    result = snakemake(remote, "all", "--profile", str(ROOT / "profiles/slurm"), *CLUSTER_OVERRIDES,
-                       configfile=[tiny_run.configfile, config_path("slurm")], check=False, timeout=1200)
-    if result.returncode != 0:
-        raise AssertionError(f"SLURM run failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{cluster.logs()}")
-    return tiny_run.workdir, remote, result.stdout + result.stderr
+    remote, output = slurm_run
+    return tiny_run.workdir, remote, output
 
 
 def _environment(log: Path) -> dict:
