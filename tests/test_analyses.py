@@ -200,7 +200,8 @@ def test_brightness_hog_reconstructions_hardly_change(tiny, tmp_path):
     # HOG's block normalisation: brighter or darker images give (almost) the same reconstructions,
     # far closer to each other than the reconstructions of different images are
     assert spread > 0.05
-    assert rows.loc[10.0, "distance_to_unscaled"] < 0.02 * spread and rows.loc[0.1, "distance_to_unscaled"] < 0.02 * spread
+    assert rows.loc[10.0, "distance_to_unscaled"] < 0.02 * spread
+    assert rows.loc[0.1, "distance_to_unscaled"] < 0.02 * spread
 
 
 # --------------------------------------------------------------------------- Figure 17 single units

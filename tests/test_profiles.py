@@ -7,6 +7,8 @@ import pytest
 
 from workflow import ROOT, expected_network_feature_jobs, is_network_feature_rule, network_feature_jobs, snakemake
 
+ALEXNET = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+
 
 def _resources_by_rule(text: str) -> dict:
     """{rule: [resources dict of each planned job]} from ``snakemake -n`` output."""
@@ -33,17 +35,20 @@ def test_paper_configuration_plans_the_full_dag(paper_plan, name):
     assert planned["evaluate"] == 11 + 8 + 8 + gan
     assert planned["mahendran_vedaldi"] == 9
     if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per split
-        # 8 AlexNet layers, their untrained controls, their autoencoders (each its own fine-tuned network)
-        assert network_feature_jobs(planned) == expected_network_feature_jobs(nodes=8 + 8 + 8, networks=2 + 8)
+        # AlexNet's 8 layers, their 8 untrained controls, each autoencoder with its own fine-tuned encoder
+        networks = {"alexnet": 8, "alexnet-random": 8, **{f"alexnet-{layer}-ae": 1 for layer in ALEXNET}}
+        assert network_feature_jobs(planned) == expected_network_feature_jobs(networks)
         assert planned["shallow_features"] == 2 * 3
         assert planned["extract_data"] == 1
         return
     # paper.yaml: 64 shards; conv1-conv3 (layer, untrained control, autoencoder) recomputed
     assert planned["extract_shard"] == 64 and planned["join_data"] == 1 and "extract_data" not in planned
     assert planned["feature_recipe"] == 2 * 3 * 3
-    # conv4-fc8: the test split whole, the training split sharded
-    assert network_feature_jobs(planned) == expected_network_feature_jobs(nodes=5 * 3, networks=2 + 5, parts=1)
-    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(5 * 3, 2 + 5, parts=64)
+    # conv4-fc8 (AlexNet, its untrained control, each autoencoder's encoder): the test split whole, the
+    # training split in shards
+    networks = {"alexnet": 5, "alexnet-random": 5, **{f"alexnet-{layer}-ae": 1 for layer in ALEXNET[3:]}}
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(networks, parts=1)
+    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(networks, parts=64, shard=True)
     assert planned["shallow_features"] == 3 and planned["shallow_feature_shard"] == 64 * 3
     assert planned["join_features"] == 5 * 3 + 3
 

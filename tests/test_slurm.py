@@ -56,7 +56,8 @@ def test_gpu_jobs_ran_as_slurm_jobs_with_a_gpu_each(runs):
     assert "sbatch" in output or "SLURM" in output  # the executor plugin submitted the jobs
     logs = remote / "results/logs"
     jobs = {}
-    for log in [logs / "train/hog.log", logs / "train/fc6.log", network_feature_log(remote / "results", "fc6", "train")]:
+    fc6_features = network_feature_log(remote / "results", "alexnet", "fc6", "train")
+    for log in [logs / "train/hog.log", logs / "train/fc6.log", fc6_features]:
         env = _environment(log)
         assert "SLURM_JOB_ID" in env, f"{log.name} did not run under SLURM: {env}"
         assert env.get("CUDA_VISIBLE_DEVICES") in ("0", "1") and _slurm_gpus(env), env
@@ -83,8 +84,8 @@ def test_gpu_jobs_are_not_serialised_by_the_local_gpu_cap(runs):
     # (train and test split) must be submitted together, before either finishes.
     _, _, output = runs
     lines = output.splitlines()
-    submitted = [i for i, line in enumerate(lines) if network_feature_job_submitted(line, "fc6")]
+    submitted = [i for i, line in enumerate(lines) if network_feature_job_submitted(line, "alexnet", "fc6")]
     finished = [i for i, line in enumerate(lines) if "Finished jobid" in line and "(Rule: " in line
                 and is_network_feature_rule(line.split("(Rule: ", 1)[1].rstrip(")"))]
-    assert len(submitted) == expected_network_feature_jobs(nodes=1, networks=1)
+    assert len(submitted) == sum(expected_network_feature_jobs({"alexnet": 1}).values())
     assert finished and max(submitted) < min(finished), "\n".join(lines[:80])

@@ -102,7 +102,8 @@ def test_untrained_control_adds_random_weight_variants(tiny_run):
                            configfile=tiny_run.configfile)
     # conv5, fc6, fc8, resnet18@layer1 and the ViT layer again with untrained weights (the EfficientNet nodes
     # have theirs already): their caches, a decoder and an evaluation each
-    assert network_feature_jobs(planned) == expected_network_feature_jobs(nodes=5, networks=3)
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(
+        {"alexnet-random": 3, "resnet18-random": 1, "vit_b_16-random": 1})
     assert planned["train"] == 5 and planned["evaluate"] == 5
     assert "train_autoencoder" not in planned
 
@@ -130,7 +131,7 @@ def test_changing_a_hog_parameter_reruns_only_hog(tiny_run):
                            configfile=tiny_run.configfile)
     # hog and hog-gan (on hog's features): one cache per split, two decoders
     assert planned["shallow_features"] == 2 and planned["train"] == 2 and planned["evaluate"] == 2
-    assert "extract_data" not in planned and network_feature_jobs(planned) == 0
+    assert "extract_data" not in planned and network_feature_jobs(planned) == {}
 
 
 def test_changing_one_representations_epochs_reruns_only_its_training(tiny_run):
@@ -143,7 +144,8 @@ def test_changing_one_representations_epochs_reruns_only_its_training(tiny_run):
 
 
 def test_changing_how_many_images_figures_show_reruns_only_figures(tiny_run):
-    planned = planned_jobs(tiny_run.workdir, "--config", "evaluate={n_show: 2, device: cpu}", configfile=tiny_run.configfile)
+    planned = planned_jobs(tiny_run.workdir, "--config", "evaluate={n_show: 2, device: cpu}",
+                           configfile=tiny_run.configfile)
     assert set(planned) == {"reconstructions_png", "reconstructions_figure", "loss_comparison", "all"}
     assert planned["reconstructions_png"] == len(REPS)
 
@@ -158,7 +160,7 @@ def test_adding_a_layer_to_an_analysis_runs_only_that_layer(tiny_run):
 def test_single_target_builds_only_what_it_needs(tmp_path):
     planned = planned_jobs(tmp_path, "results/fc6/error.csv", configfile=config_path("tiny"))
     assert without_network_feature_jobs(planned) == {"extract_data": 1, "train": 1, "evaluate": 1}
-    assert network_feature_jobs(planned) == expected_network_feature_jobs(nodes=1, networks=1)
+    assert network_feature_jobs(planned) == expected_network_feature_jobs({"alexnet": 1})
 
 
 def test_bad_config_gives_one_clear_message(tiny_run):

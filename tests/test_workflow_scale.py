@@ -116,13 +116,17 @@ def test_paper_config_plans_the_sharded_dag(paper_plan):
     recomputed = [k for k, v in paper["features"]["store"].items() if v == "recompute" and k != "default"]
     assert shards > 1 and recomputed
     assert planned["extract_shard"] == shards and planned["join_data"] == 1 and "extract_data" not in planned
-    cached = 8 - len(recomputed)
-    cached_cnn = 3 * cached  # each AlexNet layer, its untrained control, its autoencoder
-    networks = 2 + cached  # AlexNet, its untrained control, and each autoencoder's fine-tuned encoder
-    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(cached_cnn, networks, shards)
+    cached_cnn = 3 * (8 - len(recomputed))  # each AlexNet layer, its untrained control, its autoencoder
+    # the networks: AlexNet, its untrained control, and each cached layer's autoencoder (its own encoder)
+    cached_layers = [layer for layer in paper["representations"] if layer.startswith(("conv", "fc"))
+                     and layer not in recomputed]
+    networks = {"alexnet": len(cached_layers), "alexnet-random": len(cached_layers),
+                **{f"alexnet-{layer}-ae": 1 for layer in cached_layers}}
+    assert sum(networks.values()) == cached_cnn
+    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(networks, shards, shard=True)
     assert planned["shallow_feature_shard"] == shards * 3
     assert planned["join_features"] == cached_cnn + 3
     # the test split: one job
-    assert network_feature_jobs(planned) == expected_network_feature_jobs(cached_cnn, networks, parts=1)
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(networks, parts=1)
     assert planned["shallow_features"] == 3
     assert planned["feature_recipe"] == 2 * 3 * len(recomputed)

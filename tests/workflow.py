@@ -164,10 +164,12 @@ class FinishedRun:
 
 # --------------------------------------------------------------------------- the feature stage's jobs
 # What the tests expect of the jobs that compute network (CNN) features, in one place: where the
-# feature stage changes how it splits its work into jobs, only this section changes.
+# feature stage changes how it splits its work into jobs (rule names, jobs per network, logs), only
+# this section changes. Networks are named as the catalog groups their nodes (``alexnet``,
+# ``alexnet-random``, ``alexnet-fc6-ae``, ``resnet18``, ``vit_b_16``, ``efficientnet_lite0`` …).
 
-#: The rule that computes one network node's cache of a whole split, and the one that computes a shard
-#: of the training split's cache (data.shards > 1).
+#: The rule that computes a network node's cache of a whole split, and the one that computes a shard
+#: of the training split's cache (data.shards > 1): one job per node and part.
 NETWORK_FEATURES_RULE = "features"
 NETWORK_FEATURE_SHARD_RULE = "feature_shard"
 
@@ -177,10 +179,10 @@ def is_network_feature_rule(rule: str, shard: bool = False) -> bool:
     return rule == (NETWORK_FEATURE_SHARD_RULE if shard else NETWORK_FEATURES_RULE)
 
 
-def network_feature_jobs(planned: dict, shard: bool = False) -> int:
-    """How many of the jobs in ``planned`` (:func:`planned_jobs`) compute network features (of whole
-    splits, or with ``shard`` of shards)."""
-    return sum(count for rule, count in planned.items() if is_network_feature_rule(rule, shard))
+def network_feature_jobs(planned: dict, shard: bool = False) -> dict:
+    """The jobs of ``planned`` (:func:`planned_jobs`) that compute network features (of whole splits,
+    or with ``shard`` of shards): ``{rule: jobs}``."""
+    return {rule: count for rule, count in planned.items() if is_network_feature_rule(rule, shard)}
 
 
 def without_network_feature_jobs(planned: dict) -> dict:
@@ -189,20 +191,21 @@ def without_network_feature_jobs(planned: dict) -> dict:
             if not (is_network_feature_rule(rule) or is_network_feature_rule(rule, shard=True))}
 
 
-def expected_network_feature_jobs(nodes: int, networks: int, parts: int = 2) -> int:
-    """Jobs that compute the caches of ``nodes`` network nodes of ``networks`` networks (a network:
-    one set of weights and preprocessing) in ``parts`` parts each (the two splits, or the shards of
-    the training split): one job per node and part."""
-    assert 1 <= networks <= nodes or nodes == networks == 0
-    return nodes * parts
+def expected_network_feature_jobs(networks: dict, parts: int = 2, shard: bool = False) -> dict:
+    """The jobs (as :func:`network_feature_jobs` gives them) that compute the caches of ``networks``
+    (``{network: how many of its nodes}``) in ``parts`` parts each: the two splits, the test split
+    alone, or (``shard``) the shards of the training split."""
+    rule = NETWORK_FEATURE_SHARD_RULE if shard else NETWORK_FEATURES_RULE
+    return {rule: parts * sum(networks.values())} if networks else {}
 
 
-def network_feature_log(results: Path, slug: str, split: str) -> Path:
-    """The log of the job that computed ``slug``'s network features of ``split``."""
+def network_feature_log(results: Path, network: str, slug: str, split: str) -> Path:
+    """The log of the job that computed the features of node ``slug`` of ``network`` for ``split``."""
     return results / "logs" / "features" / slug / f"{split}.log"
 
 
-def network_feature_job_submitted(line: str, slug: str) -> bool:
-    """Whether ``line`` of a cluster executor's output says that a job computing ``slug``'s network
-    features was submitted (the SLURM executor names each job's log folder rule_<rule>/<wildcards>)."""
+def network_feature_job_submitted(line: str, network: str, slug: str) -> bool:
+    """Whether ``line`` of a cluster executor's output says that a job computing features of node
+    ``slug`` of ``network`` was submitted (the SLURM executor names each job's log folder
+    ``rule_<rule>/<wildcards>``)."""
     return "has been submitted" in line and f"rule_{NETWORK_FEATURES_RULE}/{slug}_" in line
