@@ -1,6 +1,15 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules: one thread for tiny networks, the one end-to-end run of
+``.test/config-tiny.yaml`` that the workflow checks share, one fake ILSVRC2012 tree and the dry runs
+of the paper's configurations on it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, planned_jobs
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +20,91 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: A folder in which to keep the tiny run between test sessions (optional, for working on the tests):
+#: each session still runs ``snakemake all`` there first, which reruns what Snakemake sees changed
+#: (config, rules, scripts; not the library's code).
+KEEP_TINY_RUN = "PREIMAGE_TEST_TINY_RUN"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_run_started(request, tmp_path_factory):
+    """Starts the tiny run (:func:`tiny_run`) in the background as the session starts, when a selected
+    test uses it: it runs while the library tests do, which mostly keep one core busy, not two."""
+    if not any("tiny_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    kept = os.environ.get(KEEP_TINY_RUN)
+    workdir = Path(kept).resolve() if kept else tmp_path_factory.mktemp("tiny-run")
+    workdir.mkdir(parents=True, exist_ok=True)
+    configfile = config_path("tiny")
+    run = BackgroundRun(workdir, "all", configfile=configfile, log=tmp_path_factory.getbasetemp() / "tiny-run.log")
+    yield FinishedRun(workdir, configfile), run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_run_started) -> FinishedRun:
+    """``snakemake all`` on ``.test/config-tiny.yaml``, once per test session: every end-to-end check
+    that only reads a finished run (or dry-runs against it) asserts on this one. Tests that rerun or
+    change it work on :meth:`FinishedRun.copy`. With the environment variable
+    ``PREIMAGE_TEST_TINY_RUN`` set to a folder, the run is made (or brought up to date) there."""
+    finished, run = tiny_run_started
+    run.wait(timeout=3600)
+    return finished
+
+
+#: What the local test cluster needs beyond profiles/slurm: no accounting daemon, and status polls from
+#: 2 s on instead of 40 s (a polite interval on a shared cluster, minutes of idling in a test).
+SLURM_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4",
+                   "--slurm-init-seconds-before-status-checks", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_run_started(request, tmp_path_factory):
+    """The cluster run of tests/test_slurm.py (``.test/config-tiny.yaml`` with ``config-slurm.yaml`` on
+    a local single-node SLURM through profiles/slurm), started in the background as the session starts
+    when a selected test uses it (fixture ``slurm_run``): it spends most of its time waiting between
+    SLURM's status polls, which the other tests fill. Yields the reason instead where no test cluster
+    can be started here, else (cluster, working directory, run)."""
+    if not any("slurm_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from slurm_cluster import LocalSlurm, why_not_available
+
+    reason = why_not_available()
+    if reason:
+        yield reason
+        return
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    workdir = tmp_path_factory.mktemp("cluster")
+    run = BackgroundRun(workdir, "all", "--profile", str(ROOT / "profiles/slurm"), *SLURM_OVERRIDES,
+                        configfile=[config_path("tiny"), config_path("slurm")],
+                        log=tmp_path_factory.getbasetemp() / "slurm-run.log")
+    yield cluster, workdir, run
+    run.stop()
+    cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory) -> Path:
+    """A fake ILSVRC2012 tree (1,000 classes of empty files, as many as config/paper.yaml and
+    paper-lite.yaml ask for: the config check counts them), made once per test session."""
+    return fake_imagenet(tmp_path_factory.mktemp("ILSVRC2012"))
+
+
+@pytest.fixture(scope="session")
+def paper_plan(imagenet_root, tmp_path_factory):
+    """``paper_plan(name)``: the jobs per rule that ``snakemake -n all`` plans for ``config/<name>``
+    on the fake ILSVRC2012 tree (:func:`workflow.planned_jobs`), each dry run made once per session."""
+    plans = {}
+
+    def plan(name: str) -> dict:
+        if name not in plans:
+            plans[name] = planned_jobs(tmp_path_factory.mktemp("plan"), "all", "--configfile",
+                                       str(ROOT / "config" / name), "--config", f"data={{root: {imagenet_root}}}")
+        return dict(plans[name])
+
+    return plan

@@ -5,13 +5,9 @@ from collections import defaultdict
 
 import pytest
 
-from workflow import ROOT, fake_imagenet, planned_jobs, snakemake
+from workflow import ROOT, expected_network_feature_jobs, is_network_feature_rule, network_feature_jobs, snakemake
 
-
-@pytest.fixture(scope="module")
-def imagenet_root(tmp_path_factory):
-    # 1,000 classes with as many (empty) files as paper-lite.yaml asks for: the config check counts them
-    return fake_imagenet(tmp_path_factory.mktemp("imagenet"))
+ALEXNET = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 
 
 def _resources_by_rule(text: str) -> dict:
@@ -30,33 +26,29 @@ def _resources_by_rule(text: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["paper.yaml", "paper-lite.yaml"])
-def test_paper_configuration_plans_the_full_dag(imagenet_root, tmp_path, name):
-    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config" / name),
-                           "--config", f"data={{root: {imagenet_root}}}")
+def test_paper_configuration_plans_the_full_dag(paper_plan, name):
+    planned = paper_plan(name)
     # 11 representations + 8 untrained controls (paper.yaml: untrained_control auto, pretrained weights)
     # + paper.yaml's GAN variants of conv5-fc8 (Appendix A, Figures 12-13)
     gan = 4 if name == "paper.yaml" else 0
     assert planned["train"] == 19 + gan and planned["train_autoencoder"] == 8
     assert planned["evaluate"] == 11 + 8 + 8 + gan
     assert planned["mahendran_vedaldi"] == 9
-    if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per network and split
-        # AlexNet's 8 layers in one pass, their 8 untrained controls in another, each autoencoder with its own encoder
-        networks = ["alexnet", "alexnet-random"] + [f"alexnet-{layer}-ae" for layer in
-                                                    ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")]
-        assert {rule: n for rule, n in planned.items() if rule.startswith(("network_feature", "features"))} == {
-            f"network_features_{network}": 2 for network in networks}
+    if name == "paper-lite.yaml":  # one extraction job, every cache computed by one job per split
+        # AlexNet's 8 layers, their 8 untrained controls, each autoencoder with its own fine-tuned encoder
+        networks = {"alexnet": 8, "alexnet-random": 8, **{f"alexnet-{layer}-ae": 1 for layer in ALEXNET}}
+        assert network_feature_jobs(planned) == expected_network_feature_jobs(networks)
         assert planned["shallow_features"] == 2 * 3
         assert planned["extract_data"] == 1
         return
     # paper.yaml: 64 shards; conv1-conv3 (layer, untrained control, autoencoder) recomputed
     assert planned["extract_shard"] == 64 and planned["join_data"] == 1 and "extract_data" not in planned
     assert planned["feature_recipe"] == 2 * 3 * 3
-    # conv4-fc8: test whole, train sharded; one job per network (AlexNet, its control, each autoencoder's encoder)
-    networks = ["alexnet", "alexnet-random"] + [f"alexnet-{layer}-ae" for layer in ("conv4", "conv5", "fc6", "fc7", "fc8")]
-    assert {rule: n for rule, n in planned.items() if rule.startswith("network_features")} == {
-        f"network_features_{network}": 1 for network in networks}
-    assert {rule: n for rule, n in planned.items() if rule.startswith("network_feature_shard")} == {
-        f"network_feature_shard_{network}": 64 for network in networks}
+    # conv4-fc8 (AlexNet, its untrained control, each autoencoder's encoder): the test split whole, the
+    # training split in shards
+    networks = {"alexnet": 5, "alexnet-random": 5, **{f"alexnet-{layer}-ae": 1 for layer in ALEXNET[3:]}}
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(networks, parts=1)
+    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(networks, parts=64, shard=True)
     assert planned["shallow_features"] == 3 and planned["shallow_feature_shard"] == 64 * 3
     assert planned["join_features"] == 5 * 3 + 3
 
@@ -65,10 +57,10 @@ def test_slurm_profile_puts_gpu_jobs_on_the_gpu_partition(imagenet_root, tmp_pat
     result = snakemake(tmp_path, "all", "-n", "--profile", str(ROOT / "profiles/slurm"),
                        "--configfile", str(ROOT / "config/paper.yaml"), "--config", f"data={{root: {imagenet_root}}}")
     jobs = _resources_by_rule(result.stdout + result.stderr)
-    # every network's extraction rule takes the profile's network_features / network_feature_shard settings
-    networks = [rule for rule in jobs if rule.startswith(("network_features_", "network_feature_shard_"))]
-    assert {rule.split("_alexnet")[0] for rule in networks} == {"network_features", "network_feature_shard"}
-    for rule in networks + ["train", "train_autoencoder", "evaluate", "mahendran_vedaldi"]:
+    network_features = [rule for rule in jobs if is_network_feature_rule(rule) or is_network_feature_rule(rule, True)]
+    assert any(map(is_network_feature_rule, network_features)) and any(
+        is_network_feature_rule(rule, shard=True) for rule in network_features)
+    for rule in (*network_features, "train", "train_autoencoder", "evaluate", "mahendran_vedaldi"):
         assert jobs[rule], f"no {rule} jobs planned"
         for resources in jobs[rule]:
             assert resources["gpu"] == "1" and resources["slurm_partition"] == "gpu", (rule, resources)

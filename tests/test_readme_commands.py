@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from workflow import ENV, ROOT, fake_imagenet
+from workflow import ENV, ROOT
 
 DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md"]
-#: Commands that need a finished run, tested where one exists (tests/test_workflow.py).
+#: Commands that need a finished run, tested where one exists (tests/test_workflow.py: the report).
 NEEDS_A_RUN = ("--report",)
 
 
@@ -36,11 +36,6 @@ COMMANDS = documented_commands()
 def test_the_documents_show_commands():
     assert len(COMMANDS) >= 5, COMMANDS
     assert any("config/paper.yaml" in c for _, c in COMMANDS)
-
-
-@pytest.fixture(scope="module")
-def imagenet_root(tmp_path_factory):
-    return fake_imagenet(tmp_path_factory.mktemp("ILSVRC2012"))
 
 
 @pytest.mark.slow

@@ -1,7 +1,11 @@
 """A training job killed mid-way (as by a cluster's time limit) resumes from its checkpoint when the
 workflow is rerun, and ends with the same weights as an uninterrupted run: the plain decoder, and the
--gan variant of Appendix A (whose checkpoint also holds the discriminator and its optimiser)."""
+-gan variant of Appendix A (whose checkpoint also holds the discriminator and its optimiser).
+
+One uninterrupted run (``.test/config-resume.yaml``) is the reference; each test copies it, removes
+the decoder it retrains, and kills and reruns that training job in the copy."""
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -9,31 +13,30 @@ import time
 import pytest
 import torch
 
-from workflow import ENV, snakemake, snakemake_command, write_config
+from workflow import ENV, FinishedRun, config_path, snakemake, snakemake_command
 
 pytestmark = pytest.mark.slow
 
-CONFIG = {
-    "data": {"source": "builtin", "size": 32, "seed": 0, "train_per_class": 8, "test_per_class": 2},
-    "representations": ["hog"],
-    "features": {"hog": {"cell_size": 8}},
-    "decoder": {"width": 0.125},
-    "train": {"epochs": 25, "batch_size": 8, "device": "cpu", "threads": 1},
-}
-GAN_CONFIG = {**CONFIG, "variants": {"gan": ["hog"]}, "train": {**CONFIG["train"], "epochs": 12}}
+TARGET = "results/hog-gan/decoder.pt"  # needs results/hog/decoder.pt: the GAN starts from the pixel decoder
 
 
-@pytest.mark.parametrize("config, rep", [(CONFIG, "hog"), (GAN_CONFIG, "hog-gan")], ids=["pixel", "gan"])
-def test_killed_training_resumes_to_the_same_weights(tmp_path, config, rep):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    snakemake(workdir, TARGET, configfile=config_path("resume"))
+    return FinishedRun(workdir, config_path("resume"))
+
+
+@pytest.mark.parametrize("rep", ["hog", "hog-gan"], ids=["pixel", "gan"])
+def test_killed_training_resumes_to_the_same_weights(reference, tmp_path, rep):
     target = f"results/{rep}/decoder.pt"
-    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    for workdir in (reference, interrupted):
-        workdir.mkdir()
-        write_config(workdir / "tiny.yaml", config)
-    snakemake(reference, target, configfile=reference / "tiny.yaml")
+    run = reference.copy(tmp_path / "interrupted")
+    interrupted, configfile = run.workdir, run.configfile
+    shutil.rmtree(interrupted / "results" / rep)  # the decoder and its training log: this job reruns
+    (interrupted / f"results/logs/train/{rep}.log").unlink()
 
     checkpoint = interrupted / f"results/checkpoints/{rep}/train.pt"
-    process = subprocess.Popen(snakemake_command(interrupted, target, configfile=interrupted / "tiny.yaml"),
+    process = subprocess.Popen(snakemake_command(interrupted, target, configfile=configfile),
                                cwd=interrupted, env=ENV, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -44,11 +47,11 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, config, rep):
     assert checkpoint.exists(), "training ended before its first checkpoint: make the run longer"
     assert not (interrupted / target).exists()
 
-    snakemake(interrupted, "--unlock", configfile=interrupted / "tiny.yaml")
-    snakemake(interrupted, target, configfile=interrupted / "tiny.yaml")
+    snakemake(interrupted, "--unlock", configfile=configfile)
+    snakemake(interrupted, target, configfile=configfile)
     log = (interrupted / f"results/logs/train/{rep}.log").read_text()
     assert "resuming hog from" in log
-    a = torch.load(reference / target, weights_only=True)["state_dict"]
+    a = torch.load(reference.workdir / target, weights_only=True)["state_dict"]
     b = torch.load(interrupted / target, weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)

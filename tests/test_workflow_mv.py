@@ -1,44 +1,33 @@
-"""A tiny end-to-end run for Mahendran & Vedaldi's parts: DSIFT and HOGb inverted by the decoder and by
-optimisation, several reconstructions per code, and the locality analysis."""
+"""Mahendran & Vedaldi's parts in the shared tiny run (tests/conftest.py: tiny_run): DSIFT and HOGb
+inverted by the decoder and by optimisation, several reconstructions per code, and the locality
+analysis."""
 import h5py
 import pandas as pd
 import pytest
 
-from workflow import snakemake, write_config
-
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 3, "test_per_class": 2},
-    "representations": ["hogb", "dsift"],
-    "features": {"hogb": {"cell_size": 8}, "dsift": {"bin_size": 4, "step": 4}},
-    "analyses": {"locality": {"layers": ["hogb"], "images": 2, "window": 2, "iterations": 3}, "n_show": 2},
-    "baselines": {"mahendran_vedaldi": {"representations": ["hogb", "dsift"], "images": 3, "iterations": 3,
-                                        "restarts": 3, "sigma": {"default": 0.27, "dsift": 0.3}}},
-    "decoder": {"width": 0.125},
-    "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-    "evaluate": {"n_show": 2, "device": "cpu"},
-}
+#: baselines.mahendran_vedaldi.representations of .test/config-tiny.yaml
+MV = {"hog", "hogb", "dsift"}
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("mv")
-    snakemake(workdir, "all", configfile=write_config(workdir / "tiny.yaml", TINY))
-    return workdir / "results"
+def results(tiny_run):
+    return tiny_run.results
 
 
 def test_dsift_and_hogb_invert_by_both_methods(results):
     with h5py.File(results / "features/dsift/test.h5") as handle:
-        assert handle["features"].shape == (4, 128, 5, 5)  # (31 - 12) // 4 + 1 = 5 descriptors a side
+        assert handle["features"].shape == (3 * 2, 128, 5, 5)  # (31 - 12) // 4 + 1 = 5 descriptors a side
     with h5py.File(results / "features/hogb/test.h5") as handle:
-        assert handle["features"].shape == (4, 31, 4, 4)
+        assert handle["features"].shape == (3 * 2, 31, 4, 4)
     table = pd.read_csv(results / "tables/mahendran_vedaldi.csv")
-    assert set(table["representation"]) == {"hogb", "dsift"}
+    assert set(table["representation"]) == MV
     assert set(table["method"]) == {"decoder", "mahendran_vedaldi"}
     assert table["mv_error"].notna().all() and table["feature_error"].notna().all()
     mv = table[table.method == "mahendran_vedaldi"].set_index("representation")
     assert mv.loc["dsift", "sigma"] == 0.3 and mv.loc["hogb", "sigma"] == 0.27  # per-representation σ
+    assert mv.loc["hog", "sigma"] == 0.27
     assert table["mv_claim"].isna().all()  # the "≤ 20 %" is about CNN layers
     for rep in ("hogb", "dsift"):
         assert (results / rep / "error.csv").exists()

@@ -1,34 +1,20 @@
-"""Paper scale through the real Snakefile (issue 14): data.shards gives the same stores as one job,
-a failed shard reruns alone, features.store: recompute gives the cached path's errors, and
-config/paper.yaml plans the sharded DAG."""
+"""Paper scale through the real Snakefile: data.shards gives the same stores as one job, a failed
+shard reruns alone, features.store: recompute gives the cached path's errors, and config/paper.yaml
+plans the sharded DAG. The unsharded, cached reference is the shared tiny run (tests/conftest.py:
+tiny_run); the sharded and recomputed runs use the same config with one setting changed."""
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from workflow import ROOT, fake_imagenet, planned_jobs, snakemake, write_config
+from workflow import (ROOT, config_dict, expected_network_feature_jobs, job_counts, merged, network_feature_jobs,
+                      planned_jobs, snakemake, write_config)
 
 pytestmark = pytest.mark.slow
 
-BASE = {
-    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 4, "test_per_class": 3},
-    "representations": ["hog", "sift", "conv3"],
-    "features": {"hog": {"cell_size": 8}, "alexnet": {"weights": "random"}, "batch_size": 8},
-    "variants": {"untrained_control": "never"},
-    "decoder": {"width": 0.125},
-    "train": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-    "evaluate": {"device": "cpu"},
-}
-FEATURES = ["results/features/hog/train.h5", "results/features/sift/train.h5", "results/features/conv3/train.h5",
+FEATURES = ["results/features/hog/train.h5", "results/features/sift/train.h5", "results/features/conv5/train.h5",
             "results/features/hog/test.h5"]
-
-
-def _config(**sections):
-    config = {key: dict(value) if isinstance(value, dict) else value for key, value in BASE.items()}
-    for key, value in sections.items():
-        config[key] = {**config.get(key, {}), **value}
-    return config
 
 
 def _contents(path):
@@ -37,15 +23,11 @@ def _contents(path):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """The data and feature stages of one config run with data.shards 1 and 3."""
-    runs = {}
-    for shards in (1, 3):
-        workdir = tmp_path_factory.mktemp(f"shards{shards}")
-        configfile = write_config(workdir / "config.yaml", _config(data={"shards": shards}))
-        snakemake(workdir, *FEATURES, configfile=configfile)
-        runs[shards] = workdir
-    return runs
+def two_runs(tiny_run, tmp_path_factory):
+    """The data and feature stages of one config run with data.shards 1 (the tiny run) and 3."""
+    workdir = tmp_path_factory.mktemp("shards3")
+    snakemake(workdir, *FEATURES, "--config", "data={shards: 3}", configfile=tiny_run.configfile)
+    return {1: tiny_run.workdir, 3: workdir}
 
 
 def test_three_shards_give_the_same_images_and_features_as_one_job(two_runs):
@@ -82,8 +64,8 @@ def test_a_failed_shard_reruns_alone(tmp_path):
             Image.fromarray(_photo(10 * k + i)).save(photos / name / f"{i}.png")
     broken = photos / "b" / "1.png"
     broken.write_bytes(b"\x89PNG not an image")  # class b (shard 2 of 3) is one usable image short
-    config = _config(data={"source": "folder", "root": str(photos), "train_per_class": 2, "test_per_class": 1,
-                           "shards": 3})
+    config = merged(config_dict("tiny"), {"representations": ["hog"], "data": {
+        "source": "folder", "root": str(photos), "train_per_class": 2, "test_per_class": 1, "shards": 3}})
     configfile = write_config(tmp_path / "config.yaml", config)
     failed = snakemake(tmp_path, "results/data/train.h5", "--keep-going", configfile=configfile, check=False)
     assert failed.returncode != 0
@@ -94,8 +76,7 @@ def test_a_failed_shard_reruns_alone(tmp_path):
 
     Image.fromarray(_photo(11)).save(broken)  # the file is repaired
     plan = snakemake(tmp_path, "results/data/train.h5", "-n", configfile=configfile)
-    assert planned_jobs(tmp_path, "results/data/train.h5", configfile=configfile) == {"extract_shard": 1,
-                                                                                     "join_data": 1}
+    assert job_counts(plan) == {"extract_shard": 1, "join_data": 1}
     assert "shard=2-of-3" in plan.stdout + plan.stderr
     snakemake(tmp_path, "results/data/train.h5", configfile=configfile)
     with h5py.File(tmp_path / "results/data/train.h5", "r") as handle:
@@ -108,17 +89,14 @@ def test_a_failed_shard_reruns_alone(tmp_path):
         "shallow_feature_shard": 1, "join_features": 1}
 
 
-def test_recompute_gives_the_errors_of_the_cache(tmp_path):
+def test_recompute_gives_the_errors_of_the_cache(tiny_run, tmp_path):
+    recomputed_run = tiny_run.copy(tmp_path / "recompute")
+    snakemake(recomputed_run.workdir, "results/conv5/error.csv", "--config",
+              "features={store: {default: cache, alexnet: recompute}}", configfile=tiny_run.configfile)
     errors = {}
-    for store_setting in ("cache", "recompute"):
-        workdir = tmp_path / store_setting
-        workdir.mkdir()
-        config = _config(features={"store": {"default": "cache", "alexnet": store_setting}})
-        config["representations"] = ["conv3"]
-        configfile = write_config(workdir / "config.yaml", config)
-        snakemake(workdir, "results/conv3/error.csv", configfile=configfile)
-        errors[store_setting] = pd.read_csv(workdir / "results/conv3/error.csv").set_index("method")
-        with h5py.File(workdir / "results/features/conv3/train.h5", "r") as handle:
+    for store_setting, run in (("cache", tiny_run), ("recompute", recomputed_run)):
+        errors[store_setting] = pd.read_csv(run.results / "conv5/error.csv").set_index("method")
+        with h5py.File(run.results / "features/conv5/train.h5", "r") as handle:
             assert ("features" in handle) == (store_setting == "cache")
     cached, recomputed = errors["cache"], errors["recompute"]
     for method in ("decoder", "mean_image", "nearest_neighbour"):
@@ -127,30 +105,28 @@ def test_recompute_gives_the_errors_of_the_cache(tmp_path):
     assert cached.loc["mean_image", "error"] == recomputed.loc["mean_image", "error"]
 
 
-def test_paper_config_plans_the_sharded_dag(tmp_path_factory, tmp_path):
+def test_paper_config_plans_the_sharded_dag(paper_plan):
     """config/paper.yaml on a fake ILSVRC2012 tree: every extraction and training-split cache job
     is one of data.shards shards; the recomputed layers get a recipe instead of a cache."""
     import yaml
 
-    imagenet = fake_imagenet(tmp_path_factory.mktemp("ILSVRC2012"))
-    planned = planned_jobs(tmp_path, "all", "--configfile", str(ROOT / "config" / "paper.yaml"),
-                           "--config", f"data={{root: {imagenet}}}")
+    planned = paper_plan("paper.yaml")
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     shards = paper["data"]["shards"]
     recomputed = [k for k, v in paper["features"]["store"].items() if v == "recompute" and k != "default"]
     assert shards > 1 and recomputed
     assert planned["extract_shard"] == shards and planned["join_data"] == 1 and "extract_data" not in planned
     cached_cnn = 3 * (8 - len(recomputed))  # each AlexNet layer, its untrained control, its autoencoder
-    # one extraction per network: AlexNet, its untrained control, and each cached layer's autoencoder (its own encoder)
+    # the networks: AlexNet, its untrained control, and each cached layer's autoencoder (its own encoder)
     cached_layers = [layer for layer in paper["representations"] if layer.startswith(("conv", "fc"))
                      and layer not in recomputed]
-    networks = ["alexnet", "alexnet-random"] + [f"alexnet-{layer}-ae" for layer in cached_layers]
-    assert len(networks) == 2 + cached_cnn // 3
-    assert {rule: n for rule, n in planned.items() if rule.startswith("network_feature_shard")} == {
-        f"network_feature_shard_{network}": shards for network in networks}
+    networks = {"alexnet": len(cached_layers), "alexnet-random": len(cached_layers),
+                **{f"alexnet-{layer}-ae": 1 for layer in cached_layers}}
+    assert sum(networks.values()) == cached_cnn
+    assert network_feature_jobs(planned, shard=True) == expected_network_feature_jobs(networks, shards, shard=True)
     assert planned["shallow_feature_shard"] == shards * 3
     assert planned["join_features"] == cached_cnn + 3
-    assert {rule: n for rule, n in planned.items() if rule.startswith("network_features")} == {
-        f"network_features_{network}": 1 for network in networks}  # the test split: one job per network
-    assert planned["shallow_features"] == 3 and "features" not in planned and "feature_shard" not in planned
+    # the test split: one job
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(networks, parts=1)
+    assert planned["shallow_features"] == 3
     assert planned["feature_recipe"] == 2 * 3 * len(recomputed)

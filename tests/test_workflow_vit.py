@@ -1,5 +1,6 @@
-"""A ViT token layer end to end through the workflow (tiny, offline: random weights at a 32-px
-crop), then ``preimage invert`` with the decoder it trained on two generated images."""
+"""A ViT token layer end to end through the workflow (the shared tiny run, tests/conftest.py: tiny_run;
+offline: random weights at a 32-px crop), then ``preimage invert`` with the decoder it trained on two
+generated images."""
 import subprocess
 import sys
 
@@ -13,31 +14,17 @@ from PIL import Image
 from preimage import metrics, store
 from preimage.data import resize_center_crop
 from preimage.evaluate import mean_training_image
-from workflow import ENV, ROOT, snakemake, write_config
+from workflow import ENV, ROOT
 
 pytestmark = pytest.mark.slow
 
 LAYER = "torchvision:vit_b_16:encoder.layers.encoder_layer_1"
 SLUG = "vit_b_16@encoder.layers.encoder_layer_1"
-TINY = {
-    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 6, "test_per_class": 2},
-    "representations": [LAYER],
-    "features": {"torchvision": {"weights": "random", "crop": 32}},
-    "variants": {"autoencoder": []},
-    "analyses": {"n_show": 2},
-    "baselines": {"mahendran_vedaldi": {"representations": []}},
-    "decoder": {"width": 0.125},
-    "train": {"epochs": 12, "batch_size": 8, "lr": 0.003, "device": "cpu"},
-    "evaluate": {"n_show": 2, "device": "cpu"},
-}
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("vit")
-    configfile = write_config(workdir / "tiny.yaml", TINY)
-    snakemake(workdir, "all", configfile=configfile)
-    return workdir
+def finished_run(tiny_run):
+    return tiny_run.workdir
 
 
 def generated_images(folder):
@@ -54,7 +41,7 @@ def generated_images(folder):
 def test_token_layer_runs_through_the_workflow(finished_run):
     results = finished_run / "results"
     with h5py.File(results / f"features/{SLUG}/train.h5") as handle:
-        assert handle["features"].shape == (6 * 7, 5, 768)  # class token + 2×2 patch tokens of ViT-B/16
+        assert handle["features"].shape == (4 * 7, 5, 768)  # class token + 2×2 patch tokens of ViT-B/16
         assert handle.attrs["decoder_kind"] == "tokens"
     meta = torch.load(results / SLUG / "decoder.pt", map_location="cpu", weights_only=True)["meta"]
     assert meta["kind"] == "tokens" and meta["feature_shape"] == [5, 768]

@@ -1,14 +1,34 @@
-"""Helpers to run the real Snakefile in a temporary working directory."""
+"""Helpers to run the real Snakefile in a temporary working directory on the tests' configurations."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence, Union
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The tests' workflow configurations, one YAML file each (each runs by hand from the repository
+#: root: ``snakemake --cores 2 all --configfile .test/config-<name>.yaml``; docs/testing.md).
+TEST_CONFIGS = ROOT / ".test"
+
+
+def config_path(name: str) -> Path:
+    """The path of ``.test/config-<name>.yaml``."""
+    path = TEST_CONFIGS / f"config-{name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path
+
+
+def config_dict(name: str) -> dict:
+    """``.test/config-<name>.yaml`` as a dict, for a test that writes a variant of it."""
+    return yaml.safe_load(config_path(name).read_text())
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -16,19 +36,33 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def merged(config: dict, overrides: dict) -> dict:
+    """``config`` with ``overrides`` merged in the way Snakemake merges config files: mappings key
+    by key, anything else (lists included) replaced."""
+    out = dict(config)
+    for key, value in overrides.items():
+        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+#: ``configfile`` of the helpers below: one file, several, or none
+ConfigFiles = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
+
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
 
-def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None) -> list[str]:
-    """The command line that runs the project's Snakefile inside ``workdir``."""
+def snakemake_command(workdir: Path, *args: str, configfile: ConfigFiles = None) -> list[str]:
+    """The command line that runs the project's Snakefile inside ``workdir``; ``configfile``: one
+    file or several (merged in order, each over the ones before)."""
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
     command += list(args)  # targets first: several options take a list of values
     if configfile is not None:
-        command.append(f"--configfile={configfile}")
+        files = [configfile] if isinstance(configfile, (str, os.PathLike)) else list(configfile)
+        command += ["--configfile", *map(str, files)]
     return command
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True, timeout: int = 600):
+def snakemake(workdir: Path, *args: str, configfile: ConfigFiles = None, check: bool = True, timeout: int = 600):
     """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
     command = snakemake_command(workdir, *args, configfile=configfile)
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=ENV)
@@ -37,18 +71,53 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: 
     return result
 
 
-def planned_rules(workdir: Path, *args: str, configfile: Path | None = None) -> set[str]:
+class BackgroundRun:
+    """``snakemake`` on the project's Snakefile in ``workdir``, started without waiting for it (its
+    output goes to ``log``): :meth:`wait` for it, :meth:`stop` it."""
+
+    def __init__(self, workdir: Path, *args: str, configfile: ConfigFiles = None, log: Path) -> None:
+        self.workdir, self.args, self.log = Path(workdir), args, Path(log)
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(snakemake_command(workdir, *args, configfile=configfile), cwd=workdir,
+                                            stdout=out, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until it ends; AssertionError with the end of its output unless it succeeded."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"snakemake {' '.join(self.args)} in {self.workdir} took more than {timeout} s; "
+                                 f"see {self.log}") from None
+        if code != 0:
+            raise AssertionError(f"snakemake {' '.join(self.args)} failed ({code}):\n{self.log.read_text()[-8000:]}")
+
+    def stop(self) -> None:
+        """End it and its jobs, if it still runs."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def planned_rules(workdir: Path, *args: str, configfile: ConfigFiles = None) -> set[str]:
     """Rules a dry run would execute."""
     return set(planned_jobs(workdir, *args, configfile=configfile))
 
 
-def planned_jobs(workdir: Path, *args: str, configfile: Path | None = None) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, configfile: ConfigFiles = None) -> dict[str, int]:
     """Jobs per rule a dry run would execute (parsed from the job-stats table of ``snakemake -n``)."""
-    result = snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile)
-    text = result.stdout + result.stderr
+    return job_counts(snakemake(workdir, "-n", *args, "--quiet=rules", configfile=configfile))
+
+
+def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule in the job-stats table a ``snakemake`` run or dry run printed."""
     rules = {}
     in_table = False
-    for line in text.splitlines():
+    for line in (result.stdout + result.stderr).splitlines():
         parts = line.split()
         if parts[:2] == ["job", "count"]:
             in_table = True
@@ -73,3 +142,72 @@ def fake_imagenet(root: Path, classes: int = 1000, train_per_class: int = 100, v
             for i in range(count):
                 (folder / f"{wnid}_{i}.JPEG").touch()
     return root
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A workflow run that has finished: its working directory and config file."""
+
+    workdir: Path
+    configfile: ConfigFiles
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results"
+
+    def copy(self, destination: Path) -> "FinishedRun":
+        """The run copied to ``destination`` (timestamps and Snakemake's records kept, so that the
+        copy has nothing to do either), for a test that reruns or changes it."""
+        shutil.copytree(self.workdir, destination, symlinks=True)
+        return FinishedRun(destination, self.configfile)
+
+
+# --------------------------------------------------------------------------- the feature stage's jobs
+# What the tests expect of the jobs that compute network (CNN) features, in one place: where the
+# feature stage changes how it splits its work into jobs (rule names, jobs per network, logs), only
+# this section changes. Networks are named as the catalog groups their nodes (``alexnet``,
+# ``alexnet-random``, ``alexnet-fc6-ae``, ``resnet18``, ``vit_b_16``, ``efficientnet_lite0`` …).
+
+#: The rules that compute every node of one network in one pass, for a whole split and for a shard of
+#: the training split (data.shards > 1): ``network_features_<network>`` and
+#: ``network_feature_shard_<network>``, one job per network and part.
+NETWORK_FEATURES_RULE = "network_features_"
+NETWORK_FEATURE_SHARD_RULE = "network_feature_shard_"
+
+
+def is_network_feature_rule(rule: str, shard: bool = False) -> bool:
+    """Whether ``rule`` computes network features (of whole splits, or with ``shard`` of shards)."""
+    return rule.startswith(NETWORK_FEATURE_SHARD_RULE if shard else NETWORK_FEATURES_RULE)
+
+
+def network_feature_jobs(planned: dict, shard: bool = False) -> dict:
+    """The jobs of ``planned`` (:func:`planned_jobs`) that compute network features (of whole splits,
+    or with ``shard`` of shards): ``{rule: jobs}``."""
+    return {rule: count for rule, count in planned.items() if is_network_feature_rule(rule, shard)}
+
+
+def without_network_feature_jobs(planned: dict) -> dict:
+    """``planned`` without the jobs that compute network features."""
+    return {rule: count for rule, count in planned.items()
+            if not (is_network_feature_rule(rule) or is_network_feature_rule(rule, shard=True))}
+
+
+def expected_network_feature_jobs(networks: dict, parts: int = 2, shard: bool = False) -> dict:
+    """The jobs (as :func:`network_feature_jobs` gives them) that compute the caches of ``networks``
+    (``{network: how many of its nodes}``) in ``parts`` parts each: the two splits, the test split
+    alone, or (``shard``) the shards of the training split; one job per network and part, however
+    many of its nodes it computes."""
+    rule = NETWORK_FEATURE_SHARD_RULE if shard else NETWORK_FEATURES_RULE
+    return {f"{rule}{network}": parts for network, nodes in networks.items() if nodes}
+
+
+def network_feature_log(results: Path, network: str, slug: str, split: str) -> Path:
+    """The log of the job that computed the features of node ``slug`` of ``network`` for ``split``."""
+    return results / "logs" / "features" / network / f"{split}.log"
+
+
+def network_feature_job_submitted(line: str, network: str, slug: str) -> bool:
+    """Whether ``line`` of a cluster executor's output says that a job computing features of node
+    ``slug`` of ``network`` was submitted (the SLURM executor names each job's log folder
+    ``rule_<rule>/<wildcards>``)."""
+    return "has been submitted" in line and f"rule_{NETWORK_FEATURES_RULE}{network}/" in line
