@@ -1,5 +1,6 @@
-"""Every `snakemake …` command the README and config/README.md show works as written: each is
-dry-run from the repository root (with a fake ILSVRC2012 tree standing in for /data/ILSVRC2012)."""
+"""Every `snakemake …` command the README, config/README.md and docs/ show works as written: each is
+dry-run from the repository root (with a fake ILSVRC2012 tree standing in for /data/ILSVRC2012 and
+a folder of empty photograph files for /path/to/photos)."""
 import re
 import shlex
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 
 from workflow import ENV, ROOT
 
-DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Commands that need a finished run, tested where one exists (tests/test_workflow.py: the report).
 NEEDS_A_RUN = ("--report",)
 
@@ -43,9 +44,16 @@ def test_the_documents_show_commands():
 def test_documented_command_dry_runs(doc, command, imagenet_root, tmp_path):
     if any(flag in command for flag in NEEDS_A_RUN):
         pytest.skip("needs a finished run: tests/test_workflow.py builds the report")
-    words = shlex.split(command.replace("/data/ILSVRC2012", str(imagenet_root)))
+    photos = tmp_path / "photos"  # a flat folder: config/photos.yaml tests 250 and trains on the rest
+    photos.mkdir()
+    for i in range(300):
+        (photos / f"photo{i:03d}.jpg").touch()
+    command = command.replace("/data/ILSVRC2012", str(imagenet_root)).replace("/path/to/photos", str(photos))
+    words = shlex.split(command)
     assert words[0] == "snakemake"
     # -n and --directory go first: options that take lists (--config) must keep their own words
-    argv = [sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), *words[1:]]
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    argv = [sys.executable, "-m", "snakemake", "-n", "--directory", str(workdir), *words[1:]]
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert result.returncode == 0, f"{doc}: {command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
