@@ -1,5 +1,5 @@
 """Does the streamed HDF5 reader keep a decoder fed? Streamed vs preloaded training pairs on a
-synthetic HOG cache (issue 14: goal ≥ 0.9× the preloaded rate).
+synthetic HOG cache (goal: at least 0.9× the preloaded rate).
 
     python bench/bench_streaming.py                          # 20,000 images at 64 px (about a minute)
     python bench/bench_streaming.py --size 256 --images 20000 --workdir /scratch/me   # the paper's size (~5 GB)

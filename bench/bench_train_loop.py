@@ -1,4 +1,4 @@
-"""The overhead of train.py's training loop over a bare PyTorch loop (issue 14: goal ≤ 5 % slower
+"""The overhead of train.py's training loop over a bare PyTorch loop (goal: at most 5 % slower
 on the CPU), so that a GPU's time goes to the network.
 
     python bench/bench_train_loop.py                       # one to two minutes

@@ -33,7 +33,7 @@ rule scaling_train:
     benchmark:
         f"{R}/benchmarks/scaling/{{rep}}/train_{{fraction}}.tsv"
     script:
-        "../workflow/scripts/scaling_train.py"
+        "../workflow/scripts/train_decoder.py"
 
 
 rule scaling_errors:

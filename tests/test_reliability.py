@@ -1,5 +1,5 @@
 """Reliability: no code runs from a .pt file, failures reach the job's log, damaged stores and a
-full disk are named, stale temporaries are removed (issue 15)."""
+full disk are named, stale temporaries are removed."""
 import logging
 import os
 import pickle

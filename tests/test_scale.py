@@ -1,4 +1,4 @@
-"""Paper scale (issue 14): sharded extraction and feature caches, features.store: recompute,
+"""Paper scale: sharded extraction and feature caches, features.store: recompute,
 chunk-aware streaming. Library level, on tiny stores; tests/test_workflow_scale.py runs the DAG."""
 from pathlib import Path
 

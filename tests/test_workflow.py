@@ -76,8 +76,21 @@ def test_all_builds_the_analyses_variants_and_baseline(tiny_run):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 0, figure
     findings = (results / "findings.md").read_text()
     for heading in ("Reconstruction error", "Perturbed features", "Decoder vs Mahendran & Vedaldi", "Dark knowledge",
-                    "Colour", "Brightness"):
+                    "Colour", "Brightness", "More training images"):
         assert f"## {heading}" in findings
+
+
+def test_all_builds_the_data_scaling_curve(tiny_run):
+    results = tiny_run.results
+    curve = pd.read_csv(results / "tables/scaling.csv")
+    # half of the training photographs, then all of them: the second point is the representation's own decoder
+    assert curve["representation"].tolist() == ["hog", "hog"] and curve["fraction"].tolist() == [0.5, 1.0]
+    assert curve["n_train"].iloc[0] < curve["n_train"].iloc[1]
+    own = pd.read_csv(results / "hog/error.csv").set_index("method").loc["decoder", "error"]
+    assert curve["error"].iloc[1] == pytest.approx(own, rel=1e-4)  # the same decoder, the same test images
+    fit = pd.read_csv(results / "tables/scaling_fit.csv")
+    assert fit["representation"].tolist() == ["hog"] and fit["extrapolate_to"].tolist() == [1281167]
+    assert (results / "figures/scaling.png").stat().st_size > 0
     errors = pd.read_csv(results / "tables/errors.csv")
     assert "autoencoder" in errors.loc[(errors.representation == "fc6-ae") & (errors.method == "decoder"), "label"].item()
 
