@@ -2,7 +2,7 @@
 import re
 import sys
 
-from preimage.config import ConfigError, load_schema, validate_config
+from preimage.config import ConfigError, validate_config
 from preimage.representations import Catalog
 from preimage.results_lock import ResultsInUse, lock_results, release_results
 
@@ -20,8 +20,7 @@ def local_execution():
 # where the jobs run here (a cluster's login node may have no GPU while its jobs get one).
 _main_process = getattr(workflow, "is_main_process", True)
 try:
-    _validated = validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")),
-                                 deep=_main_process, devices=_main_process and local_execution())
+    _validated = validate_config(config, deep=_main_process, devices=_main_process and local_execution())
 except ConfigError as _err:
     sys.stderr.write(f"preimage: {_err}\n")
     raise SystemExit(1)
