@@ -58,6 +58,7 @@ onsuccess:
 onerror:
     release_results(R)
 
+
 #: With --software-deployment-method conda every job runs in the project's environment (paths in a
 #: conda directive are relative to the rule file).
 ENVIRONMENT = "../environment.yml"
@@ -104,8 +105,10 @@ def lift_local_gpu_cap():
     try:
         resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))
     except Exception as err:  # a future Snakemake may keep resources elsewhere: say so
-        sys.stderr.write(f"preimage: warning: could not lift the local gpu cap ({err}); "
-                         "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n")
+        sys.stderr.write(
+            f"preimage: warning: could not lift the local gpu cap ({err}); "
+            "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n"
+        )
 
 
 lift_local_gpu_cap()
@@ -142,8 +145,9 @@ def shard_of(name):
 def stored_slugs(store, gpu=None):
     """Representations whose features.store is ``store`` (cache or recompute), optionally only
     those computed on a GPU (True) or the CPU (False)."""
-    return [s for s in CATALOG.slugs
-            if CATALOG.feature_store(s) == store and (gpu is None or CATALOG[s].uses_gpu == gpu)]
+    return [
+        s for s in CATALOG.slugs if CATALOG.feature_store(s) == store and (gpu is None or CATALOG[s].uses_gpu == gpu)
+    ]
 
 
 def feature_params(slug):
@@ -175,8 +179,11 @@ def analysis_params():
 
 def all_targets():
     targets = [f"{R}/data/train.h5", f"{R}/data/test.h5"]
-    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
-                      split=["train", "test"])
+    targets += expand(
+        f"{R}/features/{{rep}}/{{split}}.h5",
+        rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
+        split=["train", "test"],
+    )
     targets += expand(f"{R}/{{rep}}/{{file}}", rep=REPS, file=["error.csv", "reconstructions.png"])
     if not REPS:
         return targets
@@ -237,8 +244,10 @@ def scaling_decoder(rep, fraction):
 
 def scaling_error_files():
     """Representation → the per-image error CSVs of its data-scaling curve (subsets, then all)."""
-    return {rep: [f"{R}/{rep}/scaling/{f}/errors.csv" for f in scaling_fractions() + ["1"]]
-            for rep in CATALOG.analysis_slugs("scaling")}
+    return {
+        rep: [f"{R}/{rep}/scaling/{f}/errors.csv" for f in scaling_fractions() + ["1"]]
+        for rep in CATALOG.analysis_slugs("scaling")
+    }
 
 
 def scaling_references():
@@ -284,9 +293,11 @@ def loss_comparison_inputs(wc):
     """Figures 12-13 for one representation: its -gan / -feature variants and its own decoder, and
     Mahendran & Vedaldi's pre-images where that baseline ran for it."""
     family = CATALOG.loss_family(wc.rep)
-    inputs = {"test_images": f"{R}/data/test.h5",
-              "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
-              "errors": expand(f"{R}/{{rep}}/error.csv", rep=family)}
+    inputs = {
+        "test_images": f"{R}/data/test.h5",
+        "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
+        "errors": expand(f"{R}/{{rep}}/error.csv", rep=family),
+    }
     if wc.rep in CATALOG.mahendran_vedaldi_slugs():
         inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
     return inputs
@@ -294,8 +305,12 @@ def loss_comparison_inputs(wc):
 
 def feature_settings():
     """The settings every feature job shares (those of no one representation)."""
-    return dict(dtype=FEATURES["dtype"], batch_size=FEATURES["batch_size"], device=FEATURES["device"],
-                log_every=DATA["log_every"])
+    return dict(
+        dtype=FEATURES["dtype"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        log_every=DATA["log_every"],
+    )
 
 
 def feature_job_params():
@@ -338,5 +353,7 @@ def share_profile_settings(rule_name, nominal):
         if nominal in threads and rule_name not in threads:
             job_rule.resources["_cores"] = threads[nominal]
     except Exception as err:  # a future Snakemake may keep these settings elsewhere: say so
-        sys.stderr.write(f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
-                         f"set its resources under its own name.\n")
+        sys.stderr.write(
+            f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
+            f"set its resources under its own name.\n"
+        )
