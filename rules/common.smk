@@ -126,13 +126,27 @@ wildcard_constraints:
 
 def data_params():
     """Every data.* value that changes the extracted images (threads/log_every excluded, and
-    shards: the sharded stores hold the same images as one job's)."""
-    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards")}
+    shards/min_shard_images: the sharded stores hold the same images as one job's)."""
+    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards", "min_shard_images")}
 
 
-#: data.shards: extraction and the training split's feature caches run as this many jobs each
-#: (rules/data.smk, rules/features.smk), named 01-of-16 … 16-of-16.
-SHARDS = DATA["shards"]
+#: data.shards, at most one per data.min_shard_images images (preimage.data.shard_count): extraction
+#: and the training split's feature caches run as this many jobs each (rules/data.smk,
+#: rules/features.smk), named 01-of-16 … 16-of-16.
+SHARDS = 1
+if DATA["shards"] > 1:  # (preimage.data, with numpy and h5py, is imported only here)
+    from preimage.data import DataError, shard_count
+
+    try:
+        SHARDS = shard_count(data_params(), DATA["shards"], DATA["min_shard_images"])
+    except DataError as _err:
+        sys.stderr.write(f"preimage: data: {_err}\n")
+        raise SystemExit(1)
+if SHARDS < DATA["shards"] and workflow_is_main():
+    sys.stderr.write(
+        f"preimage: note: data.shards: {SHARDS} shard(s), one per data.min_shard_images "
+        f"({DATA['min_shard_images']}) images at most\n"
+    )
 SHARD_IDS = [f"{i + 1:0{len(str(SHARDS))}d}-of-{SHARDS}" for i in range(SHARDS)]
 
 
