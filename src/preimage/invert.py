@@ -369,9 +369,7 @@ def _check_cache(decoder: TrainedDecoder, features: store.FeatureStore) -> None:
     records them) and the shape the decoder takes."""
     attrs = features.attrs
     decoder.shape_check(tuple(features.shape), f"{features.path} holds")
-    record = decoder.meta.get("provenance")
-    if not isinstance(record, dict):
-        return  # an older decoder: the shape is all that can be checked
+    record = decoder.provenance
     if attrs.get("representation") != record["representation"]:
         raise InvertError(f"{features.path} holds {attrs.get('representation')} features, but {decoder.path} was "
                           f"trained on {record['representation']} features")

@@ -318,10 +318,7 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Any) -> None:
-    """Restore what :func:`rng_state` saved (a bare tensor: the CPU state of older checkpoints)."""
-    if isinstance(state, torch.Tensor):
-        torch.set_rng_state(state)
-        return
+    """Restore what :func:`rng_state` saved."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -511,8 +508,8 @@ def train_decoder(
         feature_attrs = feats.attrs
         missing = [key for key in ("target_size", "decoder_kind") if key not in feature_attrs]
         if missing:
-            raise ValueError(f"{features_path} does not record {' and '.join(missing)}: it was written by an older "
-                             "preimage; delete it and rerun")
+            raise ValueError(f"{features_path} does not record {' and '.join(missing)}, which every feature cache "
+                             "records: it is not a complete cache; delete it and rerun its feature job")
         image_size = int(feature_attrs["target_size"])
         if image_size > imgs.size:
             raise ValueError(f"{features_path} sees {image_size}-px images but {images_path} holds {imgs.size}-px ones")
@@ -792,8 +789,8 @@ def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
         row["kept"] = int(row["epoch"] == run.meta["kept_epoch"])
     if run.encoder is not None and files.encoder is not None:
         store.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
-        if "provenance" in run.meta:  # the fine-tuned weights the decoder's features come from
-            run.meta["provenance"]["weights"] = store.file_sha256(files.encoder)
+        # the fine-tuned weights the decoder's features come from
+        run.meta["provenance"]["weights"] = store.file_sha256(files.encoder)
     store.save_torch({"state_dict": {k: v.cpu() for k, v in run.model.state_dict().items()}, "meta": run.meta},
                      files.decoder)
     with store.atomic_path(files.log) as tmp:
