@@ -13,8 +13,12 @@ rule perturbation:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/perturbation.csv",
-        figure=report(f"{R}/figures/perturbation_{{rep}}.png", caption="../workflow/report/perturbation.rst",
-                      category="Analyses", subcategory="Perturbation"),
+        figure=report(
+            f"{R}/figures/perturbation_{{rep}}.png",
+            caption="../workflow/report/perturbation.rst",
+            category="Analyses",
+            subcategory="Perturbation",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.perturbation_slugs()),
     params:
@@ -39,8 +43,12 @@ rule interpolation:
         features=f"{R}/features/{{rep}}/test.h5",
     output:
         strips=f"{R}/{{rep}}/analysis/interpolation.h5",
-        figure=report(f"{R}/figures/interpolation_{{rep}}.png", caption="../workflow/report/interpolation.rst",
-                      category="Analyses", subcategory="Interpolation"),
+        figure=report(
+            f"{R}/figures/interpolation_{{rep}}.png",
+            caption="../workflow/report/interpolation.rst",
+            category="Analyses",
+            subcategory="Interpolation",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.analysis_slugs("interpolation")),
     params:
@@ -66,8 +74,12 @@ rule random_samples:
         features=f"{R}/features/{{rep}}/train.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/random_samples.csv",
-        figure=report(f"{R}/figures/random_samples_{{rep}}.png", caption="../workflow/report/random_samples.rst",
-                      category="Analyses", subcategory="Random feature vectors"),
+        figure=report(
+            f"{R}/figures/random_samples_{{rep}}.png",
+            caption="../workflow/report/random_samples.rst",
+            category="Analyses",
+            subcategory="Random feature vectors",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.analysis_slugs("random_samples")),
     params:
@@ -91,8 +103,12 @@ rule single_units:
         decoder=f"{R}/{{rep}}/decoder.pt",
         features=f"{R}/features/{{rep}}/train.h5",
     output:
-        report(f"{R}/figures/single_units_{{rep}}.png", caption="../workflow/report/single_units.rst",
-               category="Analyses", subcategory="Single units"),
+        report(
+            f"{R}/figures/single_units_{{rep}}.png",
+            caption="../workflow/report/single_units.rst",
+            category="Analyses",
+            subcategory="Single units",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.single_unit_slugs()),
     params:
@@ -119,8 +135,12 @@ rule dark_knowledge:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/dark_knowledge.csv",
-        figure=report(f"{R}/figures/dark_knowledge_{{rep}}.png", caption="../workflow/report/dark_knowledge.rst",
-                      category="Analyses", subcategory="Dark knowledge"),
+        figure=report(
+            f"{R}/figures/dark_knowledge_{{rep}}.png",
+            caption="../workflow/report/dark_knowledge.rst",
+            category="Analyses",
+            subcategory="Dark knowledge",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.analysis_slugs("dark_knowledge")),
     params:
@@ -146,8 +166,12 @@ rule hue_shift:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/hue_shift.csv",
-        figure=report(f"{R}/figures/hue_shift_{{rep}}.png", caption="../workflow/report/hue_shift.rst",
-                      category="Analyses", subcategory="Hue shift"),
+        figure=report(
+            f"{R}/figures/hue_shift_{{rep}}.png",
+            caption="../workflow/report/hue_shift.rst",
+            category="Analyses",
+            subcategory="Hue shift",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.analysis_slugs("hue_shift")),
     params:
@@ -173,8 +197,12 @@ rule brightness:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/hog/analysis/brightness.csv",
-        figure=report(f"{R}/figures/brightness.png", caption="../workflow/report/brightness.rst", category="Analyses",
-                      subcategory="Brightness"),
+        figure=report(
+            f"{R}/figures/brightness.png",
+            caption="../workflow/report/brightness.rst",
+            category="Analyses",
+            subcategory="Brightness",
+        ),
     params:
         common=analysis_params(),
         factors=ANALYSES["brightness"]["factors"],
@@ -190,8 +218,6 @@ rule brightness:
         "../workflow/scripts/analyses_brightness.py"
 
 
-
-
 rule locality:
     """Reconstructions from a centred window / a subset of channels of a layer, by the decoder and by
     Mahendran & Vedaldi's optimisation of the masked objective (their locality experiment)."""
@@ -202,8 +228,12 @@ rule locality:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/locality.csv",
-        figure=report(f"{R}/figures/locality_{{rep}}.png", caption="../workflow/report/locality.rst",
-                      category="Analyses", subcategory="Locality"),
+        figure=report(
+            f"{R}/figures/locality_{{rep}}.png",
+            caption="../workflow/report/locality.rst",
+            category="Analyses",
+            subcategory="Locality",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.analysis_slugs("locality")),
     params:

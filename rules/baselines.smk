@@ -12,8 +12,12 @@ rule mahendran_vedaldi:
     output:
         csv=f"{R}/{{rep}}/mahendran_vedaldi.csv",
         images=f"{R}/{{rep}}/mahendran_vedaldi.h5",
-        figure=report(f"{R}/figures/mahendran_vedaldi_{{rep}}.png", caption="../workflow/report/mahendran_vedaldi.rst",
-                      category="Baselines", subcategory="Mahendran & Vedaldi"),
+        figure=report(
+            f"{R}/figures/mahendran_vedaldi_{{rep}}.png",
+            caption="../workflow/report/mahendran_vedaldi.rst",
+            category="Baselines",
+            subcategory="Mahendran & Vedaldi",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
     params:
@@ -33,5 +37,3 @@ rule mahendran_vedaldi:
         f"{R}/benchmarks/baselines/{{rep}}/mahendran_vedaldi.tsv"
     script:
         "../workflow/scripts/baselines_mahendran_vedaldi.py"
-
-

@@ -2,7 +2,7 @@
 import re
 import sys
 
-from preimage.config import ConfigError, load_schema, validate_config
+from preimage.config import ConfigError, validate_config
 from preimage.representations import Catalog
 from preimage.results_lock import ResultsInUse, lock_results, release_results
 
@@ -20,8 +20,7 @@ def local_execution():
 # where the jobs run here (a cluster's login node may have no GPU while its jobs get one).
 _main_process = getattr(workflow, "is_main_process", True)
 try:
-    _validated = validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")),
-                                 deep=_main_process, devices=_main_process and local_execution())
+    _validated = validate_config(config, deep=_main_process, devices=_main_process and local_execution())
 except ConfigError as _err:
     sys.stderr.write(f"preimage: {_err}\n")
     raise SystemExit(1)
@@ -58,6 +57,7 @@ onsuccess:
 
 onerror:
     release_results(R)
+
 
 #: With --software-deployment-method conda every job runs in the project's environment (paths in a
 #: conda directive are relative to the rule file).
@@ -105,8 +105,10 @@ def lift_local_gpu_cap():
     try:
         resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))
     except Exception as err:  # a future Snakemake may keep resources elsewhere: say so
-        sys.stderr.write(f"preimage: warning: could not lift the local gpu cap ({err}); "
-                         "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n")
+        sys.stderr.write(
+            f"preimage: warning: could not lift the local gpu cap ({err}); "
+            "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n"
+        )
 
 
 lift_local_gpu_cap()
@@ -124,13 +126,27 @@ wildcard_constraints:
 
 def data_params():
     """Every data.* value that changes the extracted images (threads/log_every excluded, and
-    shards: the sharded stores hold the same images as one job's)."""
-    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards")}
+    shards/min_shard_images: the sharded stores hold the same images as one job's)."""
+    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards", "min_shard_images")}
 
 
-#: data.shards: extraction and the training split's feature caches run as this many jobs each
-#: (rules/data.smk, rules/features.smk), named 01-of-16 … 16-of-16.
-SHARDS = DATA["shards"]
+#: data.shards, at most one per data.min_shard_images images (preimage.data.shard_count): extraction
+#: and the training split's feature caches run as this many jobs each (rules/data.smk,
+#: rules/features.smk), named 01-of-16 … 16-of-16.
+SHARDS = 1
+if DATA["shards"] > 1:  # (preimage.data, with numpy and h5py, is imported only here)
+    from preimage.data import DataError, shard_count
+
+    try:
+        SHARDS = shard_count(data_params(), DATA["shards"], DATA["min_shard_images"])
+    except DataError as _err:
+        sys.stderr.write(f"preimage: data: {_err}\n")
+        raise SystemExit(1)
+if SHARDS < DATA["shards"] and workflow_is_main():
+    sys.stderr.write(
+        f"preimage: note: data.shards: {SHARDS} shard(s), one per data.min_shard_images "
+        f"({DATA['min_shard_images']}) images at most\n"
+    )
 SHARD_IDS = [f"{i + 1:0{len(str(SHARDS))}d}-of-{SHARDS}" for i in range(SHARDS)]
 
 
@@ -143,8 +159,9 @@ def shard_of(name):
 def stored_slugs(store, gpu=None):
     """Representations whose features.store is ``store`` (cache or recompute), optionally only
     those computed on a GPU (True) or the CPU (False)."""
-    return [s for s in CATALOG.slugs
-            if CATALOG.feature_store(s) == store and (gpu is None or CATALOG[s].uses_gpu == gpu)]
+    return [
+        s for s in CATALOG.slugs if CATALOG.feature_store(s) == store and (gpu is None or CATALOG[s].uses_gpu == gpu)
+    ]
 
 
 def feature_params(slug):
@@ -176,8 +193,11 @@ def analysis_params():
 
 def all_targets():
     targets = [f"{R}/data/train.h5", f"{R}/data/test.h5"]
-    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
-                      split=["train", "test"])
+    targets += expand(
+        f"{R}/features/{{rep}}/{{split}}.h5",
+        rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
+        split=["train", "test"],
+    )
     targets += expand(f"{R}/{{rep}}/{{file}}", rep=REPS, file=["error.csv", "reconstructions.png"])
     if not REPS:
         return targets
@@ -238,8 +258,10 @@ def scaling_decoder(rep, fraction):
 
 def scaling_error_files():
     """Representation → the per-image error CSVs of its data-scaling curve (subsets, then all)."""
-    return {rep: [f"{R}/{rep}/scaling/{f}/errors.csv" for f in scaling_fractions() + ["1"]]
-            for rep in CATALOG.analysis_slugs("scaling")}
+    return {
+        rep: [f"{R}/{rep}/scaling/{f}/errors.csv" for f in scaling_fractions() + ["1"]]
+        for rep in CATALOG.analysis_slugs("scaling")
+    }
 
 
 def scaling_references():
@@ -285,9 +307,11 @@ def loss_comparison_inputs(wc):
     """Figures 12-13 for one representation: its -gan / -feature variants and its own decoder, and
     Mahendran & Vedaldi's pre-images where that baseline ran for it."""
     family = CATALOG.loss_family(wc.rep)
-    inputs = {"test_images": f"{R}/data/test.h5",
-              "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
-              "errors": expand(f"{R}/{{rep}}/error.csv", rep=family)}
+    inputs = {
+        "test_images": f"{R}/data/test.h5",
+        "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
+        "errors": expand(f"{R}/{{rep}}/error.csv", rep=family),
+    }
     if wc.rep in CATALOG.mahendran_vedaldi_slugs():
         inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
     return inputs
@@ -295,8 +319,12 @@ def loss_comparison_inputs(wc):
 
 def feature_settings():
     """The settings every feature job shares (those of no one representation)."""
-    return dict(dtype=FEATURES["dtype"], batch_size=FEATURES["batch_size"], device=FEATURES["device"],
-                log_every=DATA["log_every"])
+    return dict(
+        dtype=FEATURES["dtype"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        log_every=DATA["log_every"],
+    )
 
 
 def feature_job_params():
@@ -339,5 +367,7 @@ def share_profile_settings(rule_name, nominal):
         if nominal in threads and rule_name not in threads:
             job_rule.resources["_cores"] = threads[nominal]
     except Exception as err:  # a future Snakemake may keep these settings elsewhere: say so
-        sys.stderr.write(f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
-                         f"set its resources under its own name.\n")
+        sys.stderr.write(
+            f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
+            f"set its resources under its own name.\n"
+        )

@@ -75,8 +75,11 @@ rule error_by_network_layer:
         table=f"{R}/tables/errors.csv",
         perturbation=[f"{R}/tables/perturbation.csv"] if CATALOG.perturbation_slugs() else [],
     output:
-        report(f"{R}/figures/error_by_layer_{{family}}.png", caption="../workflow/report/error_by_layer.rst",
-               category="Errors"),
+        report(
+            f"{R}/figures/error_by_layer_{{family}}.png",
+            caption="../workflow/report/error_by_layer.rst",
+            category="Errors",
+        ),
     wildcard_constraints:
         family=alternation(CATALOG.network_layers()),
     params:
@@ -95,8 +98,12 @@ rule interpolation_overview:
     input:
         expand(f"{R}/{{rep}}/analysis/interpolation.h5", rep=CATALOG.analysis_slugs("interpolation")),
     output:
-        report(f"{R}/figures/interpolation.png", caption="../workflow/report/interpolation.rst", category="Analyses",
-               subcategory="Interpolation"),
+        report(
+            f"{R}/figures/interpolation.png",
+            caption="../workflow/report/interpolation.rst",
+            category="Analyses",
+            subcategory="Interpolation",
+        ),
     params:
         representations=CATALOG.analysis_slugs("interpolation"),
     log:
@@ -114,8 +121,12 @@ rule loss_comparison:
     input:
         unpack(loss_comparison_inputs),
     output:
-        report(f"{R}/figures/gan_{{rep}}.png", caption="../workflow/report/loss_comparison.rst",
-               category="Reconstructions", subcategory="Appendix A"),
+        report(
+            f"{R}/figures/gan_{{rep}}.png",
+            caption="../workflow/report/loss_comparison.rst",
+            category="Reconstructions",
+            subcategory="Appendix A",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.loss_bases()),
     params:
@@ -139,9 +150,12 @@ rule mahendran_vedaldi_samples:
         csv=f"{R}/{{rep}}/mahendran_vedaldi.csv",
         test_images=f"{R}/data/test.h5",
     output:
-        report(f"{R}/figures/mahendran_vedaldi_samples_{{rep}}.png",
-               caption="../workflow/report/mahendran_vedaldi_samples.rst", category="Baselines",
-               subcategory="Mahendran & Vedaldi"),
+        report(
+            f"{R}/figures/mahendran_vedaldi_samples_{{rep}}.png",
+            caption="../workflow/report/mahendran_vedaldi_samples.rst",
+            category="Baselines",
+            subcategory="Mahendran & Vedaldi",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
     params:

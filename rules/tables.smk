@@ -40,8 +40,11 @@ rule mahendran_vedaldi_table:
     input:
         expand(f"{R}/{{rep}}/mahendran_vedaldi.csv", rep=CATALOG.mahendran_vedaldi_slugs()),
     output:
-        csv=report(f"{R}/tables/mahendran_vedaldi.csv", caption="../workflow/report/mahendran_vedaldi_table.rst",
-                   category="Baselines"),
+        csv=report(
+            f"{R}/tables/mahendran_vedaldi.csv",
+            caption="../workflow/report/mahendran_vedaldi_table.rst",
+            category="Baselines",
+        ),
         md=f"{R}/tables/mahendran_vedaldi.md",
     params:
         networks=CATALOG.networks(),  # the representations M&V's "≤ 20 %" is about (CNN layers)

@@ -219,7 +219,8 @@ def test_all_plans_one_extraction_job_per_network_and_split(tmp_path):
                                          "network_features_efficientnet_lite0": 2,
                                          "network_features_efficientnet_lite0-random": 2}
     assert planned["shallow_features"] == 2  # HOG: one job per split, as before
-    sharded = planned_jobs(tmp_path, "all", "--config", "data={shards: 3}", configfile=configfile)
+    sharded = planned_jobs(tmp_path, "all", "--config", "data={shards: 3, min_shard_images: 1}",
+                           configfile=configfile)
     assert _extraction_jobs(sharded) == {  # the test split whole, the training split in 3 shards per network
         **{f"network_features_{g}": 1 for g in ("alexnet", "alexnet-fc6-ae", "efficientnet_lite0",
                                                 "efficientnet_lite0-random")},

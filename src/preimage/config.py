@@ -1,7 +1,8 @@
 """Configuration: JSON-schema validation with defaults and one clear message per problem.
 
-``rules/common.smk`` calls :func:`validate_config` before any job runs. The schema lives in
-``workflow/schemas/config.schema.yaml``; defaults there are filled in (recursively), then the
+``rules/common.smk`` calls :func:`validate_config` before any job runs. The schema ships inside
+the package, ``preimage/schemas/config.schema.yaml`` (so an installed package validates a
+configuration without the workflow's source tree); defaults there are filled in (recursively), then the
 result is validated; semantic checks that a schema cannot express (a data root that must exist)
 follow. Errors are collected into one :class:`ConfigError` whose message names every offending
 key as a dotted path (``data.size``), so a user sees what to fix instead of a traceback; a
@@ -40,7 +41,8 @@ from typing import Any, Dict, List, Mapping, MutableMapping
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The configuration schema, package data of ``preimage`` (the workflow reads this one copy too).
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
