@@ -16,7 +16,7 @@ rule perturbation:
         figure=report(f"{R}/figures/perturbation_{{rep}}.png", caption="../workflow/report/perturbation.rst",
                       category="Analyses", subcategory="Perturbation"),
     wildcard_constraints:
-        rep=alternation(CATALOG.perturbation_slugs()),
+        rep=alternation(PLAN.perturbation_slugs()),
     params:
         common=analysis_params(),
         fraction=ANALYSES["perturbation"]["fraction"],
@@ -42,7 +42,7 @@ rule interpolation:
         figure=report(f"{R}/figures/interpolation_{{rep}}.png", caption="../workflow/report/interpolation.rst",
                       category="Analyses", subcategory="Interpolation"),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("interpolation")),
+        rep=alternation(PLAN.analysis_slugs("interpolation")),
     params:
         common=analysis_params(),
         pairs=ANALYSES["interpolation"]["pairs"],
@@ -69,7 +69,7 @@ rule random_samples:
         figure=report(f"{R}/figures/random_samples_{{rep}}.png", caption="../workflow/report/random_samples.rst",
                       category="Analyses", subcategory="Random feature vectors"),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("random_samples")),
+        rep=alternation(PLAN.analysis_slugs("random_samples")),
     params:
         common=analysis_params(),
         options={k: v for k, v in ANALYSES["random_samples"].items() if k != "layers"},
@@ -94,11 +94,11 @@ rule single_units:
         report(f"{R}/figures/single_units_{{rep}}.png", caption="../workflow/report/single_units.rst",
                category="Analyses", subcategory="Single units"),
     wildcard_constraints:
-        rep=alternation(CATALOG.single_unit_slugs()),
+        rep=alternation(PLAN.single_unit_slugs()),
     params:
         common=analysis_params(),
         units=ANALYSES["single_units"]["count"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -122,11 +122,11 @@ rule dark_knowledge:
         figure=report(f"{R}/figures/dark_knowledge_{{rep}}.png", caption="../workflow/report/dark_knowledge.rst",
                       category="Analyses", subcategory="Dark knowledge"),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("dark_knowledge")),
+        rep=alternation(PLAN.analysis_slugs("dark_knowledge")),
     params:
         common=analysis_params(),
         k=ANALYSES["dark_knowledge"]["k"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -149,11 +149,11 @@ rule hue_shift:
         figure=report(f"{R}/figures/hue_shift_{{rep}}.png", caption="../workflow/report/hue_shift.rst",
                       category="Analyses", subcategory="Hue shift"),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("hue_shift")),
+        rep=alternation(PLAN.analysis_slugs("hue_shift")),
     params:
         common=analysis_params(),
         degrees=ANALYSES["hue_shift"]["degrees"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -178,7 +178,7 @@ rule brightness:
     params:
         common=analysis_params(),
         factors=ANALYSES["brightness"]["factors"],
-        representation=representation_options("hog") if "hog" in CATALOG else None,
+        representation=PLAN.options("hog") if "hog" in CATALOG else None,
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -205,13 +205,13 @@ rule locality:
         figure=report(f"{R}/figures/locality_{{rep}}.png", caption="../workflow/report/locality.rst",
                       category="Analyses", subcategory="Locality"),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("locality")),
+        rep=alternation(PLAN.analysis_slugs("locality")),
     params:
         common=analysis_params(),
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
         options={k: v for k, v in ANALYSES["locality"].items() if k not in ("layers", "enabled")},
         # the optimisation's other settings (lr, sigma, seed, batch size) from baselines.mahendran_vedaldi
-        optimisation=lambda wc: CATALOG.mahendran_vedaldi_options(wc.rep, "images", "iterations", "restarts"),
+        optimisation=lambda wc: PLAN.mahendran_vedaldi_options(wc.rep, "images", "iterations", "restarts"),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
