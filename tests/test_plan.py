@@ -30,7 +30,8 @@ def test_the_inputs_of_findings_and_of_the_loss_comparison_follow_the_configurat
                                       "scaling": "out/tables/scaling_fit.csv",
                                       "hue_shift": ["out/fc6/analysis/hue_shift.csv"]}
     assert plan.loss_comparison_inputs("fc6") == {
-        "test_images": "out/data/test.h5", "reconstructions": ["out/fc6-gan/reconstructions.h5", "out/fc6/reconstructions.h5"],
+        "test_images": "out/data/test.h5",
+        "reconstructions": ["out/fc6-gan/reconstructions.h5", "out/fc6/reconstructions.h5"],
         "errors": ["out/fc6-gan/error.csv", "out/fc6/error.csv"]}
     assert plan.scaling_fractions() == ["0.25", "0.5"]
     assert plan.scaling_error_files() == {"hog": ["out/hog/scaling/0.25/errors.csv", "out/hog/scaling/0.5/errors.csv",
