@@ -74,8 +74,8 @@ FEATURES = config["features"]
 
 
 #: Every representation of the config, variants included, resolved by the library (slugs, families,
-#: parameters, network groups): the rule files ask it and parse no names themselves. PLAN: what the
-#: workflow makes of them (which jobs, which layers each analysis runs on, the targets, paths under R).
+#: parameters, network groups), and PLAN, what the workflow makes of them (which jobs, which layers
+#: each analysis runs on, the targets, paths under R). The rule files ask them and parse no names.
 try:
     PLAN = Plan(config)
 except ValueError as _err:
