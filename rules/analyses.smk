@@ -20,7 +20,7 @@ rule perturbation:
             subcategory="Perturbation",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.perturbation_slugs()),
+        rep=alternation(PLAN.perturbation_slugs()),
     params:
         common=analysis_params(),
         fraction=ANALYSES["perturbation"]["fraction"],
@@ -50,7 +50,7 @@ rule interpolation:
             subcategory="Interpolation",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("interpolation")),
+        rep=alternation(PLAN.analysis_slugs("interpolation")),
     params:
         common=analysis_params(),
         pairs=ANALYSES["interpolation"]["pairs"],
@@ -81,7 +81,7 @@ rule random_samples:
             subcategory="Random feature vectors",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("random_samples")),
+        rep=alternation(PLAN.analysis_slugs("random_samples")),
     params:
         common=analysis_params(),
         options={k: v for k, v in ANALYSES["random_samples"].items() if k != "layers"},
@@ -110,11 +110,11 @@ rule single_units:
             subcategory="Single units",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.single_unit_slugs()),
+        rep=alternation(PLAN.single_unit_slugs()),
     params:
         common=analysis_params(),
         units=ANALYSES["single_units"]["count"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -142,11 +142,11 @@ rule dark_knowledge:
             subcategory="Dark knowledge",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("dark_knowledge")),
+        rep=alternation(PLAN.analysis_slugs("dark_knowledge")),
     params:
         common=analysis_params(),
         k=ANALYSES["dark_knowledge"]["k"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -173,11 +173,11 @@ rule hue_shift:
             subcategory="Hue shift",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("hue_shift")),
+        rep=alternation(PLAN.analysis_slugs("hue_shift")),
     params:
         common=analysis_params(),
         degrees=ANALYSES["hue_shift"]["degrees"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -206,7 +206,7 @@ rule brightness:
     params:
         common=analysis_params(),
         factors=ANALYSES["brightness"]["factors"],
-        representation=representation_options("hog") if "hog" in CATALOG else None,
+        representation=PLAN.options("hog") if "hog" in CATALOG else None,
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -235,13 +235,13 @@ rule locality:
             subcategory="Locality",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("locality")),
+        rep=alternation(PLAN.analysis_slugs("locality")),
     params:
         common=analysis_params(),
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
         options={k: v for k, v in ANALYSES["locality"].items() if k not in ("layers", "enabled")},
         # the optimisation's other settings (lr, sigma, seed, batch size) from baselines.mahendran_vedaldi
-        optimisation=lambda wc: CATALOG.mahendran_vedaldi_options(wc.rep, "images", "iterations", "restarts"),
+        optimisation=lambda wc: PLAN.mahendran_vedaldi_options(wc.rep, "images", "iterations", "restarts"),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,

@@ -19,12 +19,12 @@ rule mahendran_vedaldi:
             subcategory="Mahendran & Vedaldi",
         ),
     wildcard_constraints:
-        rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
+        rep=alternation(PLAN.mahendran_vedaldi_slugs()),
     params:
         common=analysis_params(),
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
         # every baselines.mahendran_vedaldi setting (sigma resolved for this representation), images included
-        optimisation=lambda wc: CATALOG.mahendran_vedaldi_options(wc.rep),
+        optimisation=lambda wc: PLAN.mahendran_vedaldi_options(wc.rep),
         device=MV["device"],
     threads: MV["threads"]
     resources:

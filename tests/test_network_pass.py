@@ -11,6 +11,7 @@ from preimage.config import validate_config
 from preimage.features import NodeSet, create
 from preimage.features.cache import compute_cache, compute_network_caches
 from preimage.features.torchvision_net import run_sequential_pass, sequential_pass
+from preimage.plan import Plan
 from preimage.representations import Catalog
 from tiny_data import builtin_stores
 from workflow import planned_jobs, snakemake, write_config
@@ -242,10 +243,10 @@ def extracted(tmp_path_factory):
 def test_the_workflows_caches_equal_the_single_node_computation(extracted, tmp_path):
     workdir, _ = extracted
     results = workdir / "results"
-    catalog = Catalog(validate_config(TINY))
+    plan = Plan(validate_config(TINY), results="results")
     for rep in ("conv1", "fc6", "efficientnet_lite0@stem", "efficientnet_lite0@pool-random"):
         alone = tmp_path / f"{rep}.h5"
-        compute_cache(catalog[rep].name, catalog.feature_params(rep, "results"), results / "data/test.h5", alone,
+        compute_cache(plan.catalog[rep].name, plan.feature_params(rep), results / "data/test.h5", alone,
                       batch_size=8, device="cpu")
         (data_a, attrs_a), (data_b, attrs_b) = _contents(results / f"features/{rep}/test.h5"), _contents(alone)
         assert attrs_a == attrs_b, rep
