@@ -187,3 +187,33 @@ def test_the_most_recognisable_method_breaks_ties_by_top1_then_error():
     ])
     best = rec.most_recognisable(table)
     assert best[["representation", "method"]].values.tolist() == [["a", "mean_image"], ["b", "mahendran_vedaldi"]]
+
+
+def test_the_plan_groups_loss_variants_under_their_base_and_checks_the_classifier():
+    from preimage.config import validate_config
+    from preimage.plan import Plan
+
+    plan = Plan(validate_config({
+        "results": "res", "representations": ["hog", "fc6", "efficientnet_lite0:fc"],
+        "variants": {"gan": ["hog"], "feature": ["hog"], "autoencoder": ["fc6"]},
+        "baselines": {"mahendran_vedaldi": {"representations": ["hog"]}}}))
+    catalog = plan.catalog
+    slugs = rec.scored_slugs(catalog)
+    assert "hog-gan" not in slugs and "hog-feature" not in slugs
+    assert {"hog", "fc6", "fc6-ae", "efficientnet_lite0@fc", "efficientnet_lite0@fc-random"} <= set(slugs)
+    assert rec.decoder_slugs(catalog, "hog") == {"decoder": "hog", "decoder_feature": "hog-feature",
+                                                 "decoder_gan": "hog-gan"}
+    hog = rec.job_inputs(plan, "hog")
+    assert hog["reconstructions"] == ["res/hog/reconstructions.h5", "res/hog-feature/reconstructions.h5",
+                                      "res/hog-gan/reconstructions.h5"]
+    assert hog["mv_images"] == "res/hog/mahendran_vedaldi.h5" and hog["test_features"] == "res/features/hog/test.h5"
+    ae = rec.job_inputs(plan, "fc6-ae")
+    assert ae["encoder"] == ["res/fc6-ae/encoder.pt"] and "mv_images" not in ae
+    assert ae["test_features"] == "res/features/fc6-ae/test.h5"
+    assert {"res/tables/scorecard.csv", "res/figures/scorecard.png"} <= set(plan.all_targets())
+    assert plan.findings_inputs()["scorecard"] == "res/tables/scorecard.csv"
+    off = Plan(validate_config({"results": "res", "representations": ["hog"], "analyses": {"scorecard": {"enabled": False}}}))
+    assert "res/tables/scorecard.csv" not in off.all_targets() and "scorecard" not in off.findings_inputs()
+    assert rec.classifier_problem("efficientnet_lite0:fc") is None
+    assert "no network" in rec.classifier_problem("hog")
+    assert "unknown representation" in rec.classifier_problem("nonsense")

@@ -441,3 +441,68 @@ def most_recognisable(table: pd.DataFrame) -> pd.DataFrame:
                                                                        kind="stable")
         best.append(ranked.iloc[0].drop("_neg_error"))
     return pd.DataFrame(best).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- the workflow's plan
+
+
+def scored_slugs(catalog: Any) -> List[str]:
+    """The representations that get a scorecard job: every slug of ``catalog``
+    (:class:`preimage.representations.Catalog`) except the Appendix A loss variants, whose
+    decoders are methods of their base representation's rows."""
+    from preimage.representations import LOSS_VARIANTS
+
+    return [slug for slug in catalog.slugs if catalog[slug].variant not in LOSS_VARIANTS]
+
+
+def decoder_slugs(catalog: Any, slug: str) -> Dict[str, str]:
+    """Method → slug of the decoder that reconstructs ``slug``'s features (:data:`DECODER_METHODS`
+    present in ``catalog``)."""
+    return {method: f"{slug}{suffix}" for method, suffix in DECODER_METHODS.items() if f"{slug}{suffix}" in catalog}
+
+
+def job_inputs(plan: Any, slug: str) -> Dict[str, Any]:
+    """The files the scorecard job of ``slug`` reads (``plan``: :class:`preimage.plan.Plan`): the
+    test and training images and features (nearest neighbour, mean image), each of its decoders
+    (:func:`decoder_slugs`) with its reconstructions and error table in the same order, Mahendran &
+    Vedaldi's pre-images and table where that baseline ran for it, an autoencoder's encoder."""
+    results, catalog = plan.results, plan.catalog
+    slugs = list(decoder_slugs(catalog, slug).values())
+    features = catalog.features_of(slug)
+    inputs: Dict[str, Any] = {
+        "test_images": f"{results}/data/test.h5", "train_images": f"{results}/data/train.h5",
+        "test_features": f"{results}/features/{features}/test.h5",
+        "train_features": f"{results}/features/{features}/train.h5",
+        "reconstructions": [f"{results}/{s}/reconstructions.h5" for s in slugs],
+        "decoders": [plan.decoder(s) for s in slugs],
+        "errors": [f"{results}/{s}/error.csv" for s in slugs]}
+    if slug in plan.mahendran_vedaldi_slugs():
+        inputs.update(mv_images=f"{results}/{slug}/mahendran_vedaldi.h5",
+                      mv_table=f"{results}/{slug}/mahendran_vedaldi.csv")
+    encoders = plan.encoder_inputs([slug])
+    if encoders:
+        inputs["encoder"] = encoders
+    return inputs
+
+
+def targets(plan: Any) -> List[str]:
+    """The scorecard's table and figure under ``plan.results`` when ``analyses.scorecard`` is enabled."""
+    if not plan.config["analyses"]["scorecard"]["enabled"] or not plan.catalog.slugs:
+        return []
+    R = plan.results
+    return [f"{R}/tables/scorecard.csv", f"{R}/tables/scorecard.md", f"{R}/figures/scorecard.png"]
+
+
+def classifier_problem(name: str) -> Optional[str]:
+    """Why ``analyses.scorecard.classifier`` cannot be the scorecard's classifier (an unknown name, or
+    a representation that is no network), or None; checked when the workflow is read."""
+    from preimage.features.base import lookup
+
+    try:
+        cls = lookup(name)
+    except KeyError as err:
+        return f"analyses.scorecard.classifier: {err.args[0]}"
+    if not getattr(cls, "has_weights", False):
+        return (f"analyses.scorecard.classifier: {name} is no network; name a trained classifier's logits node "
+                "(efficientnet_lite0:fc, fc8, torchvision:resnet50:fc)")
+    return None
