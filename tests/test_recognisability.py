@@ -172,8 +172,25 @@ def test_the_scorecard_table_figure_and_findings(scored, tmp_path):
     best = rec.most_recognisable(table)
     assert best["representation"].tolist() == ["hog", "lbp"] and "input" not in set(best["method"])
     lines = findings.scorecard(table)
-    winner = best.iloc[0]
-    assert any(f"`hog`" in line and rec.METHOD_LABELS[winner.method] in line for line in lines)
+    assert sum(line.startswith("- `hog`") for line in lines) == 1 and sum(line.startswith("- `lbp`") for line in lines) == 1
+
+
+def test_findings_name_the_most_recognisable_method_from_the_table():
+    def row(rep, method, top5, top1, error, n=10):
+        return {"representation": rep, "method": method, "top5": top5, "top5_low": top5 / 2, "top5_high": top5,
+                "top1": top1, "error": error, "n_images": n, "classifier": "efficientnet_lite0:fc"}
+
+    table = pd.DataFrame([row("a", "input", 1, 1, 0), row("a", "decoder", 0.6, 0.3, 0.4),
+                          row("a", "mahendran_vedaldi", 0.8, 0.5, 0.7, n=3), row("a", "mean_image", 0.0, 0.0, 0.6),
+                          row("b", "input", 1, 1, 0), row("b", "decoder", 0.0, 0.0, 0.5),
+                          row("b", "mean_image", 0.0, 0.0, 0.6)])
+    lines = findings.scorecard(table)
+    a = next(line for line in lines if line.startswith("- `a`"))
+    assert "most recognisable Mahendran & Vedaldi, top-5 agreement 0.80" in a and "lowest error: decoder 0.400" in a
+    assert "[3 images]" in a
+    b = next(line for line in lines if line.startswith("- `b`"))
+    assert "no method's reconstruction" in b and "decoder 0.500" in b
+    assert "coincide for 0 of 1 representations" in lines[-2]
 
 
 def test_the_most_recognisable_method_breaks_ties_by_top1_then_error():

@@ -255,20 +255,27 @@ def scorecard(table: pd.DataFrame) -> List[str]:
     lines = ["## Does the classifier still see the same thing? (scorecard, beyond the paper)", ""]
     classifiers = ", ".join(sorted(set(table["classifier"].dropna().astype(str)))) if "classifier" in table else ""
     best = most_recognisable(table)
-    agree = 0
+    agree = counted = 0
     for _, row in best.iterrows():
         rows = table[(table.representation == row.representation) & (table.method != "input")]
         lowest = rows.loc[rows["error"].idxmin()]
+        if not row.top5 > 0:
+            lines.append(f"- `{row.representation}`: no method's reconstruction keeps the classifier's top class for "
+                         f"the original among its five most likely (lowest error: "
+                         f"{METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}).")
+            continue
         same = lowest.method == row.method
         agree += same
+        counted += 1
         lines.append(
             f"- `{row.representation}`: most recognisable {METHOD_LABELS.get(row.method, row.method)}, top-5 agreement "
             f"{row.top5:.2f} ({row.top5_low:.2f}-{row.top5_high:.2f}), top-1 {row.top1:.2f}, error {row.error:.3f}"
             + (" (also the lowest error)" if same else
                f"; lowest error: {METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}, top-5 "
                f"{lowest.top5:.2f}") + f" [{int(row.n_images)} images].")
-    lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of {len(best)} "
-                 f"representations (classifier: {classifiers}; agreement with its prediction on the original).")
+    lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of {counted} "
+                 f"representations where any method is recognised (classifier: {classifiers}; agreement with its "
+                 "prediction on the original).")
     return lines + [""]
 
 

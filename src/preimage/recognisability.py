@@ -265,9 +265,11 @@ def score_representation(
     with store.reading(decoders["decoder"]["reconstructions"]) as handle:
         size = int(handle["reconstructions"].shape[-1])
 
+    where = getattr(representation, "device", torch.device("cpu"))  # networks: theirs; HOG, SIFT, LBP: the CPU
+
     def phi(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([representation(images[a:b].to(device)).float().cpu()
+            return torch.cat([representation(images[a:b].to(where)).float().cpu()
                               for a, b in _batches(len(images), batch_size)])
 
     seconds: Dict[str, float] = {}
