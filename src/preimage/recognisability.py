@@ -245,14 +245,38 @@ def score_representation(
     seed: int = 0,
 ) -> pd.DataFrame:
     """The scorecard rows of one representation (see the module docstring), written to ``csv_path``.
+    Every method is scored at the decoder's image size, the region the representation sees.
 
-    ``representation`` is Φ (a :class:`preimage.features.base.Representation`, on ``device``);
-    ``decoders`` maps each method of :data:`DECODER_METHODS` present to its files
-    ``{"reconstructions": reconstructions.h5, "decoder": decoder.pt, "errors": error.csv}`` (the
-    ``decoder`` method is required: its ``error.csv`` also holds the nearest-neighbour and
-    mean-image rows); ``mahendran_vedaldi`` (optional) to ``{"images": mahendran_vedaldi.h5,
-    "table": mahendran_vedaldi.csv}``. Every method is scored at the decoder's image size, the
-    region the representation sees."""
+    Parameters
+    ----------
+    representation_name : str
+        The name in the table's ``representation`` column (the configured name: ``fc6``, ``fc6-ae``).
+    representation : Representation
+        Φ (:class:`preimage.features.base.Representation`), already on its device; run on the
+        originals and on every reconstruction for ``feature_cosine``.
+    test_images_path, train_images_path : str
+        The image stores (test images: the originals; training images: nearest neighbour, mean image).
+    test_features_path, train_features_path : str
+        The representation's feature caches (decoder timing, nearest-neighbour search).
+    decoders : mapping
+        Each method of :data:`DECODER_METHODS` present → ``{"reconstructions": reconstructions.h5,
+        "decoder": decoder.pt, "errors": error.csv}``; ``decoder`` is required (its ``error.csv``
+        also holds the nearest-neighbour and mean-image rows).
+    classifier : Classifier
+        The scorecard's classifier (:func:`load_classifier`).
+    csv_path : str
+        Where the rows are written.
+    mahendran_vedaldi : mapping, optional
+        ``{"images": mahendran_vedaldi.h5, "table": mahendran_vedaldi.csv}`` where that baseline ran.
+    batch_size : int
+        Images per forward pass of the classifier, the representation and the decoders.
+    device : str or torch.device
+        Where the decoders and the nearest-neighbour search run.
+    nn_limit : int, optional
+        Training features searched for the nearest neighbour (``evaluate.nn_limit``; all when None).
+    seed : int
+        Seed of the bootstrap intervals.
+    """
     from preimage.decoding import TrainedDecoder
     from preimage.evaluate import mean_training_image, nearest_neighbours
 
