@@ -273,9 +273,10 @@ def scorecard(table: pd.DataFrame) -> List[str]:
             + (" (also the lowest error)" if same else
                f"; lowest error: {METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}, top-5 "
                f"{lowest.top5:.2f}") + f" [{int(row.n_images)} images].")
-    lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of {counted} "
-                 f"representations where any method is recognised (classifier: {classifiers}; agreement with its "
-                 "prediction on the original).")
+    if counted:
+        lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of "
+                     f"{counted} representations where any method is recognised (classifier: {classifiers}; agreement "
+                     "with its prediction on the original).")
     return lines + [""]
 
 
