@@ -19,7 +19,8 @@ def test_every_representation_gets_its_error_and_figure_and_only_own_features_ar
                       for split in ("train", "test")}  # fc6-gan decodes fc6's features
     assert {"out/figures/gan_fc6.png", "out/figures/error_by_layer.png", "out/figures/reconstructions_shallow.png",
             "out/fc6-ae/analysis/perturbation.csv", "out/fc6/analysis/hue_shift.csv",
-            "out/tables/scaling.csv", "out/hog/analysis/brightness.csv"} <= set(targets)
+            "out/tables/scaling.csv", "out/hog/analysis/brightness.csv", "out/tables/scorecard.csv",
+            "out/figures/scorecard.png"} <= set(targets)
     assert not any("mahendran_vedaldi" in t for t in targets)  # the baseline's list names no representation here
 
 
@@ -28,6 +29,7 @@ def test_the_inputs_of_findings_and_of_the_loss_comparison_follow_the_configurat
     assert plan.findings_inputs() == {"errors": "out/tables/errors.csv", "perturbation": "out/tables/perturbation.csv",
                                       "brightness": "out/hog/analysis/brightness.csv",
                                       "scaling": "out/tables/scaling_fit.csv",
+                                      "scorecard": "out/tables/scorecard.csv",
                                       "hue_shift": ["out/fc6/analysis/hue_shift.csv"]}
     assert plan.loss_comparison_inputs("fc6") == {
         "test_images": "out/data/test.h5",

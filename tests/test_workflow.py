@@ -2,6 +2,7 @@
 tiny_run), plus dry-run checks against it of what reruns. The modules test_workflow_efficientnet,
 _mv and _vit check further parts of the same run."""
 import h5py
+import numpy as np
 import pytest
 
 import pandas as pd
@@ -110,6 +111,35 @@ def test_all_builds_the_gan_variant_its_measures_and_figure(tiny_run):
     assert "## Feature-space and adversarial losses" in (results / "findings.md").read_text()
 
 
+def test_all_builds_the_scorecard(tiny_run):
+    """Every representation gets a row per method it has (its -gan decoder, Mahendran & Vedaldi where that
+    ran, the references and x itself as the ceiling); agreements and cosines are fractions with intervals,
+    the pixel columns those of error.csv."""
+    results = tiny_run.results
+    table = pd.read_csv(results / "tables/scorecard.csv")
+    errors = pd.read_csv(results / "tables/errors.csv")
+    scored = [r for r in dict.fromkeys(errors["representation"]) if not r.endswith("-gan")]
+    pairs = set(zip(table["representation"], table["method"]))
+    for rep in scored:
+        assert {(rep, m) for m in ("input", "decoder", "nearest_neighbour", "mean_image")} <= pairs
+    assert {("hog", "decoder_gan"), ("hog", "mahendran_vedaldi"), ("hogb", "mahendran_vedaldi"),
+            ("dsift", "mahendran_vedaldi")} <= pairs
+    assert len(pairs) == len(table) == 4 * len(scored) + 1 + 3
+    x = table[table.method == "input"]
+    assert (x.top1 == 1).all() and (x.top5 == 1).all() and np.allclose(x.feature_cosine, 1, atol=1e-4)
+    assert ((table.top1_low <= table.top1) & (table.top1 <= table.top1_high) & (table.top1 <= table.top5)).all()
+    assert ((table.top5_low <= table.top5) & (table.top5 <= table.top5_high) & (table.top5_high <= 1)).all()
+    hog = table.set_index(["representation", "method"]).loc[("hog", "decoder")]
+    assert hog.error == pytest.approx(errors.set_index(["representation", "method"]).loc[("hog", "decoder"), "error"],
+                                      rel=1e-3)
+    mv = table.set_index(["representation", "method"]).loc[("hog", "mahendran_vedaldi")]
+    assert mv.n_images == 3 and mv.seconds_per_image > 0
+    # the trained EfficientNet-Lite0 nodes are the classifier itself (same weights and crop): no own columns
+    assert table["own_top1"].isna().all()
+    assert (results / "figures/scorecard.png").stat().st_size > 0 and "| hog |" in (results / "tables/scorecard.md").read_text()
+    assert "## Does the classifier still see the same thing?" in (results / "findings.md").read_text()
+
+
 def test_untrained_control_adds_random_weight_variants(tiny_run):
     planned = planned_jobs(tiny_run.workdir, "--config", "variants={autoencoder: [fc6], untrained_control: always}",
                            configfile=tiny_run.configfile)
@@ -127,7 +157,7 @@ def test_report_builds_with_the_figures(tiny_run, tmp_path):
     html = report.read_text(errors="replace")
     # captions of workflow/report/*.rst and the figures they describe
     assert "error_by_layer.png" in html and "reconstructions_alexnet.png" in html
-    assert "perturbation" in html and "mahendran_vedaldi" in html
+    assert "perturbation" in html and "mahendran_vedaldi" in html and "scorecard.png" in html
 
 
 def test_finished_run_has_nothing_to_do(tiny_run):
@@ -150,10 +180,11 @@ def test_changing_a_hog_parameter_reruns_only_hog(tiny_run):
 def test_changing_one_representations_epochs_reruns_only_its_training(tiny_run):
     planned = planned_jobs(tiny_run.workdir, "--config", "train={epochs: {default: 1, hog: 2, lbp: 3}}",
                            configfile=tiny_run.configfile)
-    # lbp's decoder and evaluation, and what gathers every representation's errors (the Figure 7 curves
-    # of the networks with two or more nodes: EfficientNet-Lite0's and torchvision's)
+    # lbp's decoder, evaluation and scorecard rows, and what gathers every representation's errors (the
+    # Figure 7 curves of the networks with two or more nodes: EfficientNet-Lite0's and torchvision's)
     assert planned == {"train": 1, "evaluate": 1, "reconstructions_png": 1, "errors_table": 1, "error_by_layer": 1,
-                       "error_by_network_layer": 2, "reconstructions_figure": 1, "findings": 1, "all": 1}
+                       "error_by_network_layer": 2, "reconstructions_figure": 1, "scorecard_scores": 1,
+                       "scorecard_table": 1, "findings": 1, "all": 1}
 
 
 def test_changing_how_many_images_figures_show_reruns_only_figures(tiny_run):

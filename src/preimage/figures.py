@@ -282,3 +282,27 @@ def scaling_curve(curve: pd.DataFrame, fit: pd.DataFrame, path: str | os.PathLik
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("What more training images buy: held-out error, 95 % intervals, power-law fit", fontsize=10)
     _save(fig, path)
+
+
+def scorecard_figure(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The scorecard (:mod:`preimage.recognisability`): normalised error against top-5 agreement
+    with the classifier, one marker per method and one point per representation, 95 % intervals
+    of the agreement as vertical bars; x itself is the ceiling at error 0, agreement 1."""
+    from preimage.recognisability import METHOD_LABELS, METHODS
+
+    markers = dict(zip(METHODS, "*osD^vx"))
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for k, method in enumerate(m for m in METHODS if m in set(table["method"])):
+        rows = table[table["method"] == method]
+        ax.errorbar(rows["error"], rows["top5"], yerr=[rows["top5"] - rows["top5_low"], rows["top5_high"] - rows["top5"]],
+                    fmt=markers[method], color=f"C{k % 10}", ms=7 if method == "input" else 5, capsize=2, lw=0.8,
+                    alpha=0.85, label=f"{METHOD_LABELS[method]} ({len(rows)})")
+    ax.set_xlabel("normalised reconstruction error (lower is better)")
+    ax.set_ylabel("top-5 agreement with the classifier")
+    ax.set_xlim(left=-0.02)
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="method (representations)",
+              title_fontsize=7)
+    ax.set_title("Does the classifier still see the same thing? One point per representation and method", fontsize=10)
+    _save(fig, path)

@@ -246,8 +246,43 @@ def scaling(table: pd.DataFrame) -> List[str]:
     return lines + [""]
 
 
+def scorecard(table: pd.DataFrame) -> List[str]:
+    """The scorecard (ours, beyond the paper; :mod:`preimage.recognisability`): per representation
+    the method whose reconstructions the classifier most often still recognises (top-5 agreement,
+    ties by top-1, then by lower error), and whether the method with the lowest pixel error is it."""
+    from preimage.recognisability import METHOD_LABELS, most_recognisable
+
+    lines = ["## Does the classifier still see the same thing? (scorecard, beyond the paper)", ""]
+    classifiers = ", ".join(sorted(set(table["classifier"].dropna().astype(str)))) if "classifier" in table else ""
+    best = most_recognisable(table)
+    agree = counted = 0
+    for _, row in best.iterrows():
+        rows = table[(table.representation == row.representation) & (table.method != "input")]
+        lowest = rows.loc[rows["error"].idxmin()]
+        if not row.top5 > 0:
+            lines.append(f"- `{row.representation}`: no method's reconstruction keeps the classifier's top class for "
+                         f"the original among its five most likely (lowest error: "
+                         f"{METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}).")
+            continue
+        same = lowest.method == row.method
+        agree += same
+        counted += 1
+        lines.append(
+            f"- `{row.representation}`: most recognisable {METHOD_LABELS.get(row.method, row.method)}, top-5 agreement "
+            f"{row.top5:.2f} ({row.top5_low:.2f}-{row.top5_high:.2f}), top-1 {row.top1:.2f}, error {row.error:.3f}"
+            + (" (also the lowest error)" if same else
+               f"; lowest error: {METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}, top-5 "
+               f"{lowest.top5:.2f}") + f" [{int(row.n_images)} images].")
+    if counted:
+        lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of "
+                     f"{counted} representations where any method is recognised (classifier: {classifiers}; agreement "
+                     "with its prediction on the original).")
+    return lines + [""]
+
+
 SECTIONS = {"perturbation": perturbation, "mahendran_vedaldi": mahendran_vedaldi, "dark_knowledge": dark_knowledge,
-            "hue_shift": hue_shift, "brightness": brightness, "scaling": scaling}
+            "hue_shift": hue_shift, "brightness": brightness, "scaling": scaling,
+            "scorecard": scorecard}
 
 
 def _read(paths) -> pd.DataFrame:

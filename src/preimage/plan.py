@@ -172,7 +172,14 @@ class Plan:
             targets.append(f"{R}/figures/reconstructions_shallow.png")
         targets += [f"{R}/figures/error_by_layer_{family}.png" for family in cat.network_layers()]
         targets += [f"{R}/figures/gan_{slug}.png" for slug in cat.loss_bases()]
-        return targets + self.analysis_targets() + self.baseline_targets() + [f"{R}/findings.md"]
+        return targets + self.analysis_targets() + self.baseline_targets() + self.scorecard_targets() + [
+            f"{R}/findings.md"]
+
+    def scorecard_targets(self) -> List[str]:
+        """The scorecard of every inversion method (:func:`preimage.recognisability.targets`)."""
+        from preimage import recognisability
+
+        return recognisability.targets(self)
 
     def analysis_targets(self) -> List[str]:
         R = self.results
@@ -224,6 +231,7 @@ class Plan:
             "mahendran_vedaldi": (f"{R}/tables/mahendran_vedaldi.csv", self.mahendran_vedaldi_slugs()),
             "brightness": (f"{R}/hog/analysis/brightness.csv", self.single_analysis("brightness", "hog")),
             "scaling": (f"{R}/tables/scaling_fit.csv", self.analysis_slugs("scaling")),
+            "scorecard": (f"{R}/tables/scorecard.csv", self.scorecard_targets()),
         }
         inputs.update({k: path for k, (path, wanted) in optional.items() if wanted})
         for analysis in ("dark_knowledge", "hue_shift"):

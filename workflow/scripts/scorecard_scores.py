@@ -1,0 +1,20 @@
+"""Snakemake adapter: rule scorecard_scores → preimage.recognisability.score_representation."""
+from preimage import logs
+
+with logs.job(snakemake):
+    from preimage import recognisability
+    from preimage.devices import resolve_device
+    from preimage.features import create
+
+    inputs, params = snakemake.input, snakemake.params
+    device = resolve_device(params.device)
+    decoders = {method: {"reconstructions": r, "decoder": d, "errors": e}
+                for method, r, d, e in zip(params.methods, inputs.reconstructions, inputs.decoders, inputs.errors)}
+    mv = {"images": inputs.mv_images, "table": inputs.mv_table} if hasattr(inputs, "mv_images") else None
+    classifier = recognisability.load_classifier(params.classifier["name"], params.classifier["params"], device,
+                                                 params.batch_size)
+    representation = create(params.options["name"], **params.options["params"]).to(device)
+    recognisability.score_representation(
+        params.representation, representation, inputs.test_images, inputs.train_images, inputs.test_features,
+        inputs.train_features, decoders, classifier, snakemake.output[0], mahendran_vedaldi=mv,
+        batch_size=params.batch_size, device=device, nn_limit=params.nn_limit, seed=params.seed)
