@@ -94,15 +94,37 @@ def scaled_runtime(minutes):
     return lambda wildcards, attempt: minutes * attempt
 
 
+def no_local_gpu():
+    """Whether the jobs that run here will find no GPU: ``CUDA_VISIBLE_DEVICES`` hides them all,
+    or ``nvidia-smi`` lists none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return visible.strip() in ("", "-1")
+    from preimage.devices import visible_gpu_count
+
+    return visible_gpu_count() == 0
+
+
 def lift_local_gpu_cap():
     """profiles/default caps GPU jobs for one machine (``resources: gpu=1``), and Snakemake loads it
     on top of any ``--profile``. Under a cluster executor SLURM hands out the GPUs, so the cap
     would run one GPU job at a time on the whole cluster: raise it to ``--jobs`` there
     (:func:`local_execution`). Locally with both --cores and --jobs the cap rises too, and the
-    per-GPU locks of preimage.devices still keep one job per GPU."""
+    per-GPU locks of preimage.devices still keep one job per GPU. Locally without a GPU
+    (:func:`no_local_gpu`) the cap rises to ``--cores``: those jobs run on the CPU, and one at a
+    time would leave cores idle while a job starts Python, reads its stores or writes its outputs."""
     settings = getattr(workflow, "resource_settings", None)
     resources = getattr(workflow, "global_resources", None)
-    if local_execution() or resources is None or "gpu" not in resources:
+    if resources is None or "gpu" not in resources:
+        return
+    if local_execution():
+        # no GPU here: the "GPU jobs" run on the CPU cores, which --cores already shares out
+        if no_local_gpu():
+            try:
+                resources["gpu"] = max(int(settings.cores or 1), int(resources["gpu"].value or 0))
+            except Exception as err:
+                sys.stderr.write(f"preimage: warning: could not lift the local gpu cap ({err}); "
+                                 "CPU jobs may run one at a time. Pass --resources gpu=<n>.\n")
         return
     try:
         resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))

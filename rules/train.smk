@@ -1,5 +1,11 @@
 # Stage 3: one up-convolutional decoder per representation (paper §3, §4).
 
+#: The longest chain of training jobs: a decoder that starts from another's weights (decoder.init:
+#: pixel, the -gan / -feature variants) and the pixel decoder it starts from. They run first, so
+#: that the other jobs fill the cores around them instead of leaving the chain alone at the end.
+TRAIN_FIRST = {s for s in CATALOG.decoder_slugs() if CATALOG.init_decoder(s, R)}
+TRAIN_FIRST |= {CATALOG[s].base for s in TRAIN_FIRST}
+
 
 rule train:
     conda:
@@ -24,6 +30,7 @@ rule train:
     wildcard_constraints:
         rep=alternation(PLAN.decoder_slugs()),
     threads: config["train"]["threads"]
+    priority: lambda wc: 1 if wc.rep in TRAIN_FIRST else 0
     resources:
         mem_mb=16000,
         runtime=scaled_runtime(480),
