@@ -3,8 +3,8 @@
 #: The longest chain of training jobs: a decoder that starts from another's weights (decoder.init:
 #: pixel, the -gan / -feature variants) and the pixel decoder it starts from. They run first, so
 #: that the other jobs fill the cores around them instead of leaving the chain alone at the end.
-TRAIN_FIRST = {s for s in CATALOG.decoder_slugs() if CATALOG.init_decoder(s, R)}
-TRAIN_FIRST |= {CATALOG[s].base for s in TRAIN_FIRST}
+TRAIN_FIRST = {s for s in PLAN.decoder_slugs() if CATALOG.starts_from(s)}
+TRAIN_FIRST |= {CATALOG.starts_from(s) for s in TRAIN_FIRST}
 
 
 rule train:
