@@ -109,7 +109,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, hdf5, image_store, metrics
 from preimage.decoding import TrainedDecoder
 from preimage.figures import analysis_title, image_grid, show_indices
 from preimage.weights import IMAGENET_MEAN
@@ -504,7 +504,7 @@ def figure_codes(decoder: TrainedDecoder, representation, test_images_path: str,
     with decoder.images(test_images_path) as test_images:
         normaliser = metrics.mean_pairwise_distance(test_images.float_view())
         pick = show_indices(len(test_images), max(images, 1))[:images]
-        truth = store.to_float(test_images.take(pick))
+        truth = image_store.to_float(test_images.take(pick))
     with torch.no_grad():
         targets = representation(truth.to(decoder.device)).cpu()
     return normaliser, pick, truth, targets
@@ -559,24 +559,24 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
         row["seconds_per_image"] = float(seconds)
         rows.append(row)
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     optimised = samples[:, 0]
-    with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
-        store.create_dataset(handle, "indices", data=np.asarray(pick))
-        store.create_dataset(handle, "decoder", data=store.to_uint8(decoded))
-        store.create_dataset(handle, "mahendran_vedaldi", data=store.to_uint8(optimised))
+    with atomic_files.atomic_path(h5_path) as tmp, hdf5.create_h5(tmp) as handle:
+        hdf5.create_dataset(handle, "indices", data=np.asarray(pick))
+        hdf5.create_dataset(handle, "decoder", data=image_store.to_uint8(decoded))
+        hdf5.create_dataset(handle, "mahendran_vedaldi", data=image_store.to_uint8(optimised))
         if k > 1:
-            store.create_dataset(handle, "mahendran_vedaldi_samples",
-                                 data=store.to_uint8(samples.flatten(0, 1)).reshape(n, k, *samples.shape[2:]))
-        store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
+            hdf5.create_dataset(handle, "mahendran_vedaldi_samples",
+                                 data=image_store.to_uint8(samples.flatten(0, 1)).reshape(n, k, *samples.shape[2:]))
+        hdf5.write_attrs(handle, hdf5.provenance(representation=representation_name, label=decoder.label,
                                                    settings=result.settings,
                                                    history=result.history[-1:] if result.history else []))
     show = slice(0, min(n_show, len(truth)))
     d, m = rows
     image_grid([
-        ("input", store.to_uint8(truth[show])),
-        (f"our decoder\n{d['error']:.3f} / {d['feature_error']:.3f}", store.to_uint8(decoded[show])),
-        (f"Mahendran &\nVedaldi\n{m['error']:.3f} / {m['feature_error']:.3f}", store.to_uint8(optimised[show])),
+        ("input", image_store.to_uint8(truth[show])),
+        (f"our decoder\n{d['error']:.3f} / {d['feature_error']:.3f}", image_store.to_uint8(decoded[show])),
+        (f"Mahendran &\nVedaldi\n{m['error']:.3f} / {m['feature_error']:.3f}", image_store.to_uint8(optimised[show])),
     ], png_path, title=analysis_title(representation_name, decoder.label,
                                       "decoder vs optimisation (row label: image error / feature error)"))
     for row in rows:
@@ -589,14 +589,14 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
 def samples_png(h5_path: str, csv_path: str, test_images_path: str, png_path: str, n_show: int = 6) -> None:
     """The K reconstructions per code of :func:`mahendran_vedaldi` (restarts > 1), one row per
     restart under the inputs (M&V's Figure 7 layout), titled with their diversity."""
-    with store.reading(h5_path) as handle:
+    with hdf5.reading(h5_path) as handle:
         if "mahendran_vedaldi_samples" not in handle:
             raise ValueError(f"{h5_path} holds one reconstruction per code (baselines.mahendran_vedaldi.restarts: 1)")
         indices = np.asarray(handle["indices"])
         count = min(n_show, len(indices))
         samples = np.asarray(handle["mahendran_vedaldi_samples"][:count])  # (n, K, 3, S, S) uint8
-        attrs = store.read_attrs(handle)
-    with store.ImageStore(test_images_path, crop=samples.shape[-1]) as images:
+        attrs = hdf5.read_attrs(handle)
+    with image_store.ImageStore(test_images_path, crop=samples.shape[-1]) as images:
         inputs = images.take(indices[:count])
     row = pd.read_csv(csv_path).set_index("method").loc["mahendran_vedaldi"]
     rows = [("input", inputs)] + [(f"restart {r + 1}", samples[:, r]) for r in range(samples.shape[1])]

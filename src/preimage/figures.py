@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from preimage import store  # noqa: E402
+from preimage import atomic_files, hdf5, image_store  # noqa: E402
 from preimage.representations import ALEXNET_LAYERS  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def analysis_title(representation_name: str, label: str, what: str) -> str:
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    with store.atomic_path(path) as tmp:
+    with atomic_files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -77,10 +77,10 @@ def reconstructions_figure(inputs: np.ndarray, rows: Mapping[str, np.ndarray], p
 
 def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path: str, n_show: int) -> None:
     """Inputs above reconstructions for the fixed test images (the per-representation figure)."""
-    with store.reading(reconstructions_h5) as handle, \
-            store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
+    with hdf5.reading(reconstructions_h5) as handle, \
+            image_store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
         pick = show_indices(len(images), n_show)
-        attrs = store.read_attrs(handle)
+        attrs = hdf5.read_attrs(handle)
         recon = handle["reconstructions"][np.sort(pick)]
         reconstructions_figure(images.take(pick), {attrs["representation"]: recon}, png_path,
                                title=f"{attrs['representation']}: {attrs.get('label', '')}")
@@ -89,19 +89,19 @@ def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path
 def group_figure(test_images_path: str, reconstructions: Dict[str, str], png_path: str, n_show: int) -> None:
     """Inputs above one row per representation (paper Figures 3 and 5)."""
     rows, labels = {}, set()
-    with store.ImageStore(test_images_path) as images:
+    with image_store.ImageStore(test_images_path) as images:
         pick = show_indices(len(images), n_show)
         inputs = images.take(pick)
     for rep, path in reconstructions.items():
-        with store.reading(path) as handle:
+        with hdf5.reading(path) as handle:
             rows[rep] = handle["reconstructions"][np.sort(pick)]
-            label = str(store.read_attrs(handle).get("label", ""))
+            label = str(hdf5.read_attrs(handle).get("label", ""))
             if label and label != rep:
                 labels.add(label)
     # every row shows the centre region the smallest reconstruction covers (AlexNet: its crop)
     side = min([inputs.shape[-1], *(r.shape[-1] for r in rows.values())])
-    inputs = store.centre_crop(inputs, side)
-    rows = {rep: store.centre_crop(r, side) for rep, r in rows.items()}
+    inputs = image_store.centre_crop(inputs, side)
+    rows = {rep: image_store.centre_crop(r, side) for rep, r in rows.items()}
     title = "Reconstructions from " + ", ".join(rows) + (f" — {'; '.join(sorted(labels))}" if labels else "")
     reconstructions_figure(inputs, rows, png_path, title=title)
 
@@ -111,7 +111,7 @@ def interpolation_overview(strips: Mapping[str, str], png_path: str) -> None:
     maps a representation to the ``interpolation.h5`` of :func:`preimage.analyses.interpolation`."""
     rows = []
     for rep, path in strips.items():
-        with store.reading(path) as handle:
+        with hdf5.reading(path) as handle:
             rows.append((rep, handle["strips"][0]))
     image_grid(rows, png_path, title="Interpolation between the features of two test images (cf. paper Figure 10)")
 
@@ -217,12 +217,12 @@ def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str
     from preimage import metrics
 
     first = next(iter(decoders.values()))[0]
-    with store.reading(first) as handle:
+    with hdf5.reading(first) as handle:
         side = handle["reconstructions"].shape[-1]
     mv_images, mv_row = None, None
-    with store.ImageStore(test_images_path, crop=side) as images:
+    with image_store.ImageStore(test_images_path, crop=side) as images:
         if mahendran_vedaldi is not None:
-            with store.reading(mahendran_vedaldi[0]) as handle:
+            with hdf5.reading(mahendran_vedaldi[0]) as handle:
                 inverted = np.asarray(handle["indices"])
                 chosen = show_indices(len(inverted), n_show)
                 pick = inverted[chosen]
@@ -231,13 +231,13 @@ def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str
             table = pd.read_csv(mahendran_vedaldi[1])
             rows = table[table.method == "mahendran_vedaldi"]
             mv_row = dict(rows.iloc[0]) if len(rows) else {}
-            mv_row["sharpness"] = metrics.sharpness(store.to_float(all_mv), store.to_float(images.take(inverted)))
+            mv_row["sharpness"] = metrics.sharpness(image_store.to_float(all_mv), image_store.to_float(images.take(inverted)))
         else:
             pick = show_indices(len(images), n_show)
         inputs = images.take(pick)
     grid = [("input", inputs)]
     for label, (h5, csv) in decoders.items():
-        with store.reading(h5) as handle:
+        with hdf5.reading(h5) as handle:
             recon = handle["reconstructions"][np.sort(pick)]  # pick is sorted (show_indices)
         table = pd.read_csv(csv)
         rows = table[table.method == "decoder"]

@@ -13,7 +13,7 @@ from typing import Any, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from preimage import store
+from preimage import atomic_files
 from preimage.representations import ALEXNET_LAYERS, LOSS_VARIANTS, SHALLOW
 
 
@@ -268,7 +268,7 @@ def write_findings(tables: Mapping[str, Any], md_path: str) -> str:
         if key in tables:
             lines += section(_read(tables[key]))
     text = "\n".join(lines)
-    with store.atomic_path(md_path) as tmp:
+    with atomic_files.atomic_path(md_path) as tmp:
         with open(tmp, "w") as handle:
             handle.write(text)
     return text

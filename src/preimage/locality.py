@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, image_store, metrics
 from preimage.baselines import MVConfig, feature_space_error, figure_codes, optimise_preimage
 from preimage.decoding import TrainedDecoder
 from preimage.figures import analysis_title, image_grid
@@ -133,7 +133,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
     shape = tuple(targets.shape[1:])
     variants = _masks(shape, window, channels)
     show = slice(0, min(n_show, len(truth)))
-    inputs = store.to_uint8(truth[show])
+    inputs = image_store.to_uint8(truth[show])
     rows: List[dict] = []
     grid: List[Tuple[str, np.ndarray]] = []
     # one optimisation for every variant (the codes stacked, one mask per row: small batches are
@@ -159,7 +159,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
             rows.append(row)
             label = "decoder" if method == "decoder" else "M&V"
             grid.append((f"{variant}: {label}\n{row['error']:.3f} / {row['feature_error']:.3f}",
-                         store.to_uint8(recon[show])))
+                         image_store.to_uint8(recon[show])))
         log.info("%s locality %-8s (%s): decoder %.4f, M&V %.4f image error", representation_name, variant,
                  description, rows[-2]["error"], rows[-1]["error"])
     log.info("%s locality: the optimisation took %.1f s", representation_name, result.seconds)
@@ -169,7 +169,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
         bounds = (y0 * side // shape[1], y1 * side // shape[1], x0 * side // shape[2], x1 * side // shape[2])
         inputs = _frame(inputs, bounds)
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     image_grid([("input\n(window\nfootprint)" if "window" in variants else "input", inputs), *grid], png_path,
                title=analysis_title(representation_name, decoder.label,
                                     "reconstruction from a window / a subset of channels "

@@ -20,7 +20,8 @@ from typing import Mapping, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from preimage import metrics, store
+from preimage import atomic_files, image_store, metrics
+from preimage.features.cache import FeatureStore
 
 #: ILSVRC2012's training images: the paper's training set (§4)
 PAPER_TRAINING_IMAGES = 1_281_167
@@ -41,10 +42,10 @@ def test_errors(decoder_path: str, test_features_path: str, test_images_path: st
     decoder = TrainedDecoder(decoder_path, device)
     errors = []
     with torch.no_grad(), decoder.images(test_images_path) as images, \
-            store.FeatureStore(test_features_path) as features:
+            FeatureStore(test_features_path) as features:
         normaliser = metrics.mean_pairwise_distance(images.float_view())
         for offset, recon in decoder.reconstruct(features, batch_size):
-            truth = store.to_float(images.read(offset, offset + len(recon)))
+            truth = image_store.to_float(images.read(offset, offset + len(recon)))
             errors.append(metrics.normalised_error(recon, truth, normaliser))
     meta = decoder.meta
     n_train = meta.get("n_train_sources", meta.get("n_train"))
@@ -53,7 +54,7 @@ def test_errors(decoder_path: str, test_features_path: str, test_images_path: st
     table = pd.DataFrame({"image": np.arange(sum(len(e) for e in errors)), "error": np.concatenate(errors),
                           "n_train": int(n_train), "fraction": float(meta.get("subset") or 1.0),
                           "label": meta.get("label", "")})
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     return table
 
 
@@ -104,9 +105,9 @@ def write_scaling_tables(per_image: Mapping[str, Sequence[str]], csv_path: str, 
                          extrapolate_to: int = PAPER_TRAINING_IMAGES, seed: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`scaling_table` written as two CSVs and one Markdown file."""
     curve, fit = scaling_table(per_image, extrapolate_to, seed=seed)
-    store.write_csv(curve, csv_path)
-    store.write_csv(fit, fit_csv_path)
-    with store.atomic_path(md_path) as tmp:
+    atomic_files.write_csv(curve, csv_path)
+    atomic_files.write_csv(fit, fit_csv_path)
+    with atomic_files.atomic_path(md_path) as tmp:
         with open(tmp, "w") as handle:
             handle.write(scaling_markdown(curve, fit))
     return curve, fit
