@@ -296,7 +296,7 @@ def extraction_rows(sizes: Sizes, device: torch.device, deadline: float) -> List
 
 def gan_rows(sizes: Sizes, device: torch.device, deadline: float) -> List[Row]:
     """Decoder training steps with Appendix A's losses on AlexNet fc6, as :mod:`preimage.train` runs them."""
-    from preimage.adversarial import build_objective
+    from preimage.objectives import build_objective
 
     name, params = "fc6", {"weights": "random", "crop": sizes.alexnet_crop}
     use_amp = device.type == "cuda"

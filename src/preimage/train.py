@@ -3,7 +3,7 @@
 * Loss: the squared reconstruction error of eq. (1), averaged over pixels and the batch (Adam is
   invariant to the constant factor, so this is the paper's objective up to scale). The
   feature-space and adversarial losses of Appendix A (``decoder.loss: feature | gan``) are
-  objectives of :mod:`preimage.adversarial` plugged into the same loop (:class:`PixelObjective` is
+  objectives of :mod:`preimage.objectives` plugged into the same loop (its :class:`PixelObjective` is
   the interface); each of their terms is logged per epoch (``train_<term>``), the discriminator and
   its optimiser are saved in the checkpoint.
 * Optimiser: Adam (β1 = 0.9, β2 = 0.999), batch 64, learning rate 1e-3 (§4), kept constant for the
@@ -66,6 +66,7 @@ from preimage.features.cache import FeatureStore
 from preimage.decoders import Decoder, build_decoder
 from preimage.decoding import feature_provenance
 from preimage.devices import resolve_device
+from preimage.objectives import PixelObjective, build_objective
 
 log = logging.getLogger("preimage.train")
 
@@ -114,41 +115,6 @@ class TrainConfig:
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-class PixelObjective:
-    """Eq. (1), the default objective; the interface of every objective of the training loop.
-
-    ``objective(prediction, targets, inputs)`` gets the decoder's float output, the targets at its
-    output size and the decoder's inputs (scaled features), and returns named scalar tensors:
-    ``loss`` (minimised by the decoder's optimiser) and any further terms to log (``pixel``,
-    ``feature``, ``d_loss``, …), each averaged per epoch into ``train_<name>``. An objective with
-    its own networks (the GAN's discriminator) steps them inside the call and keeps them in
-    ``state_dict`` (saved in the checkpoint); ``validation`` adds ``val_*`` columns.
-    """
-
-    kind = "pixel"
-
-    def __call__(self, prediction: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"loss": F.mse_loss(prediction, targets)}
-
-    def set_learning_rate(self, lr: float) -> None:
-        pass
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
-
-    def describe(self) -> str:
-        return "pixel loss (eq. 1)"
-
-    def settings(self) -> Dict[str, Any]:
-        return {"loss": self.kind}
-
-    def validation(self, model, data, inputs, device: torch.device, batch_size: int) -> Dict[str, float]:
-        return {}
 
 
 # --------------------------------------------------------------------------- data
@@ -492,7 +458,7 @@ def train_decoder(
     """Train the decoder of the representation named ``representation_name`` (its slug) on its
     feature cache; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
 
-    ``loss`` selects the objective (:func:`preimage.adversarial.build_objective`: ``{"kind":
+    ``loss`` selects the objective (:func:`preimage.objectives.build_objective`: ``{"kind":
     "pixel" | "feature" | "gan", "representation": {"name", "params"}, "gan": {…}}``; None or
     ``pixel``: eq. (1)). ``init_from`` names a trained ``decoder.pt`` of the same network (the
     pixel decoder of the representation, ``decoder.init: pixel``) whose weights the run starts
@@ -501,8 +467,6 @@ def train_decoder(
     validation images stay those of the whole run. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
     use it to simulate a killed job; the checkpoint stays and the next call resumes).
     """
-    from preimage.adversarial import build_objective
-
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import adversarial, decoding, train
-from preimage.adversarial import (Discriminator, FeatureObjective, GanObjective, GanSettings, NotDifferentiable,
+from preimage import decoding, objectives, train
+from preimage.objectives import (Discriminator, FeatureObjective, GanObjective, GanSettings, NotDifferentiable,
                                   build_objective, differentiable_representation, require_differentiable)
 from preimage.config import ConfigError, validate_config
 from preimage.features import create
@@ -222,8 +222,8 @@ def test_feature_training_can_start_from_the_pixel_decoder(tiny):
 
 
 def test_nan_in_any_term_stops_with_a_clear_error(tiny, monkeypatch):
-    real = adversarial.GanObjective.feature_loss
-    monkeypatch.setattr(adversarial.GanObjective, "feature_loss", lambda self, p, z: real(self, p, z) * float("nan"))
+    real = objectives.GanObjective.feature_loss
+    monkeypatch.setattr(objectives.GanObjective, "feature_loss", lambda self, p, z: real(self, p, z) * float("nan"))
     with pytest.raises(train.NonFiniteLoss, match="became nan"):
         _train(tiny, "nan")
 
