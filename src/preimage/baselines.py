@@ -111,7 +111,7 @@ import torch
 
 from preimage import atomic_files, hdf5, image_store, metrics
 from preimage.decoding import TrainedDecoder
-from preimage.figures import analysis_title, image_grid, show_indices
+from preimage.plotting import analysis_title, image_grid, show_indices
 from preimage.weights import IMAGENET_MEAN
 
 __all__ = [
@@ -496,7 +496,7 @@ def mv_normalised_error(squared_distances: np.ndarray, targets: torch.Tensor) ->
 def figure_codes(decoder: TrainedDecoder, representation, test_images_path: str,
                  images: int) -> Tuple[float, np.ndarray, torch.Tensor, torch.Tensor]:
     """The codes both methods invert: the first ``images`` figure images
-    (:func:`preimage.figures.show_indices`) of the test store, seen as ``decoder`` sees them
+    (:func:`preimage.plotting.show_indices`) of the test store, seen as ``decoder`` sees them
     (its crop). Returns the error's normaliser (mean distance between all test images), their
     indices, the images (N, 3, S, S) in [0, 1] and Φ0 = Φ(x) on the CPU; ``representation`` is
     moved to the decoder's device."""
@@ -522,7 +522,7 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     the seconds per reconstruction, measured in the same run. With ``mv_config.restarts`` = K > 1
     the optimisation's rows average over its K reconstructions per code, ``diversity`` is their
     spread (:func:`preimage.metrics.sample_diversity`) and the HDF5 store keeps them all
-    (``mahendran_vedaldi_samples``, drawn by :func:`samples_png`). ``representation_name`` names
+    (``mahendran_vedaldi_samples``, drawn by :func:`preimage.figures.mahendran_vedaldi_samples`). ``representation_name`` names
     the rows (the slug, ``fc6-ae``); ``base_name`` is the configured name of its base representation (``fc6``), which picks the optimisation's defaults
     (:func:`settings`).
     """
@@ -584,23 +584,3 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
                  representation_name, row["method"], row["error"], row["feature_error"], row["mv_error"],
                  row["diversity"], row["seconds_per_image"])
     return table
-
-
-def samples_png(h5_path: str, csv_path: str, test_images_path: str, png_path: str, n_show: int = 6) -> None:
-    """The K reconstructions per code of :func:`mahendran_vedaldi` (restarts > 1), one row per
-    restart under the inputs (M&V's Figure 7 layout), titled with their diversity."""
-    with hdf5.reading(h5_path) as handle:
-        if "mahendran_vedaldi_samples" not in handle:
-            raise ValueError(f"{h5_path} holds one reconstruction per code (baselines.mahendran_vedaldi.restarts: 1)")
-        indices = np.asarray(handle["indices"])
-        count = min(n_show, len(indices))
-        samples = np.asarray(handle["mahendran_vedaldi_samples"][:count])  # (n, K, 3, S, S) uint8
-        attrs = hdf5.read_attrs(handle)
-    with image_store.ImageStore(test_images_path, crop=samples.shape[-1]) as images:
-        inputs = images.take(indices[:count])
-    row = pd.read_csv(csv_path).set_index("method").loc["mahendran_vedaldi"]
-    rows = [("input", inputs)] + [(f"restart {r + 1}", samples[:, r]) for r in range(samples.shape[1])]
-    image_grid(rows, png_path, title=analysis_title(
-        str(attrs.get("representation", "")), str(attrs.get("label", "")),
-        f"{samples.shape[1]} pre-images per code from different noise (Mahendran & Vedaldi); diversity "
-        f"{row['diversity']:.3f}"))

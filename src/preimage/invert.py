@@ -210,7 +210,7 @@ def _check_output_folder(folder: Optional[Path]) -> None:
 def write_sheet(inputs: Optional[np.ndarray], reconstructions: np.ndarray, path: Path, title: str,
                 columns: int = SHEET_COLUMNS) -> Path:
     """Inputs above their reconstructions, ``columns`` per row pair (uint8 (n, 3, S, S) each)."""
-    from preimage.figures import image_grid
+    from preimage.plotting import image_grid
 
     rows = []
     for start in range(0, len(reconstructions), columns):
