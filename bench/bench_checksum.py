@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from preimage import data, hdf5, streaming
-from preimage.image_store import ImageStore, write_image_store
 from preimage.config import validate_config
 from preimage.features.cache import compute_cache
+from preimage.image_store import ImageStore, write_image_store
 
 FORMATS = {
     "zlib-0": dict(compression="gzip", compression_opts=hdf5.ZLIB_LEVEL),

@@ -16,10 +16,9 @@ import time
 
 import torch
 
-from preimage.objectives import build_objective
 from preimage.decoders import build_decoder
 from preimage.features import create
-from preimage.train import PixelObjective
+from preimage.objectives import PixelObjective, build_objective
 
 
 def main() -> None:

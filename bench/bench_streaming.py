@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from preimage import image_store, streaming, train
-from preimage.features.cache import write_feature_store
 from preimage.decoders import build_decoder
 from preimage.features import create
+from preimage.features.cache import write_feature_store
 
 HOG_CELL = 8
 

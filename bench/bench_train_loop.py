@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from bench_streaming import hog_shape, synthetic_stores  # bench/ is on sys.path when run as a script
 from preimage import image_store, train
-from preimage.features.cache import FeatureStore
 from preimage.decoders import build_decoder
+from preimage.features.cache import FeatureStore
 
 
 def bare_loop(features_path: Path, images_path: Path, cfg: dict, epochs: int) -> list:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from preimage import analyses, feature_ops, image_store, metrics, train
-from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.baselines import MVConfig
 from preimage.decoding import TrainedDecoder
 from preimage.features import create
+from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.locality import locality
 from tiny_data import builtin_stores
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from preimage import atomic_files, hdf5, image_store, logs, train
-from preimage.features.cache import FeatureStore
 from preimage.evaluate import evaluate_decoder
-from preimage.features.cache import compute_cache, join_caches
+from preimage.features.cache import FeatureStore, compute_cache, join_caches
 from tiny_data import builtin_stores
 
 SIZE = 32

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from preimage import atomic_files, decoding, hdf5, image_store, logs, torch_files, train, weights
-from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.config import validate_config
 from preimage.features import create
+from preimage.features.cache import FeatureStore, write_feature_store
 
 from workflow import ENV, ROOT, planned_jobs, snakemake, write_config
 from tiny_data import builtin_stores

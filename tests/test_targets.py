@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from preimage import decoding, image_store, metrics, train
-from preimage.features.cache import FeatureStore
 from preimage.evaluate import evaluate_decoder
 from preimage.features import create
+from preimage.features.cache import FeatureStore
 from tiny_data import builtin_stores
 
 SIZE, CROP = 32, 24

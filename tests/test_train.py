@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from preimage import decoding, image_store, train
-from preimage.features.cache import FeatureStore
 from preimage.evaluate import evaluate_decoder
+from preimage.features.cache import FeatureStore
 from preimage.plotting import show_indices
 from tiny_data import builtin_stores
 

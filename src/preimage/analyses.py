@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from preimage import atomic_files, feature_ops, hdf5, image_store, metrics
-from preimage.features.cache import FeatureStore
 from preimage.decoding import TrainedDecoder
+from preimage.features.cache import FeatureStore
 from preimage.plotting import analysis_title, image_grid, show_indices
 
 log = logging.getLogger("preimage.analyses")

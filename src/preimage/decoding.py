@@ -63,9 +63,9 @@ import numpy as np
 import torch
 
 from preimage import atomic_files, image_store, metrics, torch_files
-from preimage.features.cache import FeatureStore
 from preimage.decoders import DECODER_KINDS, UPSAMPLE_MODES, Decoder, build_decoder
 from preimage.devices import resolve_device
+from preimage.features.cache import FeatureStore
 
 __all__ = ["PROVENANCE_VERSION", "NoProvenance", "NotADecoder", "TrainedDecoder", "WeightsMismatch",
            "feature_provenance", "load_decoder"]

@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 
 from preimage import atomic_files, hdf5, image_store, metrics
-from preimage.features.cache import FeatureStore
 from preimage.decoding import TrainedDecoder
+from preimage.features.cache import FeatureStore
 
 log = logging.getLogger("preimage.evaluate")
 

@@ -41,8 +41,8 @@ import pandas as pd
 import torch
 
 from preimage import atomic_files, image_store, metrics
-from preimage.features.cache import FeatureStore
 from preimage.decoding import TrainedDecoder, WeightsMismatch
+from preimage.features.cache import FeatureStore
 
 __all__ = ["InvertError", "InvertResult", "invert_features", "invert_images", "read_image", "resolve_normaliser",
            "output_tag"]

@@ -62,10 +62,10 @@ import torch
 import torch.nn.functional as F
 
 from preimage import atomic_files, image_store, streaming, torch_files
-from preimage.features.cache import FeatureStore
 from preimage.decoders import Decoder, build_decoder
 from preimage.decoding import feature_provenance
 from preimage.devices import resolve_device
+from preimage.features.cache import FeatureStore
 from preimage.objectives import PixelObjective, build_objective
 
 log = logging.getLogger("preimage.train")
