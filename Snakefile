@@ -21,7 +21,7 @@ include: "rules/common.smk"
 
 rule all:
     input:
-        all_targets(),
+        PLAN.all_targets(),
     default_target: True
 
 

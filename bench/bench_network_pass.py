@@ -25,6 +25,7 @@ import yaml
 from preimage import data
 from preimage.config import validate_config
 from preimage.features.cache import compute_cache, compute_network_caches
+from preimage.plan import Plan
 from preimage.representations import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def main() -> None:
         totals = [0.0, 0.0]
         for group, slugs in catalog.network_groups(store="cache").items():
             names = [catalog[s].name for s in slugs]
-            params = catalog.feature_params(slugs[0], str(root))
+            params = Plan(config, catalog, results=str(root)).feature_params(slugs[0])
             per_node, one_pass = [], []
             for _ in range(args.repeats):
                 start = time.perf_counter()

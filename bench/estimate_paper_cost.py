@@ -50,7 +50,7 @@ from preimage.config import validate_config
 from preimage.decoders import build_decoder
 from preimage.features.base import lookup
 from preimage.features.alexnet import LAYERS, truncated_alexnet
-from preimage.representations import Catalog
+from preimage.representations import Catalog, split_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 ALEXNET = list(LAYERS)
@@ -201,7 +201,7 @@ def sift_bytes_per_image(size: int, images: int = 4) -> float:
 
 def base_of(rep: str) -> str:
     """The representation a variant derives from (``fc6-ae`` → ``fc6``)."""
-    return rep.rsplit("-", 1)[0] if rep.endswith(("-ae", "-random")) else rep
+    return split_variant(rep)[0]
 
 
 def configured_store(config: dict, rep: str, base: str) -> str:

@@ -26,6 +26,7 @@ from preimage import data, train
 from preimage.config import validate_config
 from preimage.evaluate import evaluate_decoder
 from preimage.features.cache import compute_cache
+from preimage.plan import Plan
 from preimage.representations import Catalog
 
 
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
         "variants": {"untrained_control": "never"},
     })
     catalog = Catalog(config)
+    plan = Plan(config, catalog, results=str(out))
     rows = []
     for crops in args.crops:
         folder = out / f"crops{crops}"
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
                 cache = folder / f"{slug}_{split}.h5"
                 started = time.process_time()
                 if not cache.exists():
-                    compute_cache(spec.name, catalog.feature_params(slug, str(out)), images[split], cache,
+                    compute_cache(spec.name, plan.feature_params(slug), images[split], cache,
                                   batch_size=64, device="cpu")
                 cost[split] = time.process_time() - started
             for width in args.width:

@@ -13,10 +13,14 @@ rule perturbation:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/perturbation.csv",
-        figure=report(f"{R}/figures/perturbation_{{rep}}.png", caption="../workflow/report/perturbation.rst",
-                      category="Analyses", subcategory="Perturbation"),
+        figure=report(
+            f"{R}/figures/perturbation_{{rep}}.png",
+            caption="../workflow/report/perturbation.rst",
+            category="Analyses",
+            subcategory="Perturbation",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.perturbation_slugs()),
+        rep=alternation(PLAN.perturbation_slugs()),
     params:
         common=analysis_params(),
         fraction=ANALYSES["perturbation"]["fraction"],
@@ -39,10 +43,14 @@ rule interpolation:
         features=f"{R}/features/{{rep}}/test.h5",
     output:
         strips=f"{R}/{{rep}}/analysis/interpolation.h5",
-        figure=report(f"{R}/figures/interpolation_{{rep}}.png", caption="../workflow/report/interpolation.rst",
-                      category="Analyses", subcategory="Interpolation"),
+        figure=report(
+            f"{R}/figures/interpolation_{{rep}}.png",
+            caption="../workflow/report/interpolation.rst",
+            category="Analyses",
+            subcategory="Interpolation",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("interpolation")),
+        rep=alternation(PLAN.analysis_slugs("interpolation")),
     params:
         common=analysis_params(),
         pairs=ANALYSES["interpolation"]["pairs"],
@@ -66,10 +74,14 @@ rule random_samples:
         features=f"{R}/features/{{rep}}/train.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/random_samples.csv",
-        figure=report(f"{R}/figures/random_samples_{{rep}}.png", caption="../workflow/report/random_samples.rst",
-                      category="Analyses", subcategory="Random feature vectors"),
+        figure=report(
+            f"{R}/figures/random_samples_{{rep}}.png",
+            caption="../workflow/report/random_samples.rst",
+            category="Analyses",
+            subcategory="Random feature vectors",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("random_samples")),
+        rep=alternation(PLAN.analysis_slugs("random_samples")),
     params:
         common=analysis_params(),
         options={k: v for k, v in ANALYSES["random_samples"].items() if k != "layers"},
@@ -91,14 +103,18 @@ rule single_units:
         decoder=f"{R}/{{rep}}/decoder.pt",
         features=f"{R}/features/{{rep}}/train.h5",
     output:
-        report(f"{R}/figures/single_units_{{rep}}.png", caption="../workflow/report/single_units.rst",
-               category="Analyses", subcategory="Single units"),
+        report(
+            f"{R}/figures/single_units_{{rep}}.png",
+            caption="../workflow/report/single_units.rst",
+            category="Analyses",
+            subcategory="Single units",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.single_unit_slugs()),
+        rep=alternation(PLAN.single_unit_slugs()),
     params:
         common=analysis_params(),
         units=ANALYSES["single_units"]["count"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -119,14 +135,18 @@ rule dark_knowledge:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/dark_knowledge.csv",
-        figure=report(f"{R}/figures/dark_knowledge_{{rep}}.png", caption="../workflow/report/dark_knowledge.rst",
-                      category="Analyses", subcategory="Dark knowledge"),
+        figure=report(
+            f"{R}/figures/dark_knowledge_{{rep}}.png",
+            caption="../workflow/report/dark_knowledge.rst",
+            category="Analyses",
+            subcategory="Dark knowledge",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("dark_knowledge")),
+        rep=alternation(PLAN.analysis_slugs("dark_knowledge")),
     params:
         common=analysis_params(),
         k=ANALYSES["dark_knowledge"]["k"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -146,14 +166,18 @@ rule hue_shift:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/hue_shift.csv",
-        figure=report(f"{R}/figures/hue_shift_{{rep}}.png", caption="../workflow/report/hue_shift.rst",
-                      category="Analyses", subcategory="Hue shift"),
+        figure=report(
+            f"{R}/figures/hue_shift_{{rep}}.png",
+            caption="../workflow/report/hue_shift.rst",
+            category="Analyses",
+            subcategory="Hue shift",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("hue_shift")),
+        rep=alternation(PLAN.analysis_slugs("hue_shift")),
     params:
         common=analysis_params(),
         degrees=ANALYSES["hue_shift"]["degrees"],
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,
@@ -173,12 +197,16 @@ rule brightness:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/hog/analysis/brightness.csv",
-        figure=report(f"{R}/figures/brightness.png", caption="../workflow/report/brightness.rst", category="Analyses",
-                      subcategory="Brightness"),
+        figure=report(
+            f"{R}/figures/brightness.png",
+            caption="../workflow/report/brightness.rst",
+            category="Analyses",
+            subcategory="Brightness",
+        ),
     params:
         common=analysis_params(),
         factors=ANALYSES["brightness"]["factors"],
-        representation=representation_options("hog") if "hog" in CATALOG else None,
+        representation=PLAN.options("hog") if "hog" in CATALOG else None,
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,

@@ -12,15 +12,19 @@ rule mahendran_vedaldi:
     output:
         csv=f"{R}/{{rep}}/mahendran_vedaldi.csv",
         images=f"{R}/{{rep}}/mahendran_vedaldi.h5",
-        figure=report(f"{R}/figures/mahendran_vedaldi_{{rep}}.png", caption="../workflow/report/mahendran_vedaldi.rst",
-                      category="Baselines", subcategory="Mahendran & Vedaldi"),
+        figure=report(
+            f"{R}/figures/mahendran_vedaldi_{{rep}}.png",
+            caption="../workflow/report/mahendran_vedaldi.rst",
+            category="Baselines",
+            subcategory="Mahendran & Vedaldi",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
+        rep=alternation(PLAN.mahendran_vedaldi_slugs()),
     params:
         common=analysis_params(),
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
         # every baselines.mahendran_vedaldi setting (sigma resolved for this representation), images included
-        optimisation=lambda wc: CATALOG.mahendran_vedaldi_options(wc.rep),
+        optimisation=lambda wc: PLAN.mahendran_vedaldi_options(wc.rep),
         device=MV["device"],
     threads: MV["threads"]
     resources:
@@ -33,5 +37,3 @@ rule mahendran_vedaldi:
         f"{R}/benchmarks/baselines/{{rep}}/mahendran_vedaldi.tsv"
     script:
         "../workflow/scripts/baselines_mahendran_vedaldi.py"
-
-

@@ -1,9 +1,9 @@
-# Configuration validation, targets and wildcard constraints shared by every rule file.
+# Configuration validation, the catalog and the plan, and wildcard constraints shared by every rule file.
 import re
 import sys
 
-from preimage.config import ConfigError, load_schema, validate_config
-from preimage.representations import Catalog
+from preimage.config import ConfigError, validate_config
+from preimage.plan import Plan
 from preimage.results_lock import ResultsInUse, lock_results, release_results
 
 
@@ -20,8 +20,7 @@ def local_execution():
 # where the jobs run here (a cluster's login node may have no GPU while its jobs get one).
 _main_process = getattr(workflow, "is_main_process", True)
 try:
-    _validated = validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")),
-                                 deep=_main_process, devices=_main_process and local_execution())
+    _validated = validate_config(config, deep=_main_process, devices=_main_process and local_execution())
 except ConfigError as _err:
     sys.stderr.write(f"preimage: {_err}\n")
     raise SystemExit(1)
@@ -59,6 +58,7 @@ onsuccess:
 onerror:
     release_results(R)
 
+
 #: With --software-deployment-method conda every job runs in the project's environment (paths in a
 #: conda directive are relative to the rule file).
 ENVIRONMENT = "../environment.yml"
@@ -74,15 +74,17 @@ FEATURES = config["features"]
 
 
 #: Every representation of the config, variants included, resolved by the library (slugs, families,
-#: parameters, which analyses run where): the rule files ask it and parse no names themselves.
+#: parameters, network groups), and PLAN, what the workflow makes of them (which jobs, which layers
+#: each analysis runs on, the targets, paths under R). The rule files ask them and parse no names.
 try:
-    CATALOG = Catalog(config)
+    PLAN = Plan(config)
 except ValueError as _err:
     sys.stderr.write(f"preimage: invalid configuration: {_err}\n")
     raise SystemExit(1)
+CATALOG = PLAN.catalog
 REPS = CATALOG.slugs
 if workflow_is_main():
-    for _note in CATALOG.notes:
+    for _note in PLAN.notes:
         sys.stderr.write(f"preimage: note: {_note}\n")
 
 
@@ -105,8 +107,10 @@ def lift_local_gpu_cap():
     try:
         resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))
     except Exception as err:  # a future Snakemake may keep resources elsewhere: say so
-        sys.stderr.write(f"preimage: warning: could not lift the local gpu cap ({err}); "
-                         "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n")
+        sys.stderr.write(
+            f"preimage: warning: could not lift the local gpu cap ({err}); "
+            "GPU jobs may run one at a time. Pass --resources gpu=<n>.\n"
+        )
 
 
 lift_local_gpu_cap()
@@ -124,13 +128,27 @@ wildcard_constraints:
 
 def data_params():
     """Every data.* value that changes the extracted images (threads/log_every excluded, and
-    shards: the sharded stores hold the same images as one job's)."""
-    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards")}
+    shards/min_shard_images: the sharded stores hold the same images as one job's)."""
+    return {k: v for k, v in DATA.items() if k not in ("threads", "log_every", "shards", "min_shard_images")}
 
 
-#: data.shards: extraction and the training split's feature caches run as this many jobs each
-#: (rules/data.smk, rules/features.smk), named 01-of-16 … 16-of-16.
-SHARDS = DATA["shards"]
+#: data.shards, at most one per data.min_shard_images images (preimage.data.shard_count): extraction
+#: and the training split's feature caches run as this many jobs each (rules/data.smk,
+#: rules/features.smk), named 01-of-16 … 16-of-16.
+SHARDS = 1
+if DATA["shards"] > 1:  # (preimage.data, with numpy and h5py, is imported only here)
+    from preimage.data import DataError, shard_count
+
+    try:
+        SHARDS = shard_count(data_params(), DATA["shards"], DATA["min_shard_images"])
+    except DataError as _err:
+        sys.stderr.write(f"preimage: data: {_err}\n")
+        raise SystemExit(1)
+if SHARDS < DATA["shards"] and workflow_is_main():
+    sys.stderr.write(
+        f"preimage: note: data.shards: {SHARDS} shard(s), one per data.min_shard_images "
+        f"({DATA['min_shard_images']}) images at most\n"
+    )
 SHARD_IDS = [f"{i + 1:0{len(str(SHARDS))}d}-of-{SHARDS}" for i in range(SHARDS)]
 
 
@@ -140,30 +158,9 @@ def shard_of(name):
     return [int(index) - 1, int(count)]
 
 
-def stored_slugs(store, gpu=None):
-    """Representations whose features.store is ``store`` (cache or recompute), optionally only
-    those computed on a GPU (True) or the CPU (False)."""
-    return [s for s in CATALOG.slugs
-            if CATALOG.feature_store(s) == store and (gpu is None or CATALOG[s].uses_gpu == gpu)]
-
-
-def feature_params(slug):
-    return CATALOG.feature_params(slug, R)
-
-
-def encoder_inputs(slugs):
-    """The fine-tuned encoders the autoencoders among ``slugs`` compute their features with."""
-    return [f"{R}/{slug}/encoder.pt" for slug in slugs if CATALOG[slug].variant == "ae"]
-
-
 def feature_extra_inputs(wc):
     """The autoencoder's features need its fine-tuned encoder."""
-    return encoder_inputs([wc.rep])
-
-
-def representation_options(slug):
-    """(name, parameters) to recreate a representation inside a job."""
-    return CATALOG.options(slug, R)
+    return PLAN.encoder_inputs([wc.rep])
 
 
 ANALYSES = config["analyses"]
@@ -174,129 +171,22 @@ def analysis_params():
     return {k: ANALYSES[k] for k in ("device", "seed", "n_show")}
 
 
-def all_targets():
-    targets = [f"{R}/data/train.h5", f"{R}/data/test.h5"]
-    targets += expand(f"{R}/features/{{rep}}/{{split}}.h5", rep=CATALOG.feature_slugs(True) + CATALOG.feature_slugs(False),
-                      split=["train", "test"])
-    targets += expand(f"{R}/{{rep}}/{{file}}", rep=REPS, file=["error.csv", "reconstructions.png"])
-    if not REPS:
-        return targets
-    targets += [f"{R}/tables/errors.csv", f"{R}/tables/errors.md"]
-    if CATALOG.alexnet_layers():
-        targets += [f"{R}/figures/error_by_layer.png", f"{R}/figures/reconstructions_alexnet.png"]
-    if CATALOG.shallow():
-        targets.append(f"{R}/figures/reconstructions_shallow.png")
-    targets += [f"{R}/figures/error_by_layer_{family}.png" for family in CATALOG.network_layers()]
-    targets += [f"{R}/figures/gan_{slug}.png" for slug in CATALOG.loss_bases()]
-    return targets + analysis_targets() + baseline_targets() + [f"{R}/findings.md"]
-
-
-def single_analysis(analysis, rep):
-    """An analysis that runs on one fixed representation (HOG's brightness, §4) when it is
-    configured and the analysis is enabled."""
-    return rep in CATALOG.base_slugs and ANALYSES[analysis]["enabled"]
-
-
-def analysis_targets():
-    targets = []
-    perturbed = CATALOG.perturbation_slugs()
-    for slug in perturbed:
-        targets += [f"{R}/{slug}/analysis/perturbation.csv", f"{R}/figures/perturbation_{slug}.png"]
-    if perturbed:
-        targets.append(f"{R}/tables/perturbation.csv")
-    interpolated = CATALOG.analysis_slugs("interpolation")
-    targets += [f"{R}/figures/interpolation_{slug}.png" for slug in interpolated]
-    if interpolated:
-        targets.append(f"{R}/figures/interpolation.png")
-    for slug in CATALOG.analysis_slugs("random_samples"):
-        targets += [f"{R}/{slug}/analysis/random_samples.csv", f"{R}/figures/random_samples_{slug}.png"]
-    targets += [f"{R}/figures/single_units_{slug}.png" for slug in CATALOG.single_unit_slugs()]
-    for analysis in ("dark_knowledge", "hue_shift"):
-        for slug in CATALOG.analysis_slugs(analysis):
-            targets += [f"{R}/{slug}/analysis/{analysis}.csv", f"{R}/figures/{analysis}_{slug}.png"]
-    if single_analysis("brightness", "hog"):
-        targets += [f"{R}/hog/analysis/brightness.csv", f"{R}/figures/brightness.png"]
-    local = CATALOG.analysis_slugs("locality")
-    for slug in local:
-        targets += [f"{R}/{slug}/analysis/locality.csv", f"{R}/figures/locality_{slug}.png"]
-    if local:
-        targets.append(f"{R}/tables/locality.csv")
-    if CATALOG.analysis_slugs("scaling"):
-        targets += [f"{R}/tables/scaling.csv", f"{R}/tables/scaling.md", f"{R}/figures/scaling.png"]
-    return targets
-
-
-def scaling_fractions():
-    """analyses.scaling.fractions as the {fraction} wildcard's values (0.125 → "0.125")."""
-    return [f"{f:g}" for f in ANALYSES["scaling"]["fractions"]]
-
-
-def scaling_decoder(rep, fraction):
-    """The decoder a point of the data-scaling curve scores: the representation's own at 1."""
-    return f"{R}/{rep}/decoder.pt" if fraction == "1" else f"{R}/{rep}/scaling/{fraction}/decoder.pt"
-
-
-def scaling_error_files():
-    """Representation → the per-image error CSVs of its data-scaling curve (subsets, then all)."""
-    return {rep: [f"{R}/{rep}/scaling/{f}/errors.csv" for f in scaling_fractions() + ["1"]]
-            for rep in CATALOG.analysis_slugs("scaling")}
-
-
-def scaling_references():
-    """Representation → its error.csv (the mean-image line of the scaling figure)."""
-    return {rep: f"{R}/{rep}/error.csv" for rep in CATALOG.analysis_slugs("scaling")}
-
-
-def baseline_targets():
-    slugs = CATALOG.mahendran_vedaldi_slugs()
-    targets = []
-    for slug in slugs:
-        targets += [f"{R}/{slug}/mahendran_vedaldi.csv", f"{R}/figures/mahendran_vedaldi_{slug}.png"]
-        if config["baselines"]["mahendran_vedaldi"]["restarts"] > 1:
-            targets.append(f"{R}/figures/mahendran_vedaldi_samples_{slug}.png")
-    if slugs:
-        targets += [f"{R}/tables/mahendran_vedaldi.csv", f"{R}/tables/mahendran_vedaldi.md"]
-    return targets
-
-
 def findings_inputs(wc):
-    """The tables findings.md is written from (those the config produces)."""
-    inputs = {"errors": f"{R}/tables/errors.csv"}
-    optional = {
-        "perturbation": (f"{R}/tables/perturbation.csv", CATALOG.perturbation_slugs()),
-        "mahendran_vedaldi": (f"{R}/tables/mahendran_vedaldi.csv", CATALOG.mahendran_vedaldi_slugs()),
-        "brightness": (f"{R}/hog/analysis/brightness.csv", single_analysis("brightness", "hog")),
-        "scaling": (f"{R}/tables/scaling_fit.csv", CATALOG.analysis_slugs("scaling")),
-    }
-    inputs.update({k: path for k, (path, wanted) in optional.items() if wanted})
-    for analysis in ("dark_knowledge", "hue_shift"):
-        slugs = CATALOG.analysis_slugs(analysis)
-        if slugs:
-            inputs[analysis] = expand(f"{R}/{{rep}}/analysis/{analysis}.csv", rep=slugs)
-    return inputs
-
-
-def reconstruction_group(group):
-    """The representations of paper Figure 3 (shallow) or Figure 5 (AlexNet layers)."""
-    return CATALOG.shallow() if group == "shallow" else CATALOG.alexnet_layers()
+    return PLAN.findings_inputs()
 
 
 def loss_comparison_inputs(wc):
-    """Figures 12-13 for one representation: its -gan / -feature variants and its own decoder, and
-    Mahendran & Vedaldi's pre-images where that baseline ran for it."""
-    family = CATALOG.loss_family(wc.rep)
-    inputs = {"test_images": f"{R}/data/test.h5",
-              "reconstructions": expand(f"{R}/{{rep}}/reconstructions.h5", rep=family),
-              "errors": expand(f"{R}/{{rep}}/error.csv", rep=family)}
-    if wc.rep in CATALOG.mahendran_vedaldi_slugs():
-        inputs.update(mv_images=f"{R}/{wc.rep}/mahendran_vedaldi.h5", mv_table=f"{R}/{wc.rep}/mahendran_vedaldi.csv")
-    return inputs
+    return PLAN.loss_comparison_inputs(wc.rep)
 
 
 def feature_settings():
     """The settings every feature job shares (those of no one representation)."""
-    return dict(dtype=FEATURES["dtype"], batch_size=FEATURES["batch_size"], device=FEATURES["device"],
-                log_every=DATA["log_every"])
+    return dict(
+        dtype=FEATURES["dtype"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        log_every=DATA["log_every"],
+    )
 
 
 def feature_job_params():
@@ -304,7 +194,7 @@ def feature_job_params():
     shard and recipe rules; a network's extraction job: network_job_params)."""
     return dict(
         representation=lambda wc: CATALOG[wc.rep].name,
-        options=lambda wc: feature_params(wc.rep),
+        options=lambda wc: PLAN.feature_params(wc.rep),
         **feature_settings(),
     )
 
@@ -314,7 +204,7 @@ def network_job_params(slugs):
     order of its outputs), that network's parameters and the settings every feature job shares."""
     return dict(
         representations=[CATALOG[slug].name for slug in slugs],
-        options=feature_params(slugs[0]),
+        options=PLAN.feature_params(slugs[0]),
         **feature_settings(),
     )
 
@@ -339,5 +229,7 @@ def share_profile_settings(rule_name, nominal):
         if nominal in threads and rule_name not in threads:
             job_rule.resources["_cores"] = threads[nominal]
     except Exception as err:  # a future Snakemake may keep these settings elsewhere: say so
-        sys.stderr.write(f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
-                         f"set its resources under its own name.\n")
+        sys.stderr.write(
+            f"preimage: warning: could not apply the settings of {nominal} to {rule_name} ({err}); "
+            f"set its resources under its own name.\n"
+        )

@@ -18,7 +18,7 @@ rule evaluate:
         # only what changes the numbers: figure settings (n_show) belong to the figure rules
         options={k: v for k, v in config["evaluate"].items() if k not in ("n_show", "threads")},
         # the decoders compared under Appendix A also get the feature error ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖
-        feature_space=lambda wc: CATALOG.feature_error_options(wc.rep, R),
+        feature_space=lambda wc: PLAN.feature_error_options(wc.rep),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=8000,

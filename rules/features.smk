@@ -37,7 +37,7 @@ for _group, _slugs in NETWORK_GROUPS.items():
             ENVIRONMENT
         input:
             images=f"{R}/data/{{split}}.h5",
-            encoders=encoder_inputs(_slugs),
+            encoders=PLAN.encoder_inputs(_slugs),
         output:
             [f"{R}/features/{slug}/{{split}}.h5" for slug in _slugs],
         params:
@@ -72,7 +72,7 @@ rule shallow_features:
         **FEATURE_RESOURCES,
         gpu=0,
     wildcard_constraints:
-        rep=alternation(stored_slugs("cache", gpu=False)),
+        rep=alternation(PLAN.stored_slugs("cache", gpu=False)),
         split=WHOLE_SPLITS,
     log:
         f"{R}/logs/features/{{rep}}/{{split}}.log",
@@ -98,7 +98,7 @@ rule feature_recipe:
         runtime=scaled_runtime(30),
         gpu=0,
     wildcard_constraints:
-        rep=alternation(stored_slugs("recompute")),
+        rep=alternation(PLAN.stored_slugs("recompute")),
     log:
         f"{R}/logs/features/{{rep}}/{{split}}.log",
     script:
@@ -116,7 +116,7 @@ if SHARDS > 1:
                 ENVIRONMENT
             input:
                 images=f"{R}/data/train.h5",
-                encoders=encoder_inputs(_slugs),
+                encoders=PLAN.encoder_inputs(_slugs),
             output:
                 [temp(f"{R}/features/{slug}/shards/train-{{shard}}.h5") for slug in _slugs],
             params:
@@ -152,7 +152,7 @@ if SHARDS > 1:
             **FEATURE_RESOURCES,
             gpu=0,
         wildcard_constraints:
-            rep=alternation(stored_slugs("cache", gpu=False)),
+            rep=alternation(PLAN.stored_slugs("cache", gpu=False)),
             shard=alternation(SHARD_IDS),
         log:
             f"{R}/logs/features/{{rep}}/train-{{shard}}.log",
@@ -173,7 +173,7 @@ if SHARDS > 1:
             runtime=scaled_runtime(60),
             gpu=0,
         wildcard_constraints:
-            rep=alternation(stored_slugs("cache")),
+            rep=alternation(PLAN.stored_slugs("cache")),
         log:
             f"{R}/logs/features/{{rep}}/join.log",
         benchmark:

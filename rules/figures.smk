@@ -30,7 +30,7 @@ rule reconstructions_figure:
         ENVIRONMENT
     input:
         test_images=f"{R}/data/test.h5",
-        reconstructions=lambda wc: expand(f"{R}/{{rep}}/reconstructions.h5", rep=reconstruction_group(wc.group)),
+        reconstructions=lambda wc: expand(f"{R}/{{rep}}/reconstructions.h5", rep=PLAN.reconstruction_group(wc.group)),
     output:
         report(
             f"{R}/figures/reconstructions_{{group}}.png",
@@ -41,7 +41,7 @@ rule reconstructions_figure:
         group="shallow|alexnet",
     params:
         n_show=config["evaluate"]["n_show"],
-        representations=lambda wc: reconstruction_group(wc.group),
+        representations=lambda wc: PLAN.reconstruction_group(wc.group),
     log:
         f"{R}/logs/figures/reconstructions_{{group}}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule error_by_layer:
         ENVIRONMENT
     input:
         table=f"{R}/tables/errors.csv",
-        perturbation=[f"{R}/tables/perturbation.csv"] if CATALOG.perturbation_slugs() else [],
+        perturbation=[f"{R}/tables/perturbation.csv"] if PLAN.perturbation_slugs() else [],
     output:
         report(f"{R}/figures/error_by_layer.png", caption="../workflow/report/error_by_layer.rst", category="Errors"),
     log:
@@ -73,10 +73,13 @@ rule error_by_network_layer:
         ENVIRONMENT
     input:
         table=f"{R}/tables/errors.csv",
-        perturbation=[f"{R}/tables/perturbation.csv"] if CATALOG.perturbation_slugs() else [],
+        perturbation=[f"{R}/tables/perturbation.csv"] if PLAN.perturbation_slugs() else [],
     output:
-        report(f"{R}/figures/error_by_layer_{{family}}.png", caption="../workflow/report/error_by_layer.rst",
-               category="Errors"),
+        report(
+            f"{R}/figures/error_by_layer_{{family}}.png",
+            caption="../workflow/report/error_by_layer.rst",
+            category="Errors",
+        ),
     wildcard_constraints:
         family=alternation(CATALOG.network_layers()),
     params:
@@ -93,12 +96,16 @@ rule interpolation_overview:
     conda:
         ENVIRONMENT
     input:
-        expand(f"{R}/{{rep}}/analysis/interpolation.h5", rep=CATALOG.analysis_slugs("interpolation")),
+        expand(f"{R}/{{rep}}/analysis/interpolation.h5", rep=PLAN.analysis_slugs("interpolation")),
     output:
-        report(f"{R}/figures/interpolation.png", caption="../workflow/report/interpolation.rst", category="Analyses",
-               subcategory="Interpolation"),
+        report(
+            f"{R}/figures/interpolation.png",
+            caption="../workflow/report/interpolation.rst",
+            category="Analyses",
+            subcategory="Interpolation",
+        ),
     params:
-        representations=CATALOG.analysis_slugs("interpolation"),
+        representations=PLAN.analysis_slugs("interpolation"),
     log:
         f"{R}/logs/figures/interpolation.log",
     benchmark:
@@ -114,8 +121,12 @@ rule loss_comparison:
     input:
         unpack(loss_comparison_inputs),
     output:
-        report(f"{R}/figures/gan_{{rep}}.png", caption="../workflow/report/loss_comparison.rst",
-               category="Reconstructions", subcategory="Appendix A"),
+        report(
+            f"{R}/figures/gan_{{rep}}.png",
+            caption="../workflow/report/loss_comparison.rst",
+            category="Reconstructions",
+            subcategory="Appendix A",
+        ),
     wildcard_constraints:
         rep=alternation(CATALOG.loss_bases()),
     params:
@@ -139,11 +150,14 @@ rule mahendran_vedaldi_samples:
         csv=f"{R}/{{rep}}/mahendran_vedaldi.csv",
         test_images=f"{R}/data/test.h5",
     output:
-        report(f"{R}/figures/mahendran_vedaldi_samples_{{rep}}.png",
-               caption="../workflow/report/mahendran_vedaldi_samples.rst", category="Baselines",
-               subcategory="Mahendran & Vedaldi"),
+        report(
+            f"{R}/figures/mahendran_vedaldi_samples_{{rep}}.png",
+            caption="../workflow/report/mahendran_vedaldi_samples.rst",
+            category="Baselines",
+            subcategory="Mahendran & Vedaldi",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.mahendran_vedaldi_slugs()),
+        rep=alternation(PLAN.mahendran_vedaldi_slugs()),
     params:
         n_show=config["analyses"]["n_show"],
     log:

@@ -14,16 +14,20 @@ rule locality:
         images=f"{R}/data/test.h5",
     output:
         csv=f"{R}/{{rep}}/analysis/locality.csv",
-        figure=report(f"{R}/figures/locality_{{rep}}.png", caption="../workflow/report/locality.rst",
-                      category="Analyses", subcategory="Locality"),
+        figure=report(
+            f"{R}/figures/locality_{{rep}}.png",
+            caption="../workflow/report/locality.rst",
+            category="Analyses",
+            subcategory="Locality",
+        ),
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("locality")),
+        rep=alternation(PLAN.analysis_slugs("locality")),
     params:
         common=analysis_params(),
-        representation=lambda wc: representation_options(wc.rep),
+        representation=lambda wc: PLAN.options(wc.rep),
         options={k: v for k, v in ANALYSES["locality"].items() if k not in ("layers", "enabled")},
         # the optimisation's other settings (lr, sigma, seed, batch size) from baselines.mahendran_vedaldi
-        optimisation=lambda wc: CATALOG.mahendran_vedaldi_options(wc.rep, "images", "iterations", "restarts"),
+        optimisation=lambda wc: PLAN.mahendran_vedaldi_options(wc.rep, "images", "iterations", "restarts"),
     threads: ANALYSES["threads"]
     resources:
         **ANALYSIS_RESOURCES,

@@ -21,8 +21,8 @@ rule scaling_train:
         subset=lambda wc: float(wc.fraction),
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.rep}/scaling-{wc.fraction}.pt",
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("scaling")),
-        fraction=alternation(scaling_fractions()),
+        rep=alternation(PLAN.analysis_slugs("scaling")),
+        fraction=alternation(PLAN.scaling_fractions()),
     threads: config["train"]["threads"]
     resources:
         mem_mb=16000,
@@ -40,7 +40,7 @@ rule scaling_errors:
     conda:
         ENVIRONMENT
     input:
-        decoder=lambda wc: scaling_decoder(wc.rep, wc.fraction),
+        decoder=lambda wc: PLAN.scaling_decoder(wc.rep, wc.fraction),
         features=f"{R}/features/{{rep}}/test.h5",
         images=f"{R}/data/test.h5",
     output:
@@ -49,8 +49,8 @@ rule scaling_errors:
         batch_size=config["evaluate"]["batch_size"],
         device=config["evaluate"]["device"],
     wildcard_constraints:
-        rep=alternation(CATALOG.analysis_slugs("scaling")),
-        fraction=alternation(scaling_fractions() + ["1"]),
+        rep=alternation(PLAN.analysis_slugs("scaling")),
+        fraction=alternation(PLAN.scaling_fractions() + ["1"]),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=8000,
@@ -68,16 +68,16 @@ rule scaling_table:
     conda:
         ENVIRONMENT
     input:
-        errors=[path for paths in scaling_error_files().values() for path in paths],
-        references=list(scaling_references().values()),
+        errors=[path for paths in PLAN.scaling_error_files().values() for path in paths],
+        references=list(PLAN.scaling_references().values()),
     output:
         curve=report(f"{R}/tables/scaling.csv", category="Tables"),
         fit=f"{R}/tables/scaling_fit.csv",
         md=f"{R}/tables/scaling.md",
         figure=report(f"{R}/figures/scaling.png", caption="../workflow/report/scaling.rst", category="Analyses"),
     params:
-        errors=scaling_error_files(),
-        references=scaling_references(),
+        errors=PLAN.scaling_error_files(),
+        references=PLAN.scaling_references(),
         extrapolate_to=SCALING["extrapolate_to"],
         seed=config["evaluate"]["seed"],
     log:

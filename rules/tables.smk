@@ -22,7 +22,7 @@ rule perturbation_table:
     conda:
         ENVIRONMENT
     input:
-        expand(f"{R}/{{rep}}/analysis/perturbation.csv", rep=CATALOG.perturbation_slugs()),
+        expand(f"{R}/{{rep}}/analysis/perturbation.csv", rep=PLAN.perturbation_slugs()),
     output:
         csv=f"{R}/tables/perturbation.csv",
         md=f"{R}/tables/perturbation.md",
@@ -38,10 +38,13 @@ rule mahendran_vedaldi_table:
     conda:
         ENVIRONMENT
     input:
-        expand(f"{R}/{{rep}}/mahendran_vedaldi.csv", rep=CATALOG.mahendran_vedaldi_slugs()),
+        expand(f"{R}/{{rep}}/mahendran_vedaldi.csv", rep=PLAN.mahendran_vedaldi_slugs()),
     output:
-        csv=report(f"{R}/tables/mahendran_vedaldi.csv", caption="../workflow/report/mahendran_vedaldi_table.rst",
-                   category="Baselines"),
+        csv=report(
+            f"{R}/tables/mahendran_vedaldi.csv",
+            caption="../workflow/report/mahendran_vedaldi_table.rst",
+            category="Baselines",
+        ),
         md=f"{R}/tables/mahendran_vedaldi.md",
     params:
         networks=CATALOG.networks(),  # the representations M&V's "≤ 20 %" is about (CNN layers)
@@ -57,7 +60,7 @@ rule locality_table:
     conda:
         ENVIRONMENT
     input:
-        expand(f"{R}/{{rep}}/analysis/locality.csv", rep=CATALOG.analysis_slugs("locality")),
+        expand(f"{R}/{{rep}}/analysis/locality.csv", rep=PLAN.analysis_slugs("locality")),
     output:
         csv=f"{R}/tables/locality.csv",
         md=f"{R}/tables/locality.md",

@@ -9,7 +9,7 @@ rule train:
         features=lambda wc: f"{R}/features/{CATALOG.features_of(wc.rep)}/train.h5",
         images=f"{R}/data/train.h5",
         # decoder.init: pixel starts a -feature / -gan decoder from its base's pixel decoder
-        init=lambda wc: CATALOG.init_decoder(wc.rep, R),
+        init=lambda wc: PLAN.init_decoder(wc.rep),
     output:
         decoder=f"{R}/{{rep}}/decoder.pt",
         log=f"{R}/{{rep}}/train_log.csv",
@@ -17,12 +17,12 @@ rule train:
         representation=lambda wc: CATALOG[wc.rep].name,
         train=lambda wc: CATALOG.train_params(wc.rep),
         # pixel (eq. 1), feature or gan (Appendix A): the kind, the representation and decoder.gan
-        loss=lambda wc: CATALOG.loss_params(wc.rep, R),
+        loss=lambda wc: PLAN.loss_params(wc.rep),
         # Outside the declared outputs (Snakemake deletes those before a job starts): a killed
         # or timed-out job resumes from the last finished epoch.
         checkpoint=lambda wc: f"{R}/checkpoints/{wc.rep}/train.pt",
     wildcard_constraints:
-        rep=alternation(CATALOG.decoder_slugs()),
+        rep=alternation(PLAN.decoder_slugs()),
     threads: config["train"]["threads"]
     resources:
         mem_mb=16000,

@@ -4,12 +4,13 @@ of the paper's configurations on it."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, planned_jobs
+from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, job_counts, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +97,22 @@ def imagenet_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def paper_plan(imagenet_root, tmp_path_factory):
+def paper_dry_run(imagenet_root, tmp_path_factory):
+    """``paper_dry_run(name)``: ``snakemake -n all`` for ``config/<name>`` on the fake ILSVRC2012 tree
+    (the CompletedProcess), each dry run made once per session."""
+    runs = {}
+
+    def dry_run(name: str) -> subprocess.CompletedProcess:
+        if name not in runs:
+            runs[name] = snakemake(tmp_path_factory.mktemp("plan"), "-n", "all", "--quiet=rules", "--configfile",
+                                   str(ROOT / "config" / name), "--config", f"data={{root: {imagenet_root}}}")
+        return runs[name]
+
+    return dry_run
+
+
+@pytest.fixture(scope="session")
+def paper_plan(paper_dry_run):
     """``paper_plan(name)``: the jobs per rule that ``snakemake -n all`` plans for ``config/<name>``
-    on the fake ILSVRC2012 tree (:func:`workflow.planned_jobs`), each dry run made once per session."""
-    plans = {}
-
-    def plan(name: str) -> dict:
-        if name not in plans:
-            plans[name] = planned_jobs(tmp_path_factory.mktemp("plan"), "all", "--configfile",
-                                       str(ROOT / "config" / name), "--config", f"data={{root: {imagenet_root}}}")
-        return dict(plans[name])
-
-    return plan
+    on the fake ILSVRC2012 tree (:func:`workflow.job_counts` of :func:`paper_dry_run`)."""
+    return lambda name: job_counts(paper_dry_run(name))

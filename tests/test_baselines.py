@@ -187,17 +187,17 @@ def test_settings_defaults_overrides_and_resolution(conv2, hog):
 
 
 def test_variants_take_their_base_representations_settings_from_the_catalog():
-    """The workflow passes ``CATALOG.options(slug)["name"]`` as the base name: fc6 for fc6-ae and fc6-random."""
+    """The workflow passes ``PLAN.options(slug)["name"]`` as the base name: fc6 for fc6-ae and fc6-random."""
     from preimage.config import validate_config
-    from preimage.representations import Catalog
+    from preimage.plan import Plan
 
-    catalog = Catalog(validate_config({"representations": ["hog", "fc6"],
+    plan = Plan(validate_config({"representations": ["hog", "fc6"],
                                        "variants": {"autoencoder": ["fc6"], "untrained_control": "always"}}))
     config = baselines.MVConfig()
     for slug in ("fc6-ae", "fc6-random"):
-        name = catalog.options(slug, "results")["name"]
+        name = plan.options(slug)["name"]
         assert name == "fc6" and baselines.settings(name, config) == baselines.settings("fc6", config)
-    assert catalog.options("hog", "results")["name"] == "hog"
+    assert plan.options("hog")["name"] == "hog"
 
 
 # --------------------------------------------------------------------------- σ, restarts, masks, M&V's error

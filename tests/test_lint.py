@@ -1,4 +1,5 @@
-"""The workflow passes Snakemake's linter (rule structure, logs, environments, paths)."""
+"""The workflow passes Snakemake's linter (rule structure, logs, environments, paths) and is formatted
+as snakefmt formats it."""
 import subprocess
 import sys
 
@@ -12,3 +13,11 @@ def test_snakemake_lint_is_clean(tmp_path):
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--directory", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_rules_are_formatted_by_snakefmt():
+    """Snakefile and rules/*.smk are as ``snakefmt .`` leaves them (settings in pyproject.toml)."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "left unchanged" in result.stdout + result.stderr  # it found the files, and they are formatted

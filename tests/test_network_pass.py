@@ -11,6 +11,7 @@ from preimage.config import validate_config
 from preimage.features import NodeSet, create
 from preimage.features.cache import compute_cache, compute_network_caches
 from preimage.features.torchvision_net import run_sequential_pass, sequential_pass
+from preimage.plan import Plan
 from preimage.representations import Catalog
 from tiny_data import builtin_stores
 from workflow import planned_jobs, snakemake, write_config
@@ -219,7 +220,8 @@ def test_all_plans_one_extraction_job_per_network_and_split(tmp_path):
                                          "network_features_efficientnet_lite0": 2,
                                          "network_features_efficientnet_lite0-random": 2}
     assert planned["shallow_features"] == 2  # HOG: one job per split, as before
-    sharded = planned_jobs(tmp_path, "all", "--config", "data={shards: 3}", configfile=configfile)
+    sharded = planned_jobs(tmp_path, "all", "--config", "data={shards: 3, min_shard_images: 1}",
+                           configfile=configfile)
     assert _extraction_jobs(sharded) == {  # the test split whole, the training split in 3 shards per network
         **{f"network_features_{g}": 1 for g in ("alexnet", "alexnet-fc6-ae", "efficientnet_lite0",
                                                 "efficientnet_lite0-random")},
@@ -241,10 +243,10 @@ def extracted(tmp_path_factory):
 def test_the_workflows_caches_equal_the_single_node_computation(extracted, tmp_path):
     workdir, _ = extracted
     results = workdir / "results"
-    catalog = Catalog(validate_config(TINY))
+    plan = Plan(validate_config(TINY), results="results")
     for rep in ("conv1", "fc6", "efficientnet_lite0@stem", "efficientnet_lite0@pool-random"):
         alone = tmp_path / f"{rep}.h5"
-        compute_cache(catalog[rep].name, catalog.feature_params(rep, "results"), results / "data/test.h5", alone,
+        compute_cache(plan.catalog[rep].name, plan.feature_params(rep), results / "data/test.h5", alone,
                       batch_size=8, device="cpu")
         (data_a, attrs_a), (data_b, attrs_b) = _contents(results / f"features/{rep}/test.h5"), _contents(alone)
         assert attrs_a == attrs_b, rep

@@ -1,10 +1,12 @@
-"""Paper scale: sharded extraction and feature caches, features.store: recompute,
-chunk-aware streaming. Library level, on tiny stores; tests/test_workflow_scale.py runs the DAG."""
+"""Paper scale: sharded extraction and feature caches, the number of shards, features.store:
+recompute, chunk-aware streaming. Library level, on tiny stores (and one dry run);
+tests/test_workflow_scale.py runs the DAG."""
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from preimage import atomic_files, data, hdf5, image_store, streaming, train
@@ -12,6 +14,7 @@ from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.config import ConfigError, validate_config
 from preimage.features.cache import Recomputer, compute_cache, join_caches, shard_rows, write_recipe
 from preimage.representations import Catalog
+from workflow import ROOT, job_counts, snakemake
 
 SIZE = 32
 
@@ -340,3 +343,56 @@ def test_shards_must_be_positive():
     with pytest.raises(ConfigError, match="data.shards"):
         validate_config({"data": {"shards": 0}})
     assert validate_config({})["data"]["shards"] == 1
+
+
+def _empty_imagenet(root: Path, classes: int = 3, train: int = 5, val: int = 1) -> Path:
+    """An ILSVRC2012-shaped tree of empty files: counting lists files, it decodes nothing."""
+    for k in range(classes):
+        for split, count in (("train", train), ("val", val)):
+            folder = root / split / f"n{k:02d}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"n{k:02d}_{i}.JPEG").touch()
+    return root
+
+
+def test_shard_count_follows_the_number_of_images(tmp_path):
+    root = _empty_imagenet(tmp_path / "ILSVRC2012")
+    params = validate_config({"data": {"source": "imagenet", "root": str(root), "train_per_class": "all",
+                                       "test_per_class": 1}})["data"]
+    images = 3 * (5 + 1)
+    assert data.planned_image_count(params) == data.select_imagenet(params).expected_total() == images
+    assert data.shard_count(params, 64, 1000) == 1      # the paper's 64 shards on three classes: one job
+    assert data.shard_count(params, 64, 4) == 5         # ceil(18 / 4)
+    assert data.shard_count(params, 3, 4) == 3          # never more than data.shards
+    assert data.shard_count(params, 1, 1) == 1
+    # the listing stops once it has enough: the counted test split (3) and the first class (5)
+    assert data.planned_image_count(params, enough=5) == 3 + 5
+    counted = {**params, "train_per_class": 2, "classes": 2}
+    assert data.planned_image_count(counted) == data.select_imagenet(counted).expected_total() == 2 * (2 + 1)
+    builtin = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["data"]
+    assert data.planned_image_count(builtin) == data.select_builtin(builtin).expected_total() == 9 * (200 + 11)
+    assert data.shard_count(builtin, 64, 1000) == 2  # the embedded default's nine photographs, 1,899 crops
+    with pytest.raises(ValueError, match="at least 1"):
+        data.shard_count(params, 4, 0)
+
+
+def test_min_shard_images_is_validated_and_leaves_the_images_alone():
+    assert validate_config({})["data"]["min_shard_images"] == 1000
+    with pytest.raises(ConfigError, match="data.min_shard_images"):
+        validate_config({"data": {"min_shard_images": 0}})
+
+
+@pytest.mark.slow
+def test_paper_config_on_three_classes_plans_one_extraction_job(tmp_path):
+    """config/paper.yaml asks for 64 shards; on a tree of three classes (21 images) the dry run plans
+    one extraction job and unsharded feature caches, and says why."""
+    root = _empty_imagenet(tmp_path / "ILSVRC2012", val=2)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = snakemake(workdir, "-n", "all", "--quiet=rules", "--configfile", str(ROOT / "config" / "paper.yaml"),
+                       "--config", f"data={{root: {root}, classes: null}}")
+    planned = job_counts(result)
+    assert planned["extract_data"] == 1 and "extract_shard" not in planned and "join_data" not in planned
+    assert not [rule for rule in planned if "shard" in rule]
+    assert "data.shards: 1 shard(s)" in result.stderr

@@ -26,7 +26,7 @@ def _contents(path):
 def two_runs(tiny_run, tmp_path_factory):
     """The data and feature stages of one config run with data.shards 1 (the tiny run) and 3."""
     workdir = tmp_path_factory.mktemp("shards3")
-    snakemake(workdir, *FEATURES, "--config", "data={shards: 3}", configfile=tiny_run.configfile)
+    snakemake(workdir, *FEATURES, "--config", "data={shards: 3, min_shard_images: 1}", configfile=tiny_run.configfile)
     return {1: tiny_run.workdir, 3: workdir}
 
 
@@ -65,7 +65,8 @@ def test_a_failed_shard_reruns_alone(tmp_path):
     broken = photos / "b" / "1.png"
     broken.write_bytes(b"\x89PNG not an image")  # class b (shard 2 of 3) is one usable image short
     config = merged(config_dict("tiny"), {"representations": ["hog"], "data": {
-        "source": "folder", "root": str(photos), "train_per_class": 2, "test_per_class": 1, "shards": 3}})
+        "source": "folder", "root": str(photos), "train_per_class": 2, "test_per_class": 1, "shards": 3,
+        "min_shard_images": 1}})
     configfile = write_config(tmp_path / "config.yaml", config)
     failed = snakemake(tmp_path, "results/data/train.h5", "--keep-going", configfile=configfile, check=False)
     assert failed.returncode != 0

@@ -63,7 +63,33 @@ def _features_of(representation, images: torch.Tensor, device: torch.device, bat
 def perturbation(representation_name: str, decoder_path: str, test_features_path: str, test_images_path: str,
                  csv_path: str, png_path: str, fraction: float = 0.5, n_show: int = 6, seed: int = 0,
                  device: str = "auto", batch_size: int = 64) -> pd.DataFrame:
-    """Error of reconstructions from perturbed features (§5.4, Figure 7 dashed curves, Figure 9)."""
+    """Error of reconstructions from perturbed features (§5.4, Figure 7 dashed curves, Figure 9).
+
+    Parameters
+    ----------
+    representation_name : str
+        The representation's name, for the table's rows and the figure's title (``fc6``, ``fc6-ae``).
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    test_features_path : str
+        The test split's feature cache the decoder decodes (``results/features/{rep}/test.h5``).
+    test_images_path : str
+        The test image store the reconstructions are compared with (``results/data/test.h5``).
+    csv_path, png_path : str
+        Outputs: one row per perturbation (``none`` and :data:`preimage.feature_ops.PERTURBATIONS`)
+        with the normalised error, its 95 % interval and the mean relative feature change; the
+        figure of the shown images under every perturbation.
+    fraction : float, default 0.5
+        Fraction of the features the dropout variants set to zero (§5.4: 50 %).
+    n_show : int, default 6
+        Test images shown in the figure (:func:`preimage.figures.show_indices`).
+    seed : int, default 0
+        Seed of the random perturbations and of the bootstrap intervals.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`preimage.devices.resolve_device`).
+    batch_size : int, default 64
+        Feature vectors decoded at a time.
+    """
     decoder = TrainedDecoder(decoder_path, device)
     kinds = ("none",) + tuple(feature_ops.PERTURBATIONS)
     errors: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
@@ -110,6 +136,25 @@ def interpolation(representation_name: str, decoder_path: str, test_features_pat
 
     The pairs are the fixed figure images taken two by two; ``h5_path`` holds the strips
     (pairs, steps, 3, S, S) for the combined figure.
+
+    Parameters
+    ----------
+    representation_name : str
+        The representation's name, for the outputs' attributes and the figure's title.
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    test_features_path : str
+        The test split's feature cache the two endpoints of each strip come from.
+    h5_path, png_path : str
+        Outputs: the strips (uint8) with the chosen pairs of test indices; the figure.
+    pairs : int, default 2
+        Image pairs to interpolate between (fewer when the test set has fewer shown images).
+    steps : int, default 8
+        Points along each line, the two endpoints included (Figure 10 shows 8).
+    n_show : int, default 6
+        Test images shown in the figures; the pairs are taken from them.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
     decoder = TrainedDecoder(decoder_path, device)
     with FeatureStore(test_features_path) as feats:
@@ -138,7 +183,32 @@ def interpolation(representation_name: str, decoder_path: str, test_features_pat
 def random_samples(representation_name: str, decoder_path: str, train_features_path: str, csv_path: str,
                    png_path: str, count: int = 8, alpha: float = 2.0, fit_images: int = 4096, bins: int = 100,
                    seed: int = 0, device: str = "auto") -> pd.DataFrame:
-    """Decode random feature vectors drawn with the real per-dimension statistics (§5.5, Figure 11)."""
+    """Decode random feature vectors drawn with the real per-dimension statistics (§5.5, Figure 11).
+
+    Parameters
+    ----------
+    representation_name : str
+        The representation's name, for the table's rows and the figure's title.
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    train_features_path : str
+        The training split's feature cache the per-dimension statistics are fitted on.
+    csv_path, png_path : str
+        Outputs: the zero fraction and mean norm of the real and of the sampled vectors; the figure
+        of the decoded samples.
+    count : int, default 8
+        Random vectors drawn by each sampler (per-dimension histograms, truncated Gaussian).
+    alpha : float, default 2.0
+        Factor the samples are multiplied by (§5.5: α = 2, for brighter, clearer images).
+    fit_images : int, default 4096
+        Training vectors (at most; a seeded sample) the statistics are fitted on (§5.5: 4096 images).
+    bins : int, default 100
+        Bins of each dimension's histogram of non-zero values (ours; the paper gives none).
+    seed : int, default 0
+        Seed of the sample of training vectors and of the random vectors.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
     decoder = TrainedDecoder(decoder_path, device)
     with FeatureStore(train_features_path) as feats:
         rng = np.random.default_rng(seed)
@@ -184,7 +254,32 @@ def _prediction(logits: torch.Tensor, categories: Optional[Sequence[str]]) -> Li
 def dark_knowledge(decoder_path: str, test_features_path: str, test_images_path: str, csv_path: str, png_path: str,
                    categories: Optional[Sequence[str]] = None, k: int = 5, n_show: int = 6, seed: int = 0,
                    device: str = "auto", representation_name: str = "fc8") -> pd.DataFrame:
-    """fc8 with all activations, only the top ``k``, all but the top ``k`` (§5.3, Figures 8, 16)."""
+    """fc8 with all activations, only the top ``k``, all but the top ``k`` (§5.3, Figures 8, 16).
+
+    Parameters
+    ----------
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    test_features_path : str
+        The test split's cache of the class scores (fc8, or a network's logits).
+    test_images_path : str
+        The test image store the reconstructions are compared with.
+    csv_path, png_path : str
+        Outputs: one row per variant (``all``, ``top5``, ``all_but_top5``) with the normalised
+        error and its 95 % interval; the figure, titled with the shown images' predictions.
+    categories : sequence of str, optional
+        Class names, one per score, for the predictions in the title (None: ``class <index>``).
+    k : int, default 5
+        The number of largest activations kept or removed (§5.3: the top 5).
+    n_show : int, default 6
+        Test images shown in the figure.
+    seed : int, default 0
+        Seed of the bootstrap intervals.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    representation_name : str, default "fc8"
+        The representation's name, for the table's rows and the figure's title.
+    """
     decoder = TrainedDecoder(decoder_path, device)
     with decoder.images(test_images_path) as images, FeatureStore(test_features_path) as feats:
         normaliser = _normaliser(images)
@@ -216,7 +311,34 @@ def hue_shift(representation, decoder_path: str, test_images_path: str, csv_path
               seed: int = 0, device: str = "auto", representation_name: str = "fc8",
               batch_size: int = 32) -> pd.DataFrame:
     """Reconstruct fc8 of hue-rotated test images (§5.3): if colour survives to the last layer the
-    reconstruction is closer to the rotated image than to the original."""
+    reconstruction is closer to the rotated image than to the original.
+
+    Parameters
+    ----------
+    representation : preimage.features.base.Representation
+        Φ, computed anew on the rotated images (moved to the decoder's device).
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    test_images_path : str
+        The test image store whose images are rotated in hue.
+    csv_path, png_path : str
+        Outputs: one row per rotation (0° first) with the error to the rotated and to the original
+        image and the fraction of images whose top class stays that of the original; the figure.
+    degrees : sequence of float, default (120, 240)
+        Hue rotations in degrees (§5.3: the red apple made green and blue, 120° and 240°).
+    categories : sequence of str, optional
+        Class names, one per score, for the predictions in the figure.
+    n_show : int, default 6
+        Test images shown in the figure.
+    seed : int, default 0
+        Seed of the bootstrap intervals.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    representation_name : str, default "fc8"
+        The representation's name, for the table's rows and the figure's title.
+    batch_size : int, default 32
+        Images whose features are computed at a time.
+    """
     decoder = TrainedDecoder(decoder_path, device)
     representation.to(decoder.device)
     normaliser, truth, pick = _shown_test_images(decoder, test_images_path, n_show)
@@ -252,7 +374,31 @@ def brightness(representation, decoder_path: str, test_images_path: str, csv_pat
                representation_name: str = "hog", batch_size: int = 64) -> pd.DataFrame:
     """HOG of images scaled in brightness (§4): the block normalisation makes HOG (almost)
     invariant, so the reconstructions hardly change. Rows: the error of each reconstruction to
-    the original image, and its distance to the reconstruction of the unscaled image."""
+    the original image, and its distance to the reconstruction of the unscaled image.
+
+    Parameters
+    ----------
+    representation : preimage.features.base.Representation
+        Φ (HOG), computed anew on the scaled images (moved to the decoder's device).
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    test_images_path : str
+        The test image store whose images are scaled.
+    csv_path, png_path : str
+        Outputs: one row per factor (1 first); the figure.
+    factors : sequence of float, default (10.0, 0.1)
+        Brightness factors (§4: 10 times brighter and 10 times darker), applied without clipping.
+    n_show : int, default 6
+        Test images shown in the figure.
+    seed : int, default 0
+        Seed of the bootstrap intervals.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    representation_name : str, default "hog"
+        The representation's name, for the table's rows and the figure's title.
+    batch_size : int, default 64
+        Images whose features are computed at a time.
+    """
     decoder = TrainedDecoder(decoder_path, device)
     representation.to(decoder.device)
     normaliser, truth, pick = _shown_test_images(decoder, test_images_path, n_show)
@@ -285,6 +431,25 @@ def single_units(representation_name: str, decoder_path: str, train_features_pat
     features; each is set to that largest activation and every other unit to zero. Units of
     class scores (fc8, a network's logits: as many units as ``categories``) are labelled with
     their class names.
+
+    Parameters
+    ----------
+    representation_name : str
+        The representation's name, for the figure's title.
+    decoder_path : str
+        The trained decoder, ``results/{rep}/decoder.pt`` (:class:`preimage.decoding.TrainedDecoder`).
+    train_features_path : str
+        The training split's feature cache the units' largest activations are taken from.
+    png_path : str
+        Output: the figure of the decoded vectors.
+    count : int, default 6
+        Units decoded, those with the largest activations.
+    categories : sequence of str, optional
+        Class names, one per unit of a class-score layer, for the labels.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    sample : int, default 1024
+        Training vectors (the first ones) the largest activations are taken over.
     """
     decoder = TrainedDecoder(decoder_path, device)
     with FeatureStore(train_features_path) as feats:

@@ -285,6 +285,28 @@ def objective(representation: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     broadcastable to the features, or all ones), the normalised priors of the image deviation
     ``σx``, ``alpha_prior`` Rα and ``tv_prior`` R_TV^β (unweighted), and ``objective`` their
     weighted sum.
+
+    Parameters
+    ----------
+    representation : callable
+        Φ, from images ``(N, 3, H, W)`` in [0, 1] to features (differentiable).
+    x : torch.Tensor
+        The parametrisation u of the images sought, ``(N, 1 or 3, H, W)`` (grey: one channel).
+    targets : torch.Tensor
+        The codes Φ0 to match, ``(N, *feature_shape)``.
+    lambda_alpha, lambda_tv : float
+        Weights λα and λTV of the α-norm and total-variation priors in M&V's objective
+        ‖Φ(σx) − Φ0‖²/‖Φ0‖² + λα Rα(x) + λTV R_TV^β(x) (their per-representation values:
+        :data:`DEFAULT_LAMBDAS`).
+    alpha : float, default 6.0
+        Exponent of the α-norm prior (M&V: α = 6).
+    beta : float, default 2.0
+        Exponent of the TV prior (M&V: β = 2).
+    sigma : float, default 1.0
+        σ of the parametrisation: images are μ + σ·u (M&V's ``x0_sigma``, :data:`MV_SIGMA` in practice).
+    mask : torch.Tensor, optional
+        0/1 weights broadcastable to the features: the data term counts only the kept activations
+        (M&V's locality experiment); None: all of them.
     """
     h, w = x.shape[-2:]
     features = representation(to_image(x, sigma))
@@ -400,6 +422,28 @@ def optimise_preimage(representation, targets: torch.Tensor, image_size: int, ba
     ``0 … N−1``) is the index each code's noise start is seeded with (:func:`noise_start`): codes
     with the same seed index start from the same noise. ``progress(done, total)`` is called after
     every batch (counting reconstructions).
+
+    Parameters
+    ----------
+    representation : callable
+        Φ, differentiable, from images in [0, 1] to features; moved to ``device`` when it can be.
+    targets : torch.Tensor
+        The codes Φ0, ``(N, *feature_shape)``.
+    image_size : int
+        Side S in pixels of the images sought.
+    base_name : str
+        The configured name of the representation (``hog``, ``conv1`` … ``fc8``; ``fc6`` for
+        ``fc6-ae``), which picks the defaults of :func:`settings`.
+    config : MVConfig, optional
+        Iterations, step sizes, priors, restarts (None: :class:`MVConfig`'s defaults).
+    device : str or torch.device, default "cpu"
+        Where the optimisation runs.
+    progress : callable, optional
+        ``progress(done, total)`` after every batch.
+    mask : torch.Tensor, optional
+        ``(1 or N, *feature_shape)`` 0/1 mask of the data term (M&V's locality experiment).
+    seeds : sequence of int, optional
+        The seed index of each code's noise start (default ``0 … N−1``).
     """
     config = config or MVConfig()
     if config.iterations < 1 or config.batch_size < 1 or config.restarts < 1:
@@ -525,6 +569,33 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     (``mahendran_vedaldi_samples``, drawn by :func:`preimage.figures.mahendran_vedaldi_samples`). ``representation_name`` names
     the rows (the slug, ``fc6-ae``); ``base_name`` is the configured name of its base representation (``fc6``), which picks the optimisation's defaults
     (:func:`settings`).
+
+    Parameters
+    ----------
+    representation_name : str
+        The slug that names the table's rows (``fc6``, ``fc6-ae``).
+    representation : callable
+        Φ, differentiable (for an autoencoder: its fine-tuned encoder).
+    base_name : str
+        The configured name of the base representation (``fc6`` for ``fc6-ae``): the
+        optimisation's defaults (:func:`settings`).
+    decoder_path : str
+        Our trained decoder of the same representation (``results/{rep}/decoder.pt``).
+    test_images_path : str
+        The test image store the codes are computed from.
+    csv_path, h5_path, png_path : str
+        Outputs: the two methods' rows; every reconstruction (``mahendran_vedaldi_samples``); the
+        figure of inputs, our reconstructions and M&V's.
+    mv_config : MVConfig
+        The optimisation's settings (``baselines.mahendran_vedaldi``).
+    images : int, default 8
+        Figure images inverted by both methods (the paper's config: 100).
+    n_show : int, default 6
+        Images shown in the figure.
+    seed : int, default 0
+        Seed of the bootstrap intervals.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
     decoder = TrainedDecoder(decoder_path, device)
     normaliser, pick, truth, targets = figure_codes(decoder, representation, test_images_path, images)

@@ -1,7 +1,8 @@
 """Configuration: JSON-schema validation with defaults and one clear message per problem.
 
-``rules/common.smk`` calls :func:`validate_config` before any job runs. The schema lives in
-``workflow/schemas/config.schema.yaml``; defaults there are filled in (recursively), then the
+``rules/common.smk`` calls :func:`validate_config` before any job runs. The schema ships inside
+the package, ``preimage/schemas/config.schema.yaml`` (so an installed package validates a
+configuration without the workflow's source tree); defaults there are filled in (recursively), then the
 result is validated; semantic checks that a schema cannot express (a data root that must exist)
 follow. Errors are collected into one :class:`ConfigError` whose message names every offending
 key as a dotted path (``data.size``), so a user sees what to fix instead of a traceback; a
@@ -40,7 +41,8 @@ from typing import Any, Dict, List, Mapping, MutableMapping
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The configuration schema, package data of ``preimage`` (the workflow reads this one copy too).
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -162,14 +164,9 @@ def deep_problems(config: Mapping[str, Any]) -> List[str]:
     EfficientNet-Lite0), and (for the folder and imagenet sources) whether every class has enough
     candidate image files."""
     problems = []
+    from preimage.features import name_problem
+
     for name in config.get("representations", []):
-        family = name.split(":", 1)[0]
-        if family == "torchvision":
-            from preimage.features.torchvision_net import name_problem
-        elif family == "efficientnet_lite0":
-            from preimage.features.efficientnet_lite import name_problem
-        else:
-            continue
         problem = name_problem(name)
         if problem:
             problems.append(f"representations: {problem}")
@@ -212,9 +209,6 @@ def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | Non
     if data.get("source") == "builtin" and data.get("crops_per_image", 1) > 1:
         problems.append("data.crops_per_image: applies to the folder and imagenet sources; the builtin source draws "
                         "data.train_per_class random crops of each photograph already")
-    from preimage.representations import ALEXNET_LAYERS
-
-    alexnet = set(ALEXNET_LAYERS)
     net = config.get("features", {}).get("alexnet", {})
     if net.get("arch") == "caffenet" and str(net.get("weights", "")).startswith("imagenet"):
         problems.append("features.alexnet.weights: caffenet has no downloadable imagenet weights; give the path of a "
@@ -234,10 +228,21 @@ def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | Non
     analyses = config.get("analyses", {})
     for key in ("perturbation", "interpolation", "random_samples", "single_units"):
         for name in analyses.get(key, {}).get("layers") or []:
-            if name not in alexnet and not name.startswith(("torchvision:", "efficientnet_lite0:")):
+            if not _is_network_node(name):
                 problems.append(f"analyses.{key}.layers: {name!r} is not a CNN representation "
                                 "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>)")
     return problems
+
+
+def _is_network_node(name: str) -> bool:
+    """Whether ``name`` is a node of a network (conv1 … fc8, torchvision:<model>:<node>,
+    efficientnet_lite0:<node>), as its class declares (:meth:`preimage.features.Representation.network_of`)."""
+    from preimage.features import lookup
+
+    try:
+        return lookup(name).network_of(name) is not None
+    except (KeyError, IndexError):
+        return False
 
 
 def loss_problems(config: Mapping[str, Any]) -> List[str]:
@@ -299,10 +304,9 @@ def _store_problems(config: Mapping[str, Any]) -> List[str]:
 
 def _families() -> List[str]:
     """The ``features:`` sections of the registered representations (``alexnet``, ``hog`` …)."""
-    from preimage.features import base
+    from preimage.features import families
 
-    base.known_names()  # registers the built-in representations
-    return sorted({cls.family for cls in list(base._REGISTRY.values()) + list(base._PREFIX_REGISTRY.values())})
+    return families()
 
 
 def names_representation(key: str) -> bool:
@@ -310,19 +314,11 @@ def names_representation(key: str) -> bool:
     ``torchvision:resnet50:layer4``) or its slug (``resnet50@layer4``), either with a variant
     suffix (``fc6-ae``, ``efficientnet_lite0:pool-gan``), as
     :func:`preimage.representations.per_rep` looks them up."""
-    from preimage.features import base
-    from preimage.representations import VARIANTS
+    from preimage.features import lookup
+    from preimage.representations import name_of_slug, split_variant
 
-    for variant in VARIANTS:
-        if key.endswith(f"-{variant}"):
-            key = key[: -len(variant) - 1]
-            break
-    if "@" in key:  # a slug: model@node (torchvision) or family@node
-        head, node = key.split("@", 1)
-        base.known_names()
-        key = f"{head}:{node}" if head in base._PREFIX_REGISTRY else f"torchvision:{head}:{node}"
     try:
-        base.lookup(key)
+        lookup(name_of_slug(split_variant(key)[0]))
     except KeyError:
         return False
     return True

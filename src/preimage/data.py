@@ -700,6 +700,52 @@ def shard_selection(selection: Selection, index: int, shards: int) -> Selection:
     return Selection(selection.classes, needs, queues, selection.notes)
 
 
+def planned_image_count(params: Mapping[str, Any], enough: Optional[int] = None) -> int:
+    """Images an extraction of ``params`` (the ``data`` section) is expected to write, both splits
+    together, found without decoding anything (:meth:`Selection.expected_total`).
+
+    The builtin and folder sources are counted from their selection. For ``imagenet`` a split with
+    a count takes (classes × count) images, the number the configuration check guarantees; a split
+    with ``all`` counts its candidate files by listing the class folders one by one, and with
+    ``enough`` the listing stops once the total reaches it (the answer is then ``enough`` or more),
+    so that a caller that only needs to know "at least this many" lists a bounded number of files
+    of ImageNet's 1.28 M."""
+    if params.get("source") != "imagenet":
+        return SOURCES[params["source"]](params).expected_total()
+    root = Path(params["root"])
+    train_dir, val_dir = root / "train", root / "val"
+    if not train_dir.is_dir() or not val_dir.is_dir():
+        raise DataError(f"data.root = {root} is not an ILSVRC2012-style root: train/ and val/ are needed")
+    # the classes select_imagenet chooses, without listing their files
+    wnids = [p.name for p in train_dir.iterdir() if p.is_dir()]
+    classes = _choose_classes(wnids, params.get("classes"), random.Random(params["seed"]), str(train_dir))
+    counted = sum(len(classes) * int(params[f"{split}_per_class"]) for split in ("train", "test")
+                  if params[f"{split}_per_class"] != ALL)
+    total = counted
+    if params["test_per_class"] == ALL:
+        total += sum(len(files) for files in _imagenet_val_files(val_dir, params.get("val_labels"), root,
+                                                                 set(classes)).values())
+    if params["train_per_class"] == ALL:
+        for wnid in classes:
+            if enough is not None and total >= enough:
+                break
+            total += len(list_images(train_dir / wnid, params["extensions"]))
+    return total
+
+
+def shard_count(params: Mapping[str, Any], shards: int, min_images: int) -> int:
+    """The number of shards an extraction of ``params`` runs as: ``data.shards``, but no more than
+    one per ``min_images`` images (:func:`planned_image_count`), and at least one. Our rule: a shard
+    smaller than that costs more in job start-up and joining than it saves (three classes of
+    ImageNet in 64 shards would be 64 jobs of a few images each, most of them empty)."""
+    if shards < 1 or min_images < 1:
+        raise ValueError(f"shards ({shards}) and min_images ({min_images}) must be at least 1")
+    if shards == 1:
+        return 1
+    images = planned_image_count(params, enough=shards * min_images)
+    return max(1, min(shards, math.ceil(images / min_images)))
+
+
 def join_shards(parts: Mapping[str, Sequence[str | os.PathLike]], outputs: Mapping[str, str | os.PathLike],
                 block: int = 256) -> Dict[str, int]:
     """Join shard stores into the image stores every later stage reads: ``parts[split]`` are the

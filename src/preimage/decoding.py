@@ -39,8 +39,9 @@ computed exactly as for its training features. ``decoder.pt`` therefore records,
     the sha256 of the training image store (for the record).
 
 :meth:`TrainedDecoder.representation` recreates Φ from it and refuses weights whose identity
-differs from the recorded one (:class:`WeightsMismatch`); a decoder written before the provenance
-was recorded can still decode stored features, but not images (:class:`NoProvenance`).
+differs from the recorded one (:class:`WeightsMismatch`); a file without a provenance record is
+no decoder (:class:`NotADecoder`), one whose record is of a newer version than this preimage reads
+is refused (:class:`NoProvenance`).
 
 A decoder file is input like any other: it never decides alone which file is read or how much
 memory is allocated. :func:`load_decoder` checks the metadata's types and ranges and compares the
@@ -73,7 +74,7 @@ __all__ = ["PROVENANCE_VERSION", "NoProvenance", "NotADecoder", "TrainedDecoder"
 #: Version of ``meta["provenance"]`` in ``decoder.pt`` (module docstring).
 PROVENANCE_VERSION = 1
 _META_KEYS = ("kind", "feature_shape", "image_size", "output_size", "width", "upsample", "feature_scale",
-              "representation")
+              "representation", "provenance")
 
 
 class NotADecoder(atomic_files.DamagedFile):
@@ -85,7 +86,7 @@ class NotADecoder(atomic_files.DamagedFile):
 
 
 class NoProvenance(ValueError):
-    """The decoder does not record how its features were computed (written by an older preimage)."""
+    """The decoder records how its features were computed in a version newer than this preimage reads."""
 
 
 class WeightsMismatch(ValueError):
@@ -307,15 +308,12 @@ class TrainedDecoder:
     @property
     def provenance(self) -> Dict[str, Any]:
         """``meta["provenance"]`` (module docstring), checked once (:meth:`_check_provenance`);
-        :class:`NoProvenance` for an older decoder."""
+        :class:`NoProvenance` for a record of a newer version than this preimage reads."""
         if self._provenance is None:
-            record = self.meta.get("provenance")
+            record = self.meta["provenance"]
             if not isinstance(record, dict):
-                raise NoProvenance(
-                    f"{self.path} does not record how its features were computed (it was trained by an older "
-                    "preimage): retrain it (delete it and rerun the workflow) to invert images, or decode stored "
-                    "features with --features")
-            version = record.get("version", 0)
+                raise NotADecoder(self.path, f"its provenance {record!r} is not a record")
+            version = record.get("version")
             if _whole(version) and version > PROVENANCE_VERSION:
                 raise NoProvenance(f"{self.path} records its provenance in version {version}, newer than this "
                                    f"preimage reads ({PROVENANCE_VERSION}); update preimage")
@@ -333,7 +331,7 @@ class TrainedDecoder:
 
         side = largest_image_side()
         problems = []
-        version, name, params = record.get("version", 0), record.get("representation"), record.get("params")
+        version, name, params = record.get("version"), record.get("representation"), record.get("params")
         if not _whole(version) or version < 0:
             problems.append(f"version {version!r} is not a whole number")
         if not isinstance(name, str):
@@ -353,7 +351,7 @@ class TrainedDecoder:
         elif target != self.image_size or not _whole(target) or target > size:
             problems.append(f"target_size {target!r} is not the {self.image_size} px the decoder reconstructs "
                             f"(at most image_size {size})")
-        dtype = record.get("feature_dtype", "float32")
+        dtype = record.get("feature_dtype")
         if dtype not in feature_dtypes():
             problems.append(f"feature_dtype {dtype!r} is not one of {', '.join(feature_dtypes())}")
         weights, weights_file = record.get("weights"), record.get("weights_file")
@@ -448,7 +446,7 @@ class TrainedDecoder:
         else:
             x = image_store.to_float(images).to(self.device)
             dense = representation.compute(x).float().cpu().numpy()
-        dtype = self.provenance.get("feature_dtype", "float32")
+        dtype = self.provenance["feature_dtype"]
         return dense.astype(dtype).astype(np.float32)
 
     def targets(self, images: np.ndarray) -> torch.Tensor:

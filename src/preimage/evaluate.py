@@ -102,6 +102,35 @@ def evaluate_decoder(
     ``output_size`` in the table say at which size the error was computed and at which the
     decoder predicts. ``feature_representation`` (``{"name", "params"}``) adds the decoder's
     ``feature_error``, computed with that representation.
+
+    Parameters
+    ----------
+    representation_name : str
+        The representation's slug, naming it in the table (``fc6``, ``fc6-ae``, ``resnet50@layer4``).
+    decoder_path : str
+        The trained decoder (``results/{rep}/decoder.pt``).
+    test_features_path, test_images_path : str
+        The test split's feature cache (the decoder's inputs) and image store (the targets).
+    train_features_path, train_images_path : str
+        The training split's cache and images, for the two reference rows: the mean training image
+        and the training image whose features are nearest (Euclidean) to the test image's.
+    error_csv : str
+        Output: one row per method (``decoder``, ``mean_image``, ``nearest_neighbour``) with the
+        normalised error (Table 2: ‖x̂ − x‖ over the mean distance between test images), its 95 %
+        bootstrap interval, PSNR and SSIM.
+    reconstructions_h5 : str
+        Output: every test image's reconstruction, uint8 ``(N, 3, S, S)``.
+    batch_size : int, default 64
+        Feature vectors decoded at a time.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    nn_limit : int, optional
+        Search the nearest neighbour among the first this many training images only (None: all).
+    seed : int, default 0
+        Seed of the bootstrap intervals.
+    feature_representation : mapping, optional
+        ``{"name", "params"}`` of the representation whose feature error the table adds (the
+        ``-feature``/``-gan`` variants, Appendix A); None: no feature error.
     """
     decoder = TrainedDecoder(decoder_path, device)
     label = decoder.meta.get("label") or representation_name

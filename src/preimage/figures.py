@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 from preimage import hdf5, image_store  # noqa: E402
 from preimage.plotting import analysis_title, image_grid, save_figure, show_indices  # noqa: E402
-from preimage.representations import ALEXNET_LAYERS  # noqa: E402
+from preimage.representations import ALEXNET_LAYERS, node_label  # noqa: E402
 
 
 def reconstructions_figure(inputs: np.ndarray, rows: Mapping[str, np.ndarray], path: str | os.PathLike,
@@ -136,7 +136,7 @@ def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional
                 if err is not None and not np.isnan(err).all():
                     ax.plot(x, err, style, color=colour_override or colour, alpha=0.8, ms=4,
                             label=f"{name}{' (autoencoder)' if suffix else ''}")
-    ax.set_xticks(x, [l.split(":")[-1] for l in layers], rotation=0 if len(layers) < 9 else 30)
+    ax.set_xticks(x, [node_label(l) for l in layers], rotation=0 if len(layers) < 9 else 30)
     ax.set_ylabel("normalised reconstruction error")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)

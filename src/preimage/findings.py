@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from preimage import atomic_files
-from preimage.representations import ALEXNET_LAYERS, LOSS_VARIANTS, SHALLOW
+from preimage.representations import ALEXNET_LAYERS, LOSS_VARIANTS, SHALLOW, variant_of
 
 
 def _row(table: pd.DataFrame, **match) -> Optional[pd.Series]:
@@ -34,7 +34,7 @@ def main_result(errors: pd.DataFrame) -> List[str]:
     decoders = errors[errors.method == "decoder"]
     beaten, lost, trading = [], [], []
     for _, dec in decoders.iterrows():
-        if str(dec.representation).rsplit("-", 1)[-1] in LOSS_VARIANTS:
+        if variant_of(str(dec.representation)) in LOSS_VARIANTS:
             trading.append(f"`{dec.representation}`")  # trained for feature error and realism, not eq. (1)
             continue
         ref = _row(errors, representation=dec.representation, method="mean_image")
@@ -84,7 +84,7 @@ def _variant_pairs(decoders: pd.DataFrame, suffix: str) -> List[tuple]:
     pairs = []
     for name in decoders.representation:
         base, variant = _row(decoders, representation=name), _row(decoders, representation=f"{name}{suffix}")
-        if variant is not None and not name.endswith(("-ae", "-random", "-feature", "-gan")):
+        if variant is not None and variant_of(name) is None:
             pairs.append((name, base, variant))
     return pairs
 

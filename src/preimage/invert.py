@@ -333,6 +333,32 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
     Writes ``<stem>_<tag>.png`` per image (:func:`output_tag`) into ``out_dir`` (default: beside
     each input), ``sheet_<tag>.png`` (the first ``sheet_max`` images) and, with ``error``,
     ``errors_<tag>.csv`` into ``out_dir`` (default: the first input's folder).
+
+    Parameters
+    ----------
+    decoder : TrainedDecoder
+        The trained decoder; its provenance says how Φ is computed anew.
+    paths : sequence of str or os.PathLike
+        Image files (or ``skimage:<file>`` / ``matplotlib:<file>``), prepared as the data stage does.
+    out_dir : str or os.PathLike, optional
+        Output folder (None: beside each input; required for photographs inside packages).
+    weights : str or os.PathLike, optional
+        A weights file for Φ instead of the recorded one (its identity must match the record).
+    batch_size : int, default 16
+        Images decoded at a time.
+    error : bool, default False
+        Also compute the normalised error of §5.1 against the inputs (and write ``errors_<tag>.csv``).
+    normaliser : str, optional
+        The error's normaliser N: ``auto`` (None; the ``error.csv`` beside the decoder, else the
+        inputs), ``inputs``, a number, or the path of an ``error.csv`` (:func:`resolve_normaliser`).
+    sheet : bool, default True
+        Write the contact sheet ``sheet_<tag>.png``.
+    sheet_max : int, default 64
+        Images on the sheet (the first ones).
+    progress : bool, default True
+        Show a progress bar (on a terminal).
+    seed : int, default 0
+        Seed of the bootstrap interval of the error.
     """
     if not paths:
         raise InvertError("no images given")
@@ -370,9 +396,7 @@ def _check_cache(decoder: TrainedDecoder, features: FeatureStore) -> None:
     records them) and the shape the decoder takes."""
     attrs = features.attrs
     decoder.shape_check(tuple(features.shape), f"{features.path} holds")
-    record = decoder.meta.get("provenance")
-    if not isinstance(record, dict):
-        return  # an older decoder: the shape is all that can be checked
+    record = decoder.provenance
     if attrs.get("representation") != record["representation"]:
         raise InvertError(f"{features.path} holds {attrs.get('representation')} features, but {decoder.path} was "
                           f"trained on {record['representation']} features")
@@ -393,6 +417,34 @@ def invert_features(decoder: TrainedDecoder, features_path: str | os.PathLike, o
     image store ``images_path``, by default the one the cache records, when it exists (its sha256
     must match the cache's record). Writes ``<cache stem>_<row>_<tag>.png`` per row,
     ``sheet_<tag>.png`` and ``errors_<tag>.csv`` into ``out_dir``.
+
+    Parameters
+    ----------
+    decoder : TrainedDecoder
+        The trained decoder; the cache must hold its representation, weights and feature shape.
+    features_path : str or os.PathLike
+        A feature cache (or recompute recipe) written by the feature stage.
+    out_dir : str or os.PathLike
+        Output folder.
+    images_path : str or os.PathLike, optional
+        The cache's image store (None: the one the cache records, when it exists).
+    limit : int, optional
+        Decode only the first this many rows (None: all).
+    batch_size : int, default 64
+        Images decoded at a time.
+    error : bool, default False
+        Also compute the normalised error of §5.1 against the inputs (and write ``errors_<tag>.csv``).
+    normaliser : str, optional
+        The error's normaliser N: ``auto`` (None; the ``error.csv`` beside the decoder, else the
+        inputs), ``inputs``, a number, or the path of an ``error.csv`` (:func:`resolve_normaliser`).
+    sheet : bool, default True
+        Write the contact sheet ``sheet_<tag>.png``.
+    sheet_max : int, default 64
+        Images on the sheet (the first ones).
+    progress : bool, default True
+        Show a progress bar (on a terminal).
+    seed : int, default 0
+        Seed of the bootstrap interval of the error.
     """
     path = Path(features_path)
     if not path.is_file():

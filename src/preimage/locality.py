@@ -134,7 +134,39 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
     (see the module docstring). ``images``: how many figure images (the first of
     :func:`preimage.plotting.show_indices`); ``window``: side of the window in feature cells;
     ``channels``: the fraction of channels kept; ``mv_config``: the optimisation's settings
-    (iterations, σ, …); ``base_name`` picks its defaults (:func:`preimage.baselines.settings`)."""
+    (iterations, σ, …); ``base_name`` picks its defaults (:func:`preimage.baselines.settings`).
+
+    Parameters
+    ----------
+    representation_name : str
+        The slug that names the table's rows and the figure (``conv5``, ``efficientnet_lite0@stages.3``).
+    representation : callable
+        Φ, differentiable (the optimisation needs its gradient).
+    base_name : str
+        The configured name of the base representation, which picks the optimisation's defaults.
+    decoder_path : str
+        Our trained decoder of the layer (``results/{rep}/decoder.pt``).
+    test_images_path : str
+        The test image store the codes Φ0 are computed from.
+    csv_path, png_path : str
+        Outputs: one row per variant (``all``, ``window``, ``channels``) and method with the image
+        error and the feature errors on the kept activations and on the whole code; the figure.
+    mv_config : MVConfig
+        M&V's optimisation settings (``baselines.mahendran_vedaldi``; iterations from
+        ``analyses.locality.iterations``).
+    images : int, default 2
+        Figure images reconstructed (the first of :func:`preimage.figures.show_indices`).
+    window : int, default 3
+        Side of the centred window in feature cells (M&V's figure: 5; ours smaller, for small maps).
+    channels : float, default 0.5
+        Fraction of the channels kept, the first ones (0.5: M&V's first filter group of AlexNet).
+    n_show : int, default 6
+        Images shown in the figure (at most ``images``).
+    seed : int, default 0
+        Seed of the bootstrap intervals.
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
     decoder = TrainedDecoder(decoder_path, device)
     normaliser, pick, truth, targets = figure_codes(decoder, representation, test_images_path, images)
     shape = tuple(targets.shape[1:])

@@ -272,7 +272,32 @@ class FeatureObjective(PixelObjective):
 
 
 class GanObjective(FeatureObjective):
-    """The ``gan`` loss: feature + adversarial + pixel terms and the discriminator trained alongside."""
+    """The ``gan`` loss: feature + adversarial + pixel terms and the discriminator trained alongside.
+
+    Parameters
+    ----------
+    representation : preimage.features.base.Representation
+        The frozen, differentiable Φ (:func:`differentiable_representation`) of the feature term.
+    image_size : int
+        Side in pixels of the region Φ sees (the decoder's ``image_size``); reconstructions are
+        upsampled to it before Φ.
+    feature_scale : float
+        The decoder's feature scale s: the feature term compares s·Φ(x̂) with the decoder's inputs s·Φ(x).
+    device : torch.device
+        Where Φ and the discriminator run.
+    output_size : int
+        Side in pixels of the decoder's reconstructions, the discriminator's input.
+    width : float
+        Channel multiplier of the discriminator (``decoder.width``, 1 = full width).
+    lr : float
+        The decoder's learning rate (``train.lr``); the discriminator's is ``lr`` × ``settings.discriminator_lr``.
+    betas : tuple of float
+        The decoder's Adam betas; the discriminator uses (0.5, ``betas[1]``) (ours, the usual GAN choice).
+    settings : GanSettings
+        Loss weights and the discriminator's pause rule (``decoder.gan``; ours, Appendix A gives none).
+    use_amp : bool, default False
+        Compute Φ and the discriminator in bfloat16 autocast.
+    """
 
     kind = "gan"
 
@@ -343,7 +368,29 @@ def build_objective(loss: Optional[Mapping[str, Any]], *, image_size: int, outpu
     """The objective of ``loss`` (``{"kind": pixel|feature|gan, "representation": {"name", "params"},
     "gan": {…}}``, what :meth:`preimage.representations.Catalog.loss_params` gives), or None for
     ``pixel`` (the caller's default). The representation is created here, frozen, on ``device``,
-    and must see ``image_size`` pixels of the stored images (the feature cache's ``target_size``)."""
+    and must see ``image_size`` pixels of the stored images (the feature cache's ``target_size``).
+
+    Parameters
+    ----------
+    loss : mapping, optional
+        ``{"kind": pixel|feature|gan, "representation": {"name", "params"}, "gan": {…}}``; None: pixel.
+    image_size : int
+        Side in pixels of the region Φ sees (the feature cache's ``target_size``).
+    output_size : int
+        Side in pixels of the decoder's reconstructions (the discriminator's input, ``gan``).
+    feature_scale : float
+        The decoder's feature scale s (the feature term compares s·Φ(x̂) with s·Φ(x)).
+    width : float
+        Channel multiplier of the discriminator (``decoder.width``).
+    lr : float
+        The decoder's learning rate (``train.lr``), the base of the discriminator's.
+    betas : tuple of float
+        The decoder's Adam betas (:class:`GanObjective`).
+    device : torch.device
+        Where Φ (and the discriminator) run.
+    use_amp : bool
+        Compute Φ and the discriminator in bfloat16 autocast.
+    """
     kind = (loss or {}).get("kind", "pixel")
     if kind not in LOSSES:
         raise ValueError(f"decoder.loss: unknown loss {kind!r}; known: {', '.join(LOSSES)}")

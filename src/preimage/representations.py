@@ -1,4 +1,4 @@
-"""Every representation a configuration asks for, resolved in one place.
+"""What each representation of a configuration is, resolved in one place.
 
 A configured name (``hog``, ``fc6``, ``torchvision:resnet50:layer4``) and the variants the
 workflow derives from it (``fc6-ae``: the autoencoder of §5.2, ``fc6-random``: the same layer of
@@ -10,9 +10,13 @@ representation it derives from, its variant, the parameters that create it and w
 features are computed on a GPU. What a representation *is* (decoder kind, crop, differentiability)
 is declared by its class in :mod:`preimage.features`; this module only asks.
 
-:class:`Catalog` holds the specs of one configuration and answers the workflow's questions (which
-slugs get a decoder, which AlexNet layers are configured, which layers an analysis runs on). The
-rule files and the library both use it, so no name is parsed anywhere else.
+:class:`Catalog` holds the specs of one configuration and answers what each representation is
+(its variants, its network group, its decoder's loss and training parameters). What the workflow
+makes of them (jobs, per-analysis layer lists, paths under ``results/``) is
+:class:`preimage.plan.Plan`'s. The naming functions here (:func:`slug_of`, :func:`split_variant`,
+:func:`name_of_slug`, :func:`node_label`) are the only place outside :mod:`preimage.features`
+that reads a representation's name; they import nothing heavy, so that table and figure jobs
+start without torch.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from preimage.alexnet_layers import LAYERS as _ALEXNET_MODULES
 
-__all__ = ["ALEXNET_LAYERS", "LOSS_VARIANTS", "SHALLOW", "VARIANTS", "Catalog", "RepresentationSpec", "per_rep",
-           "slug_of"]
+__all__ = ["ALEXNET_LAYERS", "ALEXNET_VECTOR_LAYERS", "LOSS_VARIANTS", "SHALLOW", "VARIANTS", "Catalog",
+           "RepresentationSpec", "name_of_slug", "node_label", "per_rep", "slug_of", "split_variant", "variant_of"]
 
 #: The layers of AlexNet in depth order (paper Table 1), as :mod:`preimage.features.alexnet` defines them.
 ALEXNET_LAYERS: Tuple[str, ...] = tuple(_ALEXNET_MODULES)
+#: AlexNet's layers whose features are vectors (fc6-fc8: the classifier's), those single units are read from.
+ALEXNET_VECTOR_LAYERS: Tuple[str, ...] = tuple(l for l, (part, _) in _ALEXNET_MODULES.items() if part == "classifier")
 #: The shallow representations of paper §2, in the order of Table 2, then Mahendran & Vedaldi's
 #: HOG with bilinear orientations and dense SIFT.
 SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp", "hogb", "dsift")
@@ -46,6 +52,39 @@ def slug_of(name: str) -> str:
     if parts[0] == "torchvision" and len(parts) == 3:
         return f"{parts[1]}@{parts[2]}"
     return "@".join(parts)
+
+
+def name_of_slug(slug: str) -> str:
+    """The configured name a slug stands for (the inverse of :func:`slug_of`): ``resnet50@layer4``
+    → ``torchvision:resnet50:layer4``, ``efficientnet_lite0@pool`` → ``efficientnet_lite0:pool``
+    (a prefix that :mod:`preimage.features` registers); names without ``@`` are returned as given."""
+    if "@" not in slug:
+        return slug
+    from preimage.features import prefixes
+
+    head, node = slug.split("@", 1)
+    return f"{head}:{node}" if head in prefixes() else f"torchvision:{head}:{node}"
+
+
+def split_variant(name: str) -> Tuple[str, Optional[str]]:
+    """(base, variant) of a representation's name, slug or display name: ``fc6-ae`` → (``fc6``,
+    ``ae``), ``efficientnet_lite0:pool-gan`` → (``efficientnet_lite0:pool``, ``gan``), ``fc6`` →
+    (``fc6``, None). Variants are the keys of :data:`VARIANTS`."""
+    for variant in VARIANTS:
+        if name.endswith(f"-{variant}"):
+            return name[: -len(variant) - 1], variant
+    return name, None
+
+
+def variant_of(name: str) -> Optional[str]:
+    """The variant a representation's name or slug ends with (a key of :data:`VARIANTS`), or None."""
+    return split_variant(name)[1]
+
+
+def node_label(name: str) -> str:
+    """The short label of a network node in plots: the node of ``torchvision:resnet50:layer4``
+    (``layer4``) or of ``efficientnet_lite0:stages.3`` (``stages.3``); other names as they are."""
+    return name.split(":")[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +163,12 @@ class Catalog:
         self.specs = specs
         for slug in specs:  # every decoder's loss and start, checked now rather than inside a job
             self.loss(slug)
-            self.init_decoder(slug, config.get("results", "results"))
-        # resolve every layer list once, so that :attr:`notes` names everything skipped
-        self.perturbation_slugs()
-        for analysis in ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift", "locality",
-                         "scaling"):
-            self.analysis_slugs(analysis)
-        self.mahendran_vedaldi_slugs()
+            self.starts_from(slug)
 
     @property
     def notes(self) -> List[str]:
-        """What the configuration names but does not run (a layer list naming a representation
-        that is not in ``representations``), one line each."""
+        """What the configuration names but does not run (a list naming a representation that is
+        not in ``representations``, as resolved by :meth:`configured`), one line each."""
         return list(self._notes.values())
 
     def _controlled(self, mode: str) -> List[RepresentationSpec]:
@@ -202,10 +235,6 @@ class Catalog:
                 found.setdefault(spec.family, []).append(spec.display)
         return {family: names for family, names in found.items() if len(names) >= 2}
 
-    def decoder_slugs(self) -> List[str]:
-        """Representations whose decoder the ``train`` rule makes (autoencoders train their own)."""
-        return [slug for slug, spec in self.specs.items() if spec.variant != "ae"]
-
     def feature_slugs(self, gpu: bool) -> List[str]:
         """Feature caches computed on a GPU (networks) or on the CPU (HOG, SIFT, LBP); the loss
         variants have none of their own (:meth:`features_of`)."""
@@ -221,7 +250,7 @@ class Catalog:
     def network_groups(self, store: Optional[str] = None) -> Dict[str, List[str]]:
         """The networks' feature caches that one forward pass computes together: the slugs of
         :meth:`feature_slugs` (``gpu=True``) grouped by network, variant and every parameter that
-        creates them except the node (weights, seed, crop, arch: :meth:`feature_params`), each
+        creates them except the node (weights, seed, crop, arch; an autoencoder's fine-tuned encoder), each
         group under a name that says which network it runs: ``alexnet``, ``alexnet-random`` (the
         untrained control), ``alexnet-fc6-ae`` (an autoencoder's own fine-tuned encoder),
         ``resnet50``, ``efficientnet_lite0``; a torchvision model that shares its name with
@@ -234,7 +263,6 @@ class Catalog:
 
         from preimage.features.base import lookup
 
-        results = self.config.get("results", "results")
         groups: Dict[Tuple[str, ...], List[str]] = {}
         names: Dict[Tuple[str, ...], str] = {}
         for slug in self.feature_slugs(True):
@@ -242,7 +270,9 @@ class Catalog:
                 continue
             spec = self.specs[slug]
             network = lookup(spec.name).network_of(spec.name)
-            options = json.dumps(self.feature_params(slug, results), sort_keys=True, default=str)
+            # an autoencoder computes with its own fine-tuned encoder: a network of its own
+            own = slug if spec.variant == "ae" else None
+            options = json.dumps([dict(spec.params), own], sort_keys=True, default=str)
             key = (spec.family, network or slug, spec.variant or "", options)
             if key not in groups:
                 base = network or spec.base
@@ -279,27 +309,18 @@ class Catalog:
                              "gradient of its features with respect to the image (use pixel)")
         return loss
 
-    def loss_params(self, slug: str, results: str) -> Dict[str, Any]:
-        """What :func:`preimage.train.train_decoder` takes as ``loss``: the kind, and for the
-        feature-space losses the representation to compute features with and ``decoder.gan``."""
-        kind = self.loss(slug)
-        if kind == "pixel":
-            return {"kind": "pixel"}
-        return {"kind": kind, "representation": self.options(slug, results),
-                "gan": dict(self.config["decoder"].get("gan", {})) if kind == "gan" else {}}
-
-    def init_decoder(self, slug: str, results: str) -> List[str]:
-        """``[decoder.pt]`` of the pixel decoder a ``-feature`` / ``-gan`` variant starts from
-        (``decoder.init: pixel``), else ``[]``."""
+    def starts_from(self, slug: str) -> Optional[str]:
+        """The slug of the pixel decoder a ``-feature`` / ``-gan`` variant starts from
+        (``decoder.init: pixel``: its base's), else None."""
         spec = self.specs[slug]
         if spec.variant not in LOSS_VARIANTS:
-            return []
+            return None
         if per_rep(self.config["decoder"].get("init", "scratch"), spec) != "pixel":
-            return []
+            return None
         if self.loss(spec.base) != "pixel":
             raise ValueError(f"decoder.init: {spec.display} is to start from the pixel decoder of {spec.name}, "
                              f"but that one is trained with the {self.loss(spec.base)} loss")
-        return [f"{results}/{spec.base}/decoder.pt"]
+        return spec.base
 
     def loss_bases(self) -> List[str]:
         """Representations with a ``-feature`` or ``-gan`` variant, in configured order (each gets
@@ -312,25 +333,14 @@ class Catalog:
         configured) and its own decoder."""
         return [s for s in (f"{base}-gan", f"{base}-feature", base) if s in self.specs]
 
-    def feature_error_options(self, slug: str, results: str) -> Optional[Dict[str, Any]]:
-        """The representation (name, parameters) the evaluation recomputes features with, for the
-        feature error ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖ of a decoder compared under Appendix A (the loss
-        variants, their base, and any decoder trained with a feature-space loss); else None."""
+    def has_feature_error(self, slug: str) -> bool:
+        """Whether the evaluation scores a decoder's feature error ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖ too: one
+        compared under Appendix A (the loss variants, their base, and any decoder trained with a
+        feature-space loss)."""
         spec = self.specs[slug]
-        compared = spec.variant in LOSS_VARIANTS or slug in self.loss_bases() or self.loss(slug) != "pixel"
-        return self.options(slug, results) if compared else None
+        return spec.variant in LOSS_VARIANTS or slug in self.loss_bases() or self.loss(slug) != "pixel"
 
     # -- parameters -----------------------------------------------------------------------
-
-    def feature_params(self, slug: str, results: str) -> Dict[str, Any]:
-        """``create`` parameters of one representation: only its own family's keys, so that a
-        HOG parameter reruns HOG's cache and nothing else. An autoencoder's network is its
-        fine-tuned encoder, written by its training job under ``results``."""
-        spec = self.specs[slug]
-        params = dict(spec.params)
-        if spec.variant == "ae":
-            params["weights"] = f"{results}/{slug}/encoder.pt"
-        return params
 
     def feature_store(self, slug: str) -> str:
         """``features.store`` of one representation: ``cache`` (its features are computed once and
@@ -356,49 +366,6 @@ class Catalog:
         cfg["upsample"] = self.config["decoder"]["upsample"]
         return cfg
 
-    # -- analyses (paper §4, §5.3-5.5) -----------------------------------------------------
-
-    def perturbation_slugs(self) -> List[str]:
-        """§5.4: the configured layers (all AlexNet layers when unset) and their autoencoders."""
-        layers = self.config["analyses"]["perturbation"]["layers"]
-        layers = self.alexnet_layers() if layers is None else self.configured(layers, "analyses.perturbation.layers")
-        return layers + [f"{l}-ae" for l in layers if f"{l}-ae" in self.specs]
-
-    def analysis_slugs(self, analysis: str) -> List[str]:
-        """The configured layers of ``analyses.<analysis>.layers`` that are representations (none
-        when the analysis has ``enabled: false``)."""
-        settings = self.config["analyses"][analysis]
-        if not settings.get("enabled", True):
-            return []
-        return self.configured(settings["layers"], f"analyses.{analysis}.layers")
-
-    def single_unit_slugs(self) -> List[str]:
-        """Supplementary Figure 17: AlexNet's vector layers fc6-fc8, and any node of the other
-        networks (choosing a vector node is the user's part there)."""
-        return [s for s in self.analysis_slugs("single_units")
-                if s.startswith("fc") or (self.specs[s].uses_gpu and self.specs[s].family != "alexnet")]
-
-    def mahendran_vedaldi_slugs(self) -> List[str]:
-        """Where the optimisation baseline runs beside a decoder of the same representation."""
-        return self.configured(self.config["baselines"]["mahendran_vedaldi"]["representations"],
-                               "baselines.mahendran_vedaldi.representations")
-
-    def mahendran_vedaldi_options(self, slug: str, *drop: str) -> Dict[str, Any]:
-        """The optimisation's settings for one representation (``baselines.mahendran_vedaldi`` without
-        the keys that are not :class:`preimage.baselines.MVConfig` fields and without ``drop``),
-        ``sigma`` resolved from a per-representation mapping."""
-        settings = self.config["baselines"]["mahendran_vedaldi"]
-        skip = {"representations", "threads", "device", *drop}
-        options = {k: v for k, v in settings.items() if k not in skip}
-        if "sigma" in options:
-            options["sigma"] = per_rep(options["sigma"], self.specs[slug])
-        return options
-
     def networks(self) -> List[str]:
         """Slugs of the CNN representations (every variant included): those M&V's "≤ 20 %" is about."""
         return [slug for slug, spec in self.specs.items() if spec.uses_gpu]
-
-    def options(self, slug: str, results: str) -> Dict[str, Any]:
-        """(name, parameters) that recreate a representation inside an analysis job."""
-        return {"name": self.specs[slug].name, "params": self.feature_params(slug, results)}
-

@@ -285,10 +285,7 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Any) -> None:
-    """Restore what :func:`rng_state` saved (a bare tensor: the CPU state of older checkpoints)."""
-    if isinstance(state, torch.Tensor):
-        torch.set_rng_state(state)
-        return
+    """Restore what :func:`rng_state` saved."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -394,7 +391,25 @@ class TrainingRun:
               inputs: Callable[[np.ndarray], torch.Tensor],
               encoder: Optional[FineTunedEncoder] = None, objective: Any = None) -> "TrainingRun":
         """A fresh run: Adam (§4) over the decoder and, at its own rate, the fine-tuned encoder;
-        ``objective`` defaults to :class:`PixelObjective`."""
+        ``objective`` defaults to :class:`PixelObjective`.
+
+        Parameters
+        ----------
+        name : str
+            The representation's slug, for the log.
+        model : Decoder
+            The decoder to train.
+        meta : dict
+            The decoder's metadata, written into ``decoder.pt`` with its weights.
+        cfg : TrainConfig
+            The training settings (Adam's ``lr``, ``beta1``, ``beta2`` here).
+        inputs : callable
+            Turns a batch of stored arrays (features, or images for an autoencoder) into the decoder's inputs.
+        encoder : FineTunedEncoder, optional
+            The AlexNet layers trained jointly (§5.2 autoencoders), at ``encoder.lr_scale`` × the rate.
+        objective : optional
+            The loss (:func:`preimage.objectives.build_objective`); None: the pixel loss, eq. (1).
+        """
         groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
         if encoder is not None:
             groups.append({"params": encoder.parameters(), "lr_scale": encoder.lr_scale})
@@ -466,6 +481,32 @@ def train_decoder(
     subset of the training photographs that :func:`nested_subset` picks (the data-scaling curve); the
     validation images stay those of the whole run. ``stop_after_epochs`` ends the run early *without* writing outputs (tests
     use it to simulate a killed job; the checkpoint stays and the next call resumes).
+
+    Parameters
+    ----------
+    representation_name : str
+        The representation's slug (``fc6``, ``fc6-gan``).
+    features_path : str
+        The training split's feature cache (the decoder's inputs; it records ``target_size`` and
+        ``decoder_kind``).
+    images_path : str
+        The training image store (the targets: the centre ``target_size`` px of each image).
+    out_path : str
+        Output: ``decoder.pt`` (weights and metadata, with the provenance of its features).
+    log_path : str
+        Output: the training log, one row per epoch (losses, learning rate, validation loss, ``kept``).
+    checkpoint_path : str
+        The checkpoint written after every epoch; a run finding one of the same settings resumes from it.
+    config : mapping or TrainConfig
+        The training settings (``train.*`` of the config: epochs, batch size, lr, device …).
+    stop_after_epochs : int, optional
+        End after this many epochs without writing the outputs (a killed job, for tests).
+    loss : mapping, optional
+        The objective (``decoder.loss``: pixel, feature or gan; Appendix A); None: pixel.
+    init_from : str, optional
+        A trained ``decoder.pt`` of the same network to start from (``decoder.init: pixel``).
+    subset : float, optional
+        Train on this fraction (0, 1] of the training photographs (the data-scaling curve); None: all.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
@@ -476,8 +517,8 @@ def train_decoder(
         feature_attrs = feats.attrs
         missing = [key for key in ("target_size", "decoder_kind") if key not in feature_attrs]
         if missing:
-            raise ValueError(f"{features_path} does not record {' and '.join(missing)}: it was written by an older "
-                             "preimage; delete it and rerun")
+            raise ValueError(f"{features_path} does not record {' and '.join(missing)}, which every feature cache "
+                             "records: it is not a complete cache; delete it and rerun its feature job")
         image_size = int(feature_attrs["target_size"])
         if image_size > imgs.size:
             raise ValueError(f"{features_path} sees {image_size}-px images but {images_path} holds {imgs.size}-px ones")
@@ -569,6 +610,36 @@ def train_autoencoder(
     Writes the decoder like :func:`train_decoder` and the fine-tuned network's full state dict to
     ``encoder_path``, so that ``features.create(layer, weights=encoder_path, arch=arch)`` computes the
     autoencoder's code. The encoder runs in eval mode (dropout off), as when features are cached.
+
+    Parameters
+    ----------
+    layer : str
+        The AlexNet layer whose autoencoder is trained (``conv1`` … ``fc8``).
+    images_path : str
+        The training image store (inputs and targets).
+    out_path : str
+        Output: the decoder's ``decoder.pt``.
+    encoder_path : str
+        Output: the fine-tuned network's state dict.
+    log_path : str
+        Output: the training log, one row per epoch (losses, learning rate, validation loss, ``kept``).
+    checkpoint_path : str
+        The checkpoint written after every epoch; a run finding one of the same settings resumes from it.
+    config : mapping or TrainConfig
+        The training settings (``train.*`` of the config: epochs, batch size, lr, device …).
+    weights : str, default "imagenet"
+        The encoder's starting weights: ``imagenet``, ``random`` or a file (``features.alexnet.weights``).
+    weights_seed : int, default 0
+        Seed of ``random`` weights.
+    crop : int, default 227
+        Side in pixels of the centre crop AlexNet sees (Table 1: 227).
+    encoder_lr_scale : float, default 0.1
+        The encoder's learning rate as a fraction of the decoder's (``variants.encoder_lr_scale``;
+        ours, §5.2 gives none).
+    stop_after_epochs : int, optional
+        End after this many epochs without writing the outputs (a killed job, for tests).
+    arch : str, default "torchvision"
+        ``torchvision`` (AlexNet) or ``caffenet`` (the paper's CaffeNet, ``features.alexnet.arch``).
     """
     from preimage.features import create
 
@@ -757,8 +828,8 @@ def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
         row["kept"] = int(row["epoch"] == run.meta["kept_epoch"])
     if run.encoder is not None and files.encoder is not None:
         torch_files.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
-        if "provenance" in run.meta:  # the fine-tuned weights the decoder's features come from
-            run.meta["provenance"]["weights"] = atomic_files.file_sha256(files.encoder)
+        # the fine-tuned weights the decoder's features come from
+        run.meta["provenance"]["weights"] = atomic_files.file_sha256(files.encoder)
     torch_files.save_torch({"state_dict": {k: v.cpu() for k, v in run.model.state_dict().items()}, "meta": run.meta},
                      files.decoder)
     with atomic_files.atomic_path(files.log) as tmp:

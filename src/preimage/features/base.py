@@ -78,6 +78,12 @@ class Representation:
     def to(self, device: torch.device | str) -> "Representation":
         return self
 
+    @classmethod
+    def name_problem(cls, name: str) -> Optional[str]:
+        """Why ``name`` (registered for this class) cannot be computed, or None. Classes registered
+        under a prefix (``torchvision:<model>:<node>``) check the rest of the name here."""
+        return None
+
     def identity(self) -> Dict[str, str]:
         return {"representation": self.name, **{k: str(v) for k, v in sorted(self.params.items())}}
 
@@ -181,8 +187,31 @@ def categories_of(name: str, weights: Any = "imagenet") -> Optional[list]:
 
 
 def known_names() -> list[str]:
+    """The names registered whole (``hog``, ``fc6`` …), sorted."""
     _load_builtin_modules()
     return sorted(_REGISTRY)
+
+
+def prefixes() -> list[str]:
+    """The prefixes whose names take a node after a colon (``torchvision``, ``efficientnet_lite0``), sorted."""
+    _load_builtin_modules()
+    return sorted(_PREFIX_REGISTRY)
+
+
+def families() -> list[str]:
+    """The ``features:`` sections of the registered representations (``alexnet``, ``hog`` …), sorted."""
+    _load_builtin_modules()
+    return sorted({cls.family for cls in list(_REGISTRY.values()) + list(_PREFIX_REGISTRY.values())})
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why the representation ``name`` cannot be computed (an unknown name, or a network node that
+    the network does not have), or None; checked when the configuration is validated."""
+    try:
+        cls = lookup(name)
+    except KeyError as err:
+        return str(err.args[0])
+    return cls.name_problem(name)
 
 
 def _load_builtin_modules() -> None:

@@ -67,7 +67,25 @@ def shard_rows(count: int, index: int, shards: int, align: int = 1) -> Tuple[int
 
 def cache_attrs(representation_name: str, params: Mapping[str, Any], representation, images_path, size: int,
                 dtype: str, device: str) -> Dict[str, Any]:
-    """The attributes of a feature cache (and of a recompute recipe) of ``images_path``."""
+    """The attributes of a feature cache (and of a recompute recipe) of ``images_path``.
+
+    Parameters
+    ----------
+    representation_name : str
+        A configured name (``hog``, ``fc6``, ``torchvision:resnet50:layer4``), created with ``params``.
+    params : mapping
+        The representation's parameters (``features.<family>`` of the config: cells, weights, crop …).
+    representation : preimage.features.base.Representation
+        The created Φ: its identity (weights' sha256), label, target size and decoder kind are recorded.
+    images_path : str or os.PathLike
+        The image store the features are computed from (its absolute path and content digest are recorded).
+    size : int
+        Side in pixels of the stored images.
+    dtype : str
+        Storage type of dense features (``features.dtype``: ``float16`` or ``float32``; sparse: float32).
+    device : str
+        The device the features are computed on (for the record; a recipe: where readers compute).
+    """
     attrs = {
         "representation": representation_name,
         "params": dict(params),
@@ -101,7 +119,31 @@ def compute_cache(
     """Compute the representation named ``representation_name`` (a configured name: ``hog``,
     ``fc6``, ``torchvision:resnet50:layer4``; with ``params``) for every image in ``images_path``,
     or with ``shard = (i, N)`` for the rows of shard ``i`` (:func:`shard_rows`; attributes
-    ``shard``, ``rows`` and ``count``, the rows of the whole store)."""
+    ``shard``, ``rows`` and ``count``, the rows of the whole store).
+
+    Parameters
+    ----------
+    representation_name : str
+        A configured name (``hog``, ``fc6``, ``torchvision:resnet50:layer4``), created with ``params``.
+    params : mapping
+        The representation's parameters (``features.<family>`` of the config: cells, weights, crop …).
+    images_path : str or os.PathLike
+        The image store (``results/data/{split}.h5``).
+    out_path : str or os.PathLike
+        The cache to write (written under a temporary name, then renamed).
+    batch_size : int, default 64
+        Images per batch (``features.batch_size``; shard boundaries fall on batch boundaries).
+    dtype : str, default "float16"
+        Storage type of dense features (``features.dtype``).
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    workers : int, default 1
+        Worker processes of sparse representations (SIFT's OpenCV workers, ``features.threads``).
+    log_every : int, default 500
+        A progress line in the log every this many images.
+    shard : tuple of int, optional
+        ``(i, N)``: only the rows of shard ``i`` of ``N``; None: every image.
+    """
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -158,7 +200,29 @@ def compute_network_caches(
     ``out_paths[k]``, each cache equal in its datasets and attributes to the one
     :func:`compute_cache` writes for that node alone, from one forward pass per batch
     (:class:`preimage.features.NodeSet`) instead of one per node. ``shard`` as for
-    :func:`compute_cache`. Every cache is complete before any is moved into place."""
+    :func:`compute_cache`. Every cache is complete before any is moved into place.
+
+    Parameters
+    ----------
+    representation_names : sequence of str
+        Nodes of one network (``conv1``, ``fc6``; ``efficientnet_lite0:pool``), computed in one pass.
+    params : mapping
+        The network's parameters, shared by the nodes (weights, crop, arch …).
+    images_path : str or os.PathLike
+        The image store.
+    out_paths : sequence of str or os.PathLike
+        One cache per node, in the order of ``representation_names``.
+    batch_size : int, default 64
+        Images per batch.
+    dtype : str, default "float16"
+        Storage type of the features (``features.dtype``).
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    log_every : int, default 500
+        A progress line in the log every this many images.
+    shard : tuple of int, optional
+        ``(i, N)``: only the rows of shard ``i`` of ``N``; None: every image.
+    """
     import contextlib
 
     from tqdm import tqdm
@@ -278,7 +342,25 @@ def write_recipe(
     """Write the cache file of ``features.store: recompute``: the attributes a cache would have
     (``storage = "recompute"``, the image store's path relative to the file, ``count``,
     ``batch_size``) and no features. ``device`` is where readers compute (``auto``: their GPU
-    when they have one)."""
+    when they have one).
+
+    Parameters
+    ----------
+    representation_name : str
+        A configured name (``hog``, ``fc6``, ``torchvision:resnet50:layer4``), created with ``params``.
+    params : mapping
+        The representation's parameters (``features.<family>`` of the config: cells, weights, crop …).
+    images_path : str or os.PathLike
+        The image store the readers compute the features from.
+    out_path : str or os.PathLike
+        The recipe file to write (where the cache would be).
+    batch_size : int, default 64
+        Images per batch of the readers' computation.
+    dtype : str, default "float16"
+        The storage type a cache would have; computed features are rounded to it.
+    device : str, default "auto"
+        Where readers compute: ``auto`` (their GPU when they have one), ``cpu``, ``cuda``, ``cuda:N``.
+    """
     representation = create(representation_name, **params)
     with image_store.ImageStore(images_path) as images:
         count, size = len(images), images.size

@@ -378,6 +378,12 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
     def network_of(cls, name: str) -> Optional[str]:
         return "efficientnet_lite0"
 
+    @classmethod
+    def name_problem(cls, name: str) -> Optional[str]:
+        """Why ``name`` cannot be computed (a malformed name, an unknown node), or None: the
+        module's :func:`name_problem`."""
+        return name_problem(name)
+
     def _cut(self, name: str) -> None:
         family, _, node = name.partition(":")
         if family != "efficientnet_lite0" or not node or ":" in node:

@@ -196,7 +196,29 @@ def densify(
 
 @register("sift")
 class SIFT(Representation):
-    """SIFT on a 4×4 grid (OpenCV detector, VLFeat-like settings), ``(N, 133, ceil(H/4), ceil(W/4))``."""
+    """SIFT on a 4×4 grid (OpenCV detector, VLFeat-like settings), ``(N, 133, ceil(H/4), ceil(W/4))``.
+
+    Parameters
+    ----------
+    cell_size : int, default 4
+        Side in pixels of the grid's cells (§2: s = 4).
+    seed : int, default 0
+        Seed of the keypoint kept in a crowded cell (drawn per image from its content, module docstring).
+    workers : int, default 1
+        Threads (or processes) running OpenCV over a batch's images.
+    pool : {"thread", "process"}, default "thread"
+        How ``workers`` > 1 run.
+    levels : int, default 3
+        Scale levels per octave (VLFeat's ``Levels``).
+    peak_threshold : float, default 0.0
+        Contrast threshold of the detector (VLFeat's ``PeakThresh``, default 0).
+    edge_threshold : float, default 10.0
+        Edge-response threshold (VLFeat's ``EdgeThresh``, default 10).
+    sigma : float, default 1.6
+        Base smoothing of the pyramid (VLFeat's σ0 at level −1).
+    **params
+        Further parameters, recorded with the representation's parameters.
+    """
 
     family = "sift"
 

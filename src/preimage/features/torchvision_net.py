@@ -255,6 +255,12 @@ class TorchvisionRepresentation(CNNRepresentation):
         """The torchvision model: ``resnet50`` for ``torchvision:resnet50:layer4``."""
         return name.split(":")[1]
 
+    @classmethod
+    def name_problem(cls, name: str) -> Optional[str]:
+        """Why ``name`` cannot be computed (a malformed name, an unknown model or node), or None: the
+        module's :func:`name_problem`."""
+        return name_problem(name)
+
     def _cut(self, name: str) -> None:
         parts = name.split(":")
         if len(parts) != 3 or parts[:2] != ["torchvision", self.model_name] or not parts[2]:

@@ -108,6 +108,23 @@ def vlfeat_sift(
 
     Returns a float64 array ``(K, 4)`` of ``(x, y, sigma, angle)`` — or ``(K, 5)`` with the octave
     index appended when ``return_octaves``. ``octaves=-1`` lets VLFeat choose (as ``vl_sift``).
+
+    Parameters
+    ----------
+    gray : numpy.ndarray
+        The grayscale image ``(H, W)``, values in [0, 255].
+    peak_thresh : float, default 0.0
+        VLFeat's ``PeakThresh`` (contrast threshold of the DoG extrema).
+    edge_thresh : float, default 10.0
+        VLFeat's ``EdgeThresh`` (edge-response threshold).
+    levels : int, default 3
+        Scale levels per octave (``Levels``).
+    first_octave : int, default 0
+        Index of the first octave (``FirstOctave``; −1 upsamples the image 2×).
+    octaves : int, default -1
+        Number of octaves (−1: as many as the image allows, VLFeat's choice).
+    return_octaves : bool, default False
+        Append each frame's octave index as a fifth column.
     """
     lib = _lib()
     image = np.ascontiguousarray(gray, dtype=np.float32)
