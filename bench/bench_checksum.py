@@ -5,13 +5,13 @@ feature caches, each read in several storage formats side by side in one run.
     python bench/bench_checksum.py --images imagenet-sample --repeats 9   # ImageNet photographs
 
 The image store (``--count`` photographs at ``--size`` px) and its feature caches are written by the
-project's own writers (:func:`preimage.store.write_image_store`, :func:`preimage.features.cache.compute_cache`):
+project's own writers (:func:`preimage.image_store.write_image_store`, :func:`preimage.features.cache.compute_cache`):
 HOG (cell 8: dense, no zeros), conv5 of an untrained AlexNet (after a ReLU: about a third zeros)
 and stage 3 of EfficientNet-Lite0 (trained, no activation: dense float16 that lzf cannot shrink).
 Each dataset is then copied, same chunks, into the other formats:
 
 * ``zlib-0`` what the project writes: every chunk in a zlib stream of level 0, whose Adler-32
-  checksum HDF5 verifies on every read (:data:`preimage.store.ZLIB_LEVEL`);
+  checksum HDF5 verifies on every read (:data:`preimage.hdf5.ZLIB_LEVEL`);
 * ``lzf``: what the project wrote before the checksums (lzf compression, no checksum);
 * ``plain``: uncompressed, no checksum;
 * ``fletcher32``: uncompressed with HDF5's Fletcher-32 checksum;
@@ -36,12 +36,13 @@ import h5py
 import numpy as np
 import torch
 
-from preimage import data, store, streaming
+from preimage import data, hdf5, streaming
 from preimage.config import validate_config
 from preimage.features.cache import compute_cache
+from preimage.image_store import ImageStore, write_image_store
 
 FORMATS = {
-    "zlib-0": dict(compression="gzip", compression_opts=store.ZLIB_LEVEL),
+    "zlib-0": dict(compression="gzip", compression_opts=hdf5.ZLIB_LEVEL),
     "lzf": dict(compression="lzf"),
     "plain": {},
     "fletcher32": dict(fletcher32=True),
@@ -63,7 +64,7 @@ def image_store(path: Path, folder: str | None, count: int, size: int) -> Path:
     files = data.list_images(Path(folder))[:count]
     if not files:
         sys.exit(f"no images in {folder}")
-    with store.write_image_store(path, size, ["photographs"], {"source": str(folder)}) as writer:
+    with write_image_store(path, size, ["photographs"], {"source": str(folder)}) as writer:
         for file in files:
             writer.append(data.resize_center_crop(data.open_rgb(file, size), size)[None], [0], [str(file)])
     return path
@@ -135,7 +136,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
         images = image_store(root / "images.h5", args.images, args.count, args.size)
-        with store.ImageStore(images) as opened:
+        with ImageStore(images) as opened:
             count = len(opened)
         files = {"images": (copy_formats(images, "images"), "images")}
         for label, (representation, params) in CACHES.items():

@@ -4,7 +4,7 @@
     python bench/bench_gan.py --name fc6 --crop 227 --size 227 --width 1
 
 One training step per batch exactly as :mod:`preimage.train` runs it (decoder forward, the objective
-of :mod:`preimage.adversarial` with its discriminator step, backward, Adam), on random images and
+of :mod:`preimage.objectives` with its discriminator step, backward, Adam), on random images and
 the representation's own features of them. Prints a Markdown table: images/s by wall clock and by
 CPU time of this process (CPU time / threads is what the step costs on quiet cores when the machine
 is shared), and the seconds one epoch of ``--train-images`` images takes at that rate.
@@ -16,10 +16,9 @@ import time
 
 import torch
 
-from preimage.adversarial import build_objective
 from preimage.decoders import build_decoder
 from preimage.features import create
-from preimage.train import PixelObjective
+from preimage.objectives import PixelObjective, build_objective
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ synthetic HOG cache (goal: at least 0.9× the preloaded rate).
     python bench/bench_streaming.py                          # 20,000 images at 64 px (about a minute)
     python bench/bench_streaming.py --size 256 --images 20000 --workdir /scratch/me   # the paper's size (~5 GB)
 
-The stores are synthetic but written by the project's writers (store.write_image_store,
-store.write_feature_store): random uint8 images and random float16 features of HOG's shape at
+The stores are synthetic but written by the project's writers (image_store.write_image_store,
+write_feature_store): random uint8 images and random float16 features of HOG's shape at
 ``--size`` (31 × size/8 × size/8, cell 8), compressed and chunked exactly as real ones.
 :class:`preimage.train.PairedData` reads them once preloaded (``preload_mb`` large) and once
 streamed (``--stream-mb``, far below the data's size, so the chunk-aware streaming of
@@ -35,9 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from preimage import store, streaming, train
+from preimage import image_store, streaming, train
 from preimage.decoders import build_decoder
 from preimage.features import create
+from preimage.features.cache import write_feature_store
 
 HOG_CELL = 8
 
@@ -51,16 +52,16 @@ def synthetic_stores(folder: Path, images: int, size: int, seed: int = 0, block:
     rng = np.random.default_rng(seed)
     shape = hog_shape(size)
     images_path, features_path = folder / "train.h5", folder / "hog_train.h5"
-    with store.write_image_store(images_path, size, ["synthetic"], {"source": "synthetic", "size": size}) as writer:
+    with image_store.write_image_store(images_path, size, ["synthetic"], {"source": "synthetic", "size": size}) as writer:
         for start in range(0, images, block):
             n = min(block, images - start)
             writer.append(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), [0] * n,
                           [f"synthetic/{start + i}" for i in range(n)])
     attrs = {"representation": "hog", "params": {"cell_size": HOG_CELL}, "identity": {"synthetic": "1"},
              "label": "HOG (synthetic features)", "dtype": "float16", "images": str(images_path),
-             "images_sha256": store.image_store_digest(images_path), "image_size": size, "target_size": size,
+             "images_sha256": image_store.image_store_digest(images_path), "image_size": size, "target_size": size,
              "decoder_kind": "two_stream"}
-    with store.write_feature_store(features_path, images, shape, "float16", attrs) as writer:
+    with write_feature_store(features_path, images, shape, "float16", attrs) as writer:
         for start in range(0, images, block):
             n = min(block, images - start)
             writer.append(rng.standard_normal((n, *shape), dtype=np.float32))

@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from bench_streaming import hog_shape, synthetic_stores  # bench/ is on sys.path when run as a script
-from preimage import store, train
+from preimage import image_store, train
 from preimage.decoders import build_decoder
+from preimage.features.cache import FeatureStore
 
 
 def bare_loop(features_path: Path, images_path: Path, cfg: dict, epochs: int) -> list:
     """Seconds per epoch of a minimal loop over the same data and decoder."""
-    with store.FeatureStore(features_path) as fs, store.ImageStore(images_path) as ims:
+    with FeatureStore(features_path) as fs, image_store.ImageStore(images_path) as ims:
         feats, imgs = fs.read(0, len(fs)), ims.read(0, len(ims))
         scale = train.feature_scale(fs, np.arange(len(fs)), seed=cfg["seed"])
     torch.manual_seed(cfg["seed"])

@@ -296,7 +296,7 @@ def extraction_rows(sizes: Sizes, device: torch.device, deadline: float) -> List
 
 def gan_rows(sizes: Sizes, device: torch.device, deadline: float) -> List[Row]:
     """Decoder training steps with Appendix A's losses on AlexNet fc6, as :mod:`preimage.train` runs them."""
-    from preimage.adversarial import build_objective
+    from preimage.objectives import PixelObjective, build_objective
 
     name, params = "fc6", {"weights": "random", "crop": sizes.alexnet_crop}
     use_amp = device.type == "cuda"
@@ -322,7 +322,7 @@ def gan_rows(sizes: Sizes, device: torch.device, deadline: float) -> List[Row]:
         loss = {"kind": kind, "representation": {"name": name, "params": params}}
         objective = build_objective(loss, image_size=image_size, output_size=model.output_size, feature_scale=scale,
                                     width=sizes.width, lr=1e-4, betas=(0.9, 0.999), device=device,
-                                    use_amp=use_amp) or train.PixelObjective()
+                                    use_amp=use_amp) or PixelObjective()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         targets = F.interpolate(images, size=model.output_size, mode="bilinear", antialias=True)
         z = features * scale

@@ -1,28 +1,21 @@
 # The scorecard (beyond the paper): every inversion method of a representation on the same test images,
 # scored by pixel error and by whether a trained classifier still recognises the reconstruction.
-from preimage import recognisability
-
 SCORECARD = ANALYSES["scorecard"]
-if SCORECARD["enabled"]:
-    _problem = recognisability.classifier_problem(SCORECARD["classifier"])
-    if _problem:
-        sys.stderr.write(f"preimage: {_problem}\n")
-        raise SystemExit(1)
 
 
 rule scorecard_scores:
     conda:
         ENVIRONMENT
     input:
-        unpack(lambda wc: recognisability.job_inputs(PLAN, wc.rep)),
+        unpack(lambda wc: PLAN.scorecard_inputs(wc.rep)),
     output:
         f"{R}/{{rep}}/scorecard.csv",
     wildcard_constraints:
-        rep=alternation(recognisability.scored_slugs(CATALOG)),
+        rep=alternation(PLAN.scorecard_slugs()),
     params:
         representation=lambda wc: CATALOG[wc.rep].display,
         options=lambda wc: PLAN.options(wc.rep),
-        methods=lambda wc: list(recognisability.decoder_slugs(CATALOG, wc.rep)),
+        methods=lambda wc: list(PLAN.scorecard_decoders(wc.rep)),
         classifier={
             "name": SCORECARD["classifier"],
             "params": {"weights": SCORECARD["weights"], "crop": SCORECARD["crop"]},
@@ -48,7 +41,7 @@ rule scorecard_table:
     conda:
         ENVIRONMENT
     input:
-        expand(f"{R}/{{rep}}/scorecard.csv", rep=recognisability.scored_slugs(CATALOG)),
+        expand(f"{R}/{{rep}}/scorecard.csv", rep=PLAN.scorecard_slugs()),
     output:
         csv=report(f"{R}/tables/scorecard.csv", caption="../workflow/report/scorecard_table.rst", category="Scorecard"),
         md=f"{R}/tables/scorecard.md",

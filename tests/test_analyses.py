@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import analyses, feature_ops, metrics, store, train
+from preimage import analyses, feature_ops, image_store, metrics, train
 from preimage.baselines import MVConfig
 from preimage.decoding import TrainedDecoder
 from preimage.features import create
+from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.locality import locality
 from tiny_data import builtin_stores
 
@@ -50,8 +51,8 @@ def _decoded(root, name):
     between those reconstructions (how much they vary from image to image), both normalised."""
     files = _files(root, name)
     decoder = TrainedDecoder(files["decoder"], "cpu")
-    with store.FeatureStore(files["test"]) as feats, decoder.images(files["images"]) as images:
-        truth = store.to_float(images.read(0, len(images)))
+    with FeatureStore(files["test"]) as feats, decoder.images(files["images"]) as images:
+        truth = image_store.to_float(images.read(0, len(images)))
         normaliser = metrics.mean_pairwise_distance(images.float_view())
         recon = decoder(torch.from_numpy(feats.read(0, len(feats))))
     return metrics.normalised_error(recon, truth, normaliser), metrics.mean_pairwise_distance(recon) / normaliser
@@ -108,9 +109,9 @@ def test_interpolation_strips_run_from_one_figure_image_to_the_other(tiny, tmp_p
                                     n_show=2, device="cpu")
     assert strips.shape == (2, 4, 3, SIZE, SIZE) and strips.dtype == np.uint8
     decoder = TrainedDecoder(files["decoder"], "cpu")
-    with store.FeatureStore(files["test"]) as feats:
+    with FeatureStore(files["test"]) as feats:
         pick = [int(i) for i in analyses.show_indices(len(feats), 4)]
-        ends = store.to_uint8(decoder(torch.from_numpy(feats.take(pick))))
+        ends = image_store.to_uint8(decoder(torch.from_numpy(feats.take(pick))))
     for p in range(2):  # the pairs are the figure images taken two by two; the ends decode them unchanged
         assert np.array_equal(strips[p, 0], ends[2 * p]) and np.array_equal(strips[p, -1], ends[2 * p + 1])
     with h5py.File(h5, "r") as handle:
@@ -121,10 +122,10 @@ def test_interpolation_strips_run_from_one_figure_image_to_the_other(tiny, tmp_p
 
 def test_interpolation_needs_two_test_images(tiny, tmp_path):
     one = tmp_path / "one.h5"
-    with store.FeatureStore(_files(tiny, "fc8")["test"]) as feats:
+    with FeatureStore(_files(tiny, "fc8")["test"]) as feats:
         row, attrs, shape = feats.read(0, 1), dict(feats.attrs), feats.shape
     attrs = {k: v for k, v in attrs.items() if k not in ("shape", "storage")}
-    with store.write_feature_store(one, 1, shape, "float16", attrs) as writer:
+    with write_feature_store(one, 1, shape, "float16", attrs) as writer:
         writer.append(row)
     with pytest.raises(ValueError, match="fc8: interpolation needs at least two test images"):
         analyses.interpolation("fc8", _files(tiny, "fc8")["decoder"], str(one), str(tmp_path / "s.h5"),
@@ -215,12 +216,12 @@ def test_single_units_decode_the_most_active_units(tiny, tmp_path, grids):
     recon = analyses.single_units("fc8", files["decoder"], files["train"], str(tmp_path / "u.png"), count=3,
                                   device="cpu")
     assert recon.shape == (3, 3, SIZE, SIZE) and recon.dtype == np.uint8
-    with store.FeatureStore(files["train"]) as feats:
+    with FeatureStore(files["train"]) as feats:
         peak = torch.from_numpy(feats.read(0, len(feats))).flatten(1).max(dim=0).values
     units = torch.argsort(peak, descending=True)[:3].tolist()
     assert grids[0]["rows"][0][0] == "; ".join(f"unit {u}" for u in units)
     decoder = TrainedDecoder(files["decoder"], "cpu")
-    expected = store.to_uint8(decoder(feature_ops.single_unit_vectors(1000, units, [float(peak[u]) for u in units])))
+    expected = image_store.to_uint8(decoder(feature_ops.single_unit_vectors(1000, units, [float(peak[u]) for u in units])))
     assert np.array_equal(recon, expected)
     categories = [f"name{i}" for i in range(1000)]
     analyses.single_units("fc8", files["decoder"], files["train"], str(tmp_path / "v.png"), count=3,

@@ -25,7 +25,7 @@ from preimage.features.caffenet import (
     load_caffenet,
 )
 from preimage.features.torchvision_net import fit_crop
-from preimage.store import read_attrs
+from preimage.hdf5 import read_attrs
 
 # Paper Table 1, transcribed: (processing step, out size, out channels); size 1 = a vector.
 TABLE1 = [
@@ -388,7 +388,7 @@ def test_workflow_passes_arch_to_the_feature_cache_and_the_autoencoder(tmp_path)
 
 def test_autoencoder_encoder_file_loads_as_caffenet(tmp_path):
     """The §5.2 autoencoder fine-tunes CaffeNet and writes a state dict that loads as arch caffenet."""
-    from preimage import data, store, train
+    from preimage import data, image_store, train
 
     params = validate_config({"data": {"size": 32, "train_per_class": 2, "test_per_class": 1}})["data"]
     paths = {"train": tmp_path / "train.h5", "test": tmp_path / "test.h5"}
@@ -402,5 +402,5 @@ def test_autoencoder_encoder_file_loads_as_caffenet(tmp_path):
     start = create("conv1", weights="random", seed=2, arch="caffenet")
     assert not torch.equal(tuned.model.conv1.weight, start.model.conv1.weight)
     assert torch.equal(tuned.model.fc8.weight, start.model.fc8.weight)  # above conv1: untouched
-    x = store.to_float(store.ImageStore(paths["test"]).read(0, 1))
+    x = image_store.to_float(image_store.ImageStore(paths["test"]).read(0, 1))
     assert tuned(x).shape == (1, 96, 27, 27)

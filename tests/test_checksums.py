@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from preimage import logs, store, train
+from preimage import atomic_files, hdf5, image_store, logs, train
 from preimage.evaluate import evaluate_decoder
-from preimage.features.cache import compute_cache, join_caches
+from preimage.features.cache import FeatureStore, compute_cache, join_caches
 from tiny_data import builtin_stores
 
 SIZE = 32
@@ -69,10 +69,10 @@ def _all_checksummed(path) -> None:
         for name in names:
             item = handle[name]
             if isinstance(item, h5py.Dataset) and not h5py.check_string_dtype(item.dtype):
-                assert item.compression == "gzip" and item.compression_opts == store.ZLIB_LEVEL, (path, name)
+                assert item.compression == "gzip" and item.compression_opts == hdf5.ZLIB_LEVEL, (path, name)
                 assert item.chunks is not None, (path, name)
             elif isinstance(item, h5py.Dataset):
-                assert item.attrs[store.STRINGS_SHA256] == store.strings_sha256(item[:]), (path, name)
+                assert item.attrs[hdf5.STRINGS_SHA256] == hdf5.strings_sha256(item[:]), (path, name)
 
 
 # --------------------------------------------------------------------------- a changed byte is named
@@ -80,14 +80,14 @@ def _all_checksummed(path) -> None:
 
 def test_a_flipped_byte_in_an_image_block_fails_the_read_naming_the_file(tiny, tmp_path):
     path = _copy(tiny, "train.h5", tmp_path)
-    with store.ImageStore(path) as images:
+    with image_store.ImageStore(path) as images:
         first, count = images.read(0, 1), len(images)
     _flip_byte(path, "images", chunk=1)  # the second image
-    with store.ImageStore(path) as images:
+    with image_store.ImageStore(path) as images:
         assert np.array_equal(images.read(0, 1), first)  # the other blocks still read
-        with pytest.raises(store.DamagedFile, match=_damaged(path, "images")) as info:
+        with pytest.raises(atomic_files.DamagedFile, match=_damaged(path, "images")) as info:
             images.read(0, count)
-        with pytest.raises(store.DamagedFile, match=_damaged(path, "images")):
+        with pytest.raises(atomic_files.DamagedFile, match=_damaged(path, "images")):
             images.take([3, 1])
     assert "\n" not in logs.failure_summary(info.value)
 
@@ -95,22 +95,22 @@ def test_a_flipped_byte_in_an_image_block_fails_the_read_naming_the_file(tiny, t
 @pytest.mark.parametrize("dataset", ["labels", "paths", "classes"])
 def test_a_flipped_byte_in_labels_paths_or_classes_is_named(tiny, tmp_path, dataset):
     path = _copy(tiny, "train.h5", tmp_path)
-    with store.ImageStore(path) as images:
+    with image_store.ImageStore(path) as images:
         values = getattr(images, dataset)
     if dataset == "labels":
         _flip_byte(path, "labels")
     else:  # variable-length strings live in the file's global heap, outside any chunk
         _xor(path, _in_global_heap(path.read_bytes(), max(values, key=len).encode()))
-    with store.ImageStore(path) as images:
-        with pytest.raises(store.DamagedFile, match=_damaged(path, dataset)):
+    with image_store.ImageStore(path) as images:
+        with pytest.raises(atomic_files.DamagedFile, match=_damaged(path, dataset)):
             getattr(images, dataset)
 
 
 def test_a_flipped_byte_in_a_feature_block_fails_the_read_naming_the_file(tiny, tmp_path):
     path = _copy(tiny, "hog_train.h5", tmp_path)
     _flip_byte(path, "features", where=0.3)
-    with store.FeatureStore(path) as features:
-        with pytest.raises(store.DamagedFile, match=_damaged(path, "features")):
+    with FeatureStore(path) as features:
+        with pytest.raises(atomic_files.DamagedFile, match=_damaged(path, "features")):
             features.read(0, len(features))
 
 
@@ -118,8 +118,8 @@ def test_a_flipped_byte_in_a_feature_block_fails_the_read_naming_the_file(tiny, 
 def test_a_flipped_byte_in_a_sparse_cache_is_named(tiny, tmp_path, dataset):
     path = _copy(tiny, "sift_train.h5", tmp_path)
     _flip_byte(path, dataset)
-    with pytest.raises(store.DamagedFile, match=_damaged(path, dataset)):
-        with store.FeatureStore(path) as features:  # the offsets are read when the cache opens
+    with pytest.raises(atomic_files.DamagedFile, match=_damaged(path, dataset)):
+        with FeatureStore(path) as features:  # the offsets are read when the cache opens
             features.read(0, len(features))
 
 
@@ -133,7 +133,7 @@ def test_a_block_overwritten_with_0xff_is_caught(tiny, tmp_path):
     with open(path, "r+b") as handle:
         handle.seek(info.byte_offset)
         handle.write(b"\xff" * info.size)
-    with store.ImageStore(path) as store_images, pytest.raises(store.DamagedFile, match=_damaged(path, "images")):
+    with image_store.ImageStore(path) as store_images, pytest.raises(atomic_files.DamagedFile, match=_damaged(path, "images")):
         store_images.read(2, 3)
     fletcher = tmp_path / "fletcher32.h5"
     with h5py.File(fletcher, "w") as handle:
@@ -154,7 +154,7 @@ def test_training_on_a_damaged_cache_stops_naming_it(tiny, tmp_path):
     _flip_byte(features, "features", chunk=chunks - 1)
     cfg = dict(epochs=1, batch_size=8, width=0.125, device="cpu", seed=0, val_fraction=0.1)
     for preload_mb in (4096, 0):
-        with pytest.raises(store.DamagedFile, match=_damaged(features, "features")):
+        with pytest.raises(atomic_files.DamagedFile, match=_damaged(features, "features")):
             train.train_decoder("hog", str(features), str(tiny / "train.h5"), str(tmp_path / f"d{preload_mb}.pt"),
                                 str(tmp_path / f"d{preload_mb}.csv"), str(tmp_path / f"ckpt{preload_mb}.pt"),
                                 {**cfg, "preload_mb": preload_mb})
@@ -169,7 +169,7 @@ def test_the_streamed_reader_names_a_damaged_block(tiny, tmp_path, damaged):
     paired = train.PairedData(str(features), str(images), np.arange(12), preload_mb=0)
     try:
         assert not paired.in_memory
-        with pytest.raises(store.DamagedFile, match=_damaged(path, damaged)):
+        with pytest.raises(atomic_files.DamagedFile, match=_damaged(path, damaged)):
             list(paired.batches(4, np.random.default_rng(0)))
     finally:
         paired.close()
@@ -182,7 +182,7 @@ def test_joining_a_damaged_shard_names_it(tiny, tmp_path):
     join_caches(parts, tmp_path / "joined.h5")
     _all_checksummed(tmp_path / "joined.h5")
     _flip_byte(parts[1], "features")
-    with pytest.raises(store.DamagedFile, match=_damaged(parts[1], "features")):
+    with pytest.raises(atomic_files.DamagedFile, match=_damaged(parts[1], "features")):
         join_caches(parts, tmp_path / "again.h5")
     assert not (tmp_path / "again.h5").exists()
 
@@ -203,39 +203,39 @@ def test_every_dataset_written_carries_a_checksum(tiny, tmp_path):
 
 
 def test_no_dataset_is_created_outside_the_helper():
-    """Every writer goes through store.create_dataset (inside store.create_h5), so none can forget
-    the checksum; store.create_h5 also refuses a file holding a dataset made another way."""
+    """Every writer goes through hdf5.create_dataset (inside hdf5.create_h5), so none can forget
+    the checksum; hdf5.create_h5 also refuses a file holding a dataset made another way."""
     offenders = []
     for path in SRC.rglob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if re.search(r"(?<!store)\.create_dataset\(|require_dataset\(", line) and path.name != "store.py":
+            if re.search(r"(?<!hdf5)\.create_dataset\(|require_dataset\(", line) and path.name != "hdf5.py":
                 offenders.append(f"{path.relative_to(SRC)}:{number}")
-            if re.search(r"h5py\.File\([^)]*[\"'][wax]", line) and path.name != "store.py":
+            if re.search(r"h5py\.File\([^)]*[\"'][wax]", line) and path.name != "hdf5.py":
                 offenders.append(f"{path.relative_to(SRC)}:{number}")
     assert not offenders
 
 
 def test_a_dataset_made_without_the_helper_is_refused_when_written(tmp_path):
     with pytest.raises(ValueError, match="dataset 'x' was created without a checksum"):
-        with store.atomic_path(tmp_path / "out.h5") as tmp, store.create_h5(tmp) as handle:
+        with atomic_files.atomic_path(tmp_path / "out.h5") as tmp, hdf5.create_h5(tmp) as handle:
             handle.create_dataset("x", data=np.arange(4))
     assert not (tmp_path / "out.h5").exists()
     with pytest.raises(ValueError, match="scalar"):
-        with store.create_h5(tmp_path / "scalar.h5") as handle:
-            store.create_dataset(handle, "n", data=3)
+        with hdf5.create_h5(tmp_path / "scalar.h5") as handle:
+            hdf5.create_dataset(handle, "n", data=3)
 
 
 def test_small_and_empty_datasets_are_checksummed_too(tmp_path):
     path = tmp_path / "small.h5"
-    with store.atomic_path(path) as tmp, store.create_h5(tmp) as handle:
-        store.create_dataset(handle, "one", data=np.array([7]))
-        store.create_dataset(handle, "empty", data=np.zeros((0, 2)))
-        store.create_dataset(handle, "names", data=np.array(["a", "é"], dtype=object), dtype=store.STRING_DTYPE)
+    with atomic_files.atomic_path(path) as tmp, hdf5.create_h5(tmp) as handle:
+        hdf5.create_dataset(handle, "one", data=np.array([7]))
+        hdf5.create_dataset(handle, "empty", data=np.zeros((0, 2)))
+        hdf5.create_dataset(handle, "names", data=np.array(["a", "é"], dtype=object), dtype=hdf5.STRING_DTYPE)
     _all_checksummed(path)
-    with store.reading(path) as handle:
+    with hdf5.reading(path) as handle:
         assert handle["one"][:].tolist() == [7] and handle["empty"].shape == (0, 2)
-    with store.open_h5(path) as handle:
-        assert store.read_strings(path, handle, "names") == ["a", "é"]
+    with hdf5.open_h5(path) as handle:
+        assert hdf5.read_strings(path, handle, "names") == ["a", "é"]
 
 
 # --------------------------------------------------------------------------- data from another file
@@ -261,8 +261,8 @@ def test_a_dataset_with_external_storage_is_refused_when_opened(tiny, tmp_path):
     path = tmp_path / "external.h5"
     _store_like(path, tiny, external)
     message = re.escape(f"{path} is damaged (dataset 'images' has external storage: its data would be read from ")
-    for reader in (store.ImageStore, store.FeatureStore, store.reading, store.open_h5):
-        with pytest.raises(store.DamagedFile, match=message + ".*secret.bin"):
+    for reader in (image_store.ImageStore, FeatureStore, hdf5.reading, hdf5.open_h5):
+        with pytest.raises(atomic_files.DamagedFile, match=message + ".*secret.bin"):
             with reader(path):
                 pass
 
@@ -279,8 +279,8 @@ def test_a_virtual_dataset_is_refused_when_opened(tiny, tmp_path):
 
     path = tmp_path / "virtual.h5"
     _store_like(path, tiny, virtual)
-    with pytest.raises(store.DamagedFile, match=re.escape(f"{path} is damaged (dataset 'images' is virtual")):
-        store.ImageStore(path)
+    with pytest.raises(atomic_files.DamagedFile, match=re.escape(f"{path} is damaged (dataset 'images' is virtual")):
+        image_store.ImageStore(path)
 
 
 def test_an_external_link_is_refused_when_opened(tiny, tmp_path):
@@ -288,8 +288,8 @@ def test_an_external_link_is_refused_when_opened(tiny, tmp_path):
     path = tmp_path / "linked.h5"
     _store_like(path, tiny, lambda handle, images: handle.__setitem__("images", h5py.ExternalLink(str(other),
                                                                                                    "images")))
-    with pytest.raises(store.DamagedFile, match=re.escape(f"{path} is damaged ('images' is a link to another file")):
-        store.ImageStore(path)
+    with pytest.raises(atomic_files.DamagedFile, match=re.escape(f"{path} is damaged ('images' is a link to another file")):
+        image_store.ImageStore(path)
 
 
 def test_a_store_without_checksums_is_refused_when_opened(tiny, tmp_path):
@@ -298,5 +298,5 @@ def test_a_store_without_checksums_is_refused_when_opened(tiny, tmp_path):
     _store_like(path, tiny, lambda handle, images: handle.create_dataset("images", data=images[:],
                                                                          chunks=(1, *images.shape[1:]),
                                                                          compression="lzf"))
-    with pytest.raises(store.DamagedFile, match=re.escape(f"{path} is damaged (dataset 'images' carries no checksum")):
-        store.ImageStore(path)
+    with pytest.raises(atomic_files.DamagedFile, match=re.escape(f"{path} is damaged (dataset 'images' carries no checksum")):
+        image_store.ImageStore(path)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from preimage import data
-from preimage.store import ImageStore
+from preimage.image_store import ImageStore
 
 SIZE = 32
 

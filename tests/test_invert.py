@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from preimage import cli, decoding, store, train
+from preimage import atomic_files, cli, decoding, image_store, train
 from preimage.evaluate import evaluate_decoder
 from preimage.features.cache import compute_cache
 from preimage.invert import invert_features, invert_images, read_image
@@ -51,7 +51,7 @@ def test_the_decoder_records_its_provenance(tiny):
     assert record["representation"] == "hog" and record["params"] == {"cell_size": 8}
     assert record["weights"] is None and record["image_size"] == SIZE and record["target_size"] == SIZE
     assert record["feature_dtype"] == "float16" and record["version"] == decoding.PROVENANCE_VERSION
-    assert record["images_sha256"] == store.image_store_digest(tiny / "train.h5")
+    assert record["images_sha256"] == image_store.image_store_digest(tiny / "train.h5")
     resnet = decoder(tiny / "resnet/decoder.pt").provenance
     assert resnet["weights"] == "random:0" and resnet["params"] == RESNET_PARAMS
     assert resnet["identity"]["crop"] == "32"
@@ -60,7 +60,7 @@ def test_the_decoder_records_its_provenance(tiny):
 def test_image_files_decode_as_evaluate_decodes_the_test_set(tiny, tmp_path):
     # the test images saved as files go through the data stage's preparation unchanged, so the
     # recomputed features and the reconstructions are exactly evaluate's
-    with store.ImageStore(tiny / "test.h5") as images:
+    with image_store.ImageStore(tiny / "test.h5") as images:
         stored = images.read(0, 3)
     files = []
     for i, image in enumerate(stored):
@@ -159,7 +159,7 @@ def test_weights_other_than_the_decoders_are_refused(tiny, tmp_path, capsys):
 
     torch.save(torchvision.models.resnet18().state_dict(), other)
     code, err = run_cli(capsys, "--decoder", tiny / "resnet/decoder.pt", png, "--weights", other)
-    digest = store.file_sha256(other)
+    digest = atomic_files.file_sha256(other)
     assert code == 1 and "\n" not in err
     assert err.startswith(f"preimage invert: error: {tiny / 'resnet/decoder.pt'} was trained on {RESNET} features "
                           "computed with weights random:0, but the weights in use")
@@ -240,14 +240,14 @@ def test_an_autoencoder_decodes_with_its_fine_tuned_encoder(tiny, tmp_path, caps
                             weights="random", weights_seed=3, crop=67)
     trained = decoder(folder / "decoder.pt")
     record = trained.provenance
-    assert record["weights_file"] == "encoder.pt" and record["weights"] == store.file_sha256(folder / "encoder.pt")
+    assert record["weights_file"] == "encoder.pt" and record["weights"] == atomic_files.file_sha256(folder / "encoder.pt")
     inputs = generated(tmp_path)
     result = invert_images(trained, inputs, tmp_path / "out", progress=False)
     # the code of the fine-tuned encoder beside the decoder, not of the network it started from
     encoder = create("conv2", weights=str(folder / "encoder.pt"), crop=67)
     images = np.stack([read_image(p, SIZE) for p in inputs])
     with torch.no_grad():
-        expected = store.to_uint8(trained(encoder(store.to_float(images)).numpy()))
+        expected = image_store.to_uint8(trained(encoder(image_store.to_float(images)).numpy()))
     written = np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1) for p in result.outputs])
     np.testing.assert_array_equal(written, expected)
     # moved without its encoder: the missing file is named; --weights finds it again

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from preimage import cli, decoding, invert, store
+from preimage import atomic_files, cli, decoding, image_store, invert, torch_files
 from preimage.decoders import build_decoder
 from preimage.decoding import NotADecoder, TrainedDecoder, WeightsMismatch, feature_provenance
 from preimage.features import create
@@ -94,7 +94,7 @@ def test_names_with_hashes_keep_their_stem_beside_the_input(tmp_path):
 
 def test_feature_rows_are_named_by_the_cache_stem_and_row_only(tmp_path):
     images = tmp_path / "images.h5"
-    with store.write_image_store(images, SIZE, ["c"], {}) as writer:
+    with image_store.write_image_store(images, SIZE, ["c"], {}) as writer:
         pixels = np.random.default_rng(0).integers(0, 256, (3, 3, SIZE, SIZE), dtype=np.uint8)
         writer.append(pixels, [0, 0, 0], ["x", "y", "z"])
     (tmp_path / "c#").mkdir()
@@ -156,8 +156,8 @@ def test_load_torch_names_any_file_it_cannot_read(tmp_path):
     for name, content in cases.items():
         path = tmp_path / name
         path.write_bytes(content)
-        with pytest.raises((store.DamagedFile, store.UnsafeFile), match=re.escape(str(path))):
-            store.load_torch(path)
+        with pytest.raises((atomic_files.DamagedFile, torch_files.UnsafeFile), match=re.escape(str(path))):
+            torch_files.load_torch(path)
 
 
 @pytest.mark.parametrize("weights_file", ["/etc/passwd", "../outside/passwd", "sub/../../outside/passwd"])
@@ -174,7 +174,7 @@ def test_a_weights_file_outside_the_decoders_folder_is_never_read(tmp_path, caps
                                        "not read (--weights PATH says where they are)")
     # --weights names the file instead: compared by sha256 before it is loaded
     code, err = run_cli(capsys, "--decoder", decoder, source, "-o", tmp_path / "out", "--weights", outside)
-    one_line_error(code, err, decoder, f"weights in use ({outside}) are sha256 {store.file_sha256(outside)[:16]}")
+    one_line_error(code, err, decoder, f"weights in use ({outside}) are sha256 {atomic_files.file_sha256(outside)[:16]}")
 
 
 def test_a_weights_file_is_compared_by_sha256_before_it_is_loaded(tmp_path, capsys):
@@ -287,13 +287,13 @@ class Hostile:
     lambda path: create("efficientnet_lite0:fc", weights=str(path)),
     lambda path: create("conv1", weights=str(path), arch="caffenet"),
     lambda path: create("torchvision:resnet18:layer1", weights=str(path)),
-    lambda path: store.load_torch(path),
+    lambda path: torch_files.load_torch(path),
 ], ids=["efficientnet_lite0", "caffenet", "torchvision", "load_torch"])
 def test_weights_errors_never_suggest_weights_only_false(tmp_path, load):
     marker = tmp_path / "pwned"
     path = tmp_path / "weights.pt"
     torch.save({"conv1.weight": Hostile(marker)}, path)
-    with pytest.raises(store.UnsafeFile) as info:
+    with pytest.raises(torch_files.UnsafeFile) as info:
         load(path)
     message = str(info.value)
     assert str(path) in message and "could run code" in message and "\n" not in message

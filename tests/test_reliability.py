@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import decoding, logs, store, train, weights
+from preimage import atomic_files, decoding, hdf5, image_store, logs, torch_files, train, weights
 from preimage.config import validate_config
 from preimage.features import create
+from preimage.features.cache import FeatureStore, write_feature_store
 
 from workflow import ENV, ROOT, planned_jobs, snakemake, write_config
 from tiny_data import builtin_stores
@@ -123,7 +124,7 @@ def test_checkpoint_holds_only_tensors_and_plain_values(tiny, tmp_path):
 
 def test_hostile_decoder_is_refused(tmp_path):
     for path, marker in _hostile_files(tmp_path, "decoder"):
-        with pytest.raises(store.UnsafeFile, match=f"refusing to load {path}.*could run code"):
+        with pytest.raises(torch_files.UnsafeFile, match=f"refusing to load {path}.*could run code"):
             decoding.load_decoder(path)
         assert not marker.exists()
 
@@ -131,9 +132,9 @@ def test_hostile_decoder_is_refused(tmp_path):
 def test_hostile_weights_and_autoencoder_encoder_are_refused(tmp_path):
     for path, marker in _hostile_files(tmp_path, "encoder"):
         # the autoencoder's encoder.pt is read as AlexNet weights from a path
-        with pytest.raises(store.UnsafeFile, match="refusing to load"):
+        with pytest.raises(torch_files.UnsafeFile, match="refusing to load"):
             create("fc6", weights=str(path))
-        with pytest.raises(store.UnsafeFile, match="refusing to load"):
+        with pytest.raises(torch_files.UnsafeFile, match="refusing to load"):
             weights.load_model("resnet18", str(path))
         assert not marker.exists()
 
@@ -144,7 +145,7 @@ def test_hostile_file_in_the_torch_hub_cache_is_refused(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     marker = tmp_path / "hub-marker"
     torch.save({"features.0.weight": Hostile(marker)}, cached)
-    with pytest.warns(UserWarning, match="not the official file"), pytest.raises(store.UnsafeFile, match=str(cached)):
+    with pytest.warns(UserWarning, match="not the official file"), pytest.raises(torch_files.UnsafeFile, match=str(cached)):
         weights.load_model("alexnet", "imagenet")
     assert not marker.exists()
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # restored after the load
@@ -189,11 +190,11 @@ def test_job_logs_its_fatal_error_with_the_traceback(tmp_path, capsys):
 def test_sigterm_is_logged_and_partial_outputs_removed(tmp_path):
     log, out = tmp_path / "logs" / "demo.log", tmp_path / "out" / "features.h5"
     code = (
-        "import time, types\nfrom preimage import logs, store\n"
+        "import time, types\nfrom preimage import atomic_files, logs\n"
         f"smk = types.SimpleNamespace(log=[{str(log)!r}], output=[{str(out)!r}], params=types.SimpleNamespace(), "
         "rule='demo')\n"
         "with logs.job(smk):\n"
-        f"    with store.atomic_path({str(out)!r}) as tmp:\n"
+        f"    with atomic_files.atomic_path({str(out)!r}) as tmp:\n"
         "        open(tmp, 'w').write('partial')\n"
         "        print('ready', flush=True)\n"
         "        time.sleep(120)\n")
@@ -330,11 +331,11 @@ def test_dry_run_refuses_a_bad_name_in_one_line(tmp_path, name):
 
 
 def test_truncated_store_is_named(tiny, tmp_path):
-    for cls, name in ((store.ImageStore, "train.h5"), (store.FeatureStore, "hog_train.h5")):
+    for cls, name in ((image_store.ImageStore, "train.h5"), (FeatureStore, "hog_train.h5")):
         broken = tmp_path / name
         content = (tiny / name).read_bytes()
         broken.write_bytes(content[: len(content) // 2])
-        with pytest.raises(store.DamagedFile) as info:
+        with pytest.raises(atomic_files.DamagedFile) as info:
             cls(broken)
         message = str(info.value)
         assert message.startswith(f"{broken} is damaged (") and message.endswith("); delete it and rerun")
@@ -343,7 +344,7 @@ def test_truncated_store_is_named(tiny, tmp_path):
 
 def test_corrupt_data_inside_a_store_is_named_when_read(tmp_path):
     broken = tmp_path / "features.h5"
-    with store.write_feature_store(broken, 8, (16, 8, 8), "float32", {"representation": "demo"}) as writer:
+    with write_feature_store(broken, 8, (16, 8, 8), "float32", {"representation": "demo"}) as writer:
         writer.append(np.zeros((8, 16, 8, 8), np.float32))  # the chunk goes through the zlib filter
     with h5py.File(broken, "r") as handle:
         chunk = handle["features"].id.get_chunk_info(0)
@@ -351,8 +352,8 @@ def test_corrupt_data_inside_a_store_is_named_when_read(tmp_path):
     with open(broken, "r+b") as handle:  # scramble the compressed chunk
         handle.seek(chunk.byte_offset)
         handle.write(b"\xff" * chunk.size)
-    with store.FeatureStore(broken) as features:  # opens: the damage is in the data
-        with pytest.raises(store.DamagedFile, match=f"{broken} is damaged .checksum mismatch in dataset 'features'."):
+    with FeatureStore(broken) as features:  # opens: the damage is in the data
+        with pytest.raises(atomic_files.DamagedFile, match=f"{broken} is damaged .checksum mismatch in dataset 'features'."):
             features.read(0, 1)
 
 
@@ -360,17 +361,17 @@ def test_a_store_missing_its_dataset_is_named(tmp_path):
     path = tmp_path / "empty.h5"
     with h5py.File(path, "w"):
         pass
-    with pytest.raises(store.DamagedFile, match="empty.h5 is damaged"):
-        store.ImageStore(path)
-    with pytest.raises(store.DamagedFile, match="empty.h5 is damaged"):
-        store.FeatureStore(path)
+    with pytest.raises(atomic_files.DamagedFile, match="empty.h5 is damaged"):
+        image_store.ImageStore(path)
+    with pytest.raises(atomic_files.DamagedFile, match="empty.h5 is damaged"):
+        FeatureStore(path)
 
 
 def test_damaged_decoder_is_named(tmp_path):
     path = tmp_path / "decoder.pt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}, "meta": {}}, path)
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(store.DamagedFile, match=f"{path} is damaged .*delete it and rerun"):
+    with pytest.raises(atomic_files.DamagedFile, match=f"{path} is damaged .*delete it and rerun"):
         decoding.load_decoder(path)
 
 
@@ -401,8 +402,8 @@ def _run_python(code, timeout=300):
 def test_feature_store_on_a_full_disk_fails_cleanly(small_disk):
     out = small_disk / "features" / "fc6" / "train.h5"
     result = _run_python(
-        "import numpy as np\nfrom preimage import store\n"
-        f"with store.write_feature_store({str(out)!r}, 400, (64, 32, 32), 'float32', {{}}) as w:\n"
+        "import numpy as np\nfrom preimage.features.cache import write_feature_store\n"
+        f"with write_feature_store({str(out)!r}, 400, (64, 32, 32), 'float32', {{}}) as w:\n"
         "    for i in range(0, 400, 10):\n"
         "        w.append(np.random.default_rng(i).random((10, 64, 32, 32), dtype=np.float32))\n")
     assert result.returncode == 1, result.stderr  # not -11: no SIGSEGV while closing the file
@@ -423,7 +424,7 @@ def test_extraction_on_a_full_disk_fails_cleanly(small_disk):
 
 def test_checkpoint_on_a_full_disk_names_the_path_and_leaves_no_temporary(tiny, small_disk):
     checkpoint = small_disk / "checkpoints" / "hog" / "train.pt"
-    with pytest.raises(store.NoSpaceLeft, match=f"no space left on device writing {checkpoint}"):
+    with pytest.raises(atomic_files.NoSpaceLeft, match=f"no space left on device writing {checkpoint}"):
         _train(tiny, small_disk / "hog" / "decoder.pt", checkpoint, width=0.5, epochs=1)
     assert _leftovers(small_disk) == [] and not checkpoint.exists()
 
@@ -476,7 +477,7 @@ def test_training_removes_a_stale_checkpoint_temporary(tiny, tmp_path):
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
     with pytest.raises(RuntimeError):
-        with store.atomic_path(tmp_path / "x.h5") as tmp, store.create_h5(tmp) as handle:
+        with atomic_files.atomic_path(tmp_path / "x.h5") as tmp, hdf5.create_h5(tmp) as handle:
             handle.create_dataset("a", data=np.zeros(10))
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []

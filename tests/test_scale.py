@@ -9,7 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from preimage import data, store, streaming, train
+from preimage import atomic_files, data, hdf5, image_store, streaming, train
+from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.config import ConfigError, validate_config
 from preimage.features.cache import Recomputer, compute_cache, join_caches, shard_rows, write_recipe
 from preimage.representations import Catalog
@@ -27,7 +28,7 @@ def _same_store(a, b):
     da, db = _datasets(a), _datasets(b)
     for name in da:
         assert np.array_equal(da[name], db[name]), name
-    with store.ImageStore(a) as sa, store.ImageStore(b) as sb:
+    with image_store.ImageStore(a) as sa, image_store.ImageStore(b) as sb:
         aa, ab = sa.attrs, sb.attrs
     assert aa["content_sha256"] == ab["content_sha256"]
     assert aa["params"] == ab["params"] and aa["n_images"] == ab["n_images"]
@@ -64,7 +65,7 @@ def test_shards_of_the_builtin_source_join_into_the_unsharded_stores(builtin):
     _, whole, sharded = builtin
     for split in ("train", "test"):
         _same_store(whole[split], sharded[split])
-    with store.ImageStore(sharded["train"]) as joined:
+    with image_store.ImageStore(sharded["train"]) as joined:
         assert "shard" not in joined.attrs and len(joined) == len(data.BUILTIN_PHOTOS) * 5
 
 
@@ -111,7 +112,7 @@ def test_imagenet_all_with_a_broken_file_shards_to_the_same_stores(tmp_path):
     sharded = _extract_sharded(params, tmp_path / "sharded", 3)
     for split in ("train", "test"):
         _same_store(whole[split], sharded[split])
-    with store.ImageStore(sharded["train"]) as joined:
+    with image_store.ImageStore(sharded["train"]) as joined:
         assert joined.attrs["skipped"] == report.skipped and len(joined) == 16
 
 
@@ -130,11 +131,11 @@ def test_join_refuses_shards_of_different_extractions(builtin, tmp_path):
 
 def test_image_store_digest_is_the_recorded_content_digest(builtin):
     _, whole, _ = builtin
-    digest = store.image_store_digest(whole["train"])
+    digest = image_store.image_store_digest(whole["train"])
     assert digest.startswith("content-sha256:") and len(digest) == len("content-sha256:") + 64
-    with store.ImageStore(whole["test"]) as s:
-        assert store.image_store_digest(whole["test"]) == f"content-sha256:{s.attrs['content_sha256']}"
-    assert store.image_store_digest(whole["train"]) != store.image_store_digest(whole["test"])
+    with image_store.ImageStore(whole["test"]) as s:
+        assert image_store.image_store_digest(whole["test"]) == f"content-sha256:{s.attrs['content_sha256']}"
+    assert image_store.image_store_digest(whole["train"]) != image_store.image_store_digest(whole["test"])
 
 
 # --------------------------------------------------------------------------- sharded feature caches
@@ -198,7 +199,7 @@ def conv3(builtin, tmp_path_factory):
 
 def test_recompute_reads_like_the_cache(conv3):
     root, whole = conv3
-    with store.FeatureStore(root / "cache.h5") as cache, store.FeatureStore(root / "recipe.h5") as recipe:
+    with FeatureStore(root / "cache.h5") as cache, FeatureStore(root / "recipe.h5") as recipe:
         assert recipe.recomputed and not cache.recomputed
         assert len(recipe) == len(cache) and recipe.shape == cache.shape
         for key in ("representation", "identity", "images_sha256", "target_size", "decoder_kind", "dtype"):
@@ -218,10 +219,10 @@ def test_recompute_refuses_other_images_or_weights(conv3, tmp_path):
     root, whole = conv3
     moved = tmp_path / "recipe.h5"
     moved.write_bytes((root / "recipe.h5").read_bytes())
-    attrs = store.read_attrs(h5py.File(moved, "r"))
-    with pytest.raises(store.DamagedFile, match="weights changed"):
+    attrs = hdf5.read_attrs(h5py.File(moved, "r"))
+    with pytest.raises(atomic_files.DamagedFile, match="weights changed"):
         Recomputer(moved, {**attrs, "params": {"weights": "random", "seed": 1, "crop": 32}})
-    with pytest.raises(store.DamagedFile, match="other images"):
+    with pytest.raises(atomic_files.DamagedFile, match="other images"):
         Recomputer(moved, {**attrs, "images_sha256": "content-sha256:0"})
     with pytest.raises(FileNotFoundError):
         Recomputer(moved, {**attrs, "images_relative": "nowhere.h5", "images": str(tmp_path / "nowhere.h5")})
@@ -260,12 +261,12 @@ def test_plan_reads_whole_chunks_once_in_a_seeded_order():
 
 def test_stream_serves_full_batches_and_every_pair_once(tmp_path):
     n = 50
-    with store.write_image_store(tmp_path / "images.h5", 4, ["c"], {}) as writer:
+    with image_store.write_image_store(tmp_path / "images.h5", 4, ["c"], {}) as writer:
         writer.append(np.repeat(np.arange(n, dtype=np.uint8), 48).reshape(n, 3, 4, 4), [0] * n, list(map(str, range(n))))
-    with store.write_feature_store(tmp_path / "features.h5", n, (2,), "float16", {}) as writer:
+    with write_feature_store(tmp_path / "features.h5", n, (2,), "float16", {}) as writer:
         writer.append(np.stack([np.arange(n), 2 * np.arange(n)], 1).astype(np.float32))
     indices = np.arange(3, n)
-    with store.ImageStore(tmp_path / "images.h5") as images, store.FeatureStore(tmp_path / "features.h5") as features:
+    with image_store.ImageStore(tmp_path / "images.h5") as images, FeatureStore(tmp_path / "features.h5") as features:
         batches = list(streaming.stream_pairs(features, images, indices, 8, np.random.default_rng(0), buffer=10))
     sizes = [len(f) for f, _ in batches]
     assert all(s == 8 for s in sizes[:-1]) and sum(sizes) == len(indices)

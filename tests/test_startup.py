@@ -12,7 +12,7 @@ from bench_startup import probe_code, script_imports  # noqa: E402
 #: The scripts whose jobs need no torch before their library call (figures of finished results,
 #: tables, findings, the data stage); loss_comparison loads it inside the call, for the sharpness.
 TORCH_FREE = ["data_extract", "data_join", "figures_error_by_layer", "figures_interpolation",
-              "figures_loss_comparison", "figures_reconstructions", "figures_reconstructions_group", "findings",
+              "figures_loss_comparison", "figures_mahendran_vedaldi_samples", "figures_reconstructions", "figures_reconstructions_group", "findings",
               "tables_concat", "tables_errors", "tables_mahendran_vedaldi"]
 
 

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import decoding, metrics, store, train
+from preimage import decoding, image_store, metrics, train
 from preimage.evaluate import evaluate_decoder
 from preimage.features import create
+from preimage.features.cache import FeatureStore
 from tiny_data import builtin_stores
 
 SIZE, CROP = 32, 24
@@ -39,15 +40,15 @@ def test_target_size_is_the_crop_a_network_sees_and_the_whole_image_otherwise():
 
 def test_centre_crop_takes_the_middle_window():
     images = np.arange(2 * 3 * 6 * 6).reshape(2, 3, 6, 6)
-    window = store.centre_crop(images, 4)
+    window = image_store.centre_crop(images, 4)
     assert window.shape == (2, 3, 4, 4) and np.array_equal(window, images[..., 1:5, 1:5])
-    assert store.centre_crop(images, 6) is images
+    assert image_store.centre_crop(images, 6) is images
     with pytest.raises(ValueError):
-        store.centre_crop(images, 7)
+        image_store.centre_crop(images, 7)
 
 
 def test_feature_cache_records_the_region_its_features_see(cropped):
-    with store.FeatureStore(cropped / "f_train.h5") as feats:
+    with FeatureStore(cropped / "f_train.h5") as feats:
         assert feats.attrs["target_size"] == CROP and feats.attrs["image_size"] == SIZE
 
 
@@ -61,21 +62,21 @@ def test_the_decoder_reconstructs_the_crop_and_is_scored_on_it(cropped):
         recon = handle["reconstructions"][:]
     assert recon.shape[-2:] == (CROP, CROP)
     # the normaliser is the mean distance between the test crops, not the whole images
-    with store.ImageStore(cropped / "test.h5") as full:
-        crops = store.centre_crop(store.to_float(full.read(0, len(full))), CROP)
-        whole = store.to_float(full.read(0, len(full)))
+    with image_store.ImageStore(cropped / "test.h5") as full:
+        crops = image_store.centre_crop(image_store.to_float(full.read(0, len(full))), CROP)
+        whole = image_store.to_float(full.read(0, len(full)))
     assert table["normaliser"].iloc[0] == pytest.approx(metrics.mean_pairwise_distance(crops), rel=1e-5)
     assert table["normaliser"].iloc[0] < metrics.mean_pairwise_distance(whole)
     # the decoder row is the error of the stored reconstructions against the crops (uint8 rounding aside)
-    errors = metrics.normalised_error(store.to_float(recon), crops, table["normaliser"].iloc[0])
+    errors = metrics.normalised_error(image_store.to_float(recon), crops, table["normaliser"].iloc[0])
     assert float(np.mean(errors)) == pytest.approx(table.loc[table.method == "decoder", "error"].item(), abs=5e-3)
 
 
 def test_cropped_image_store_reads_and_takes_the_same_windows(cropped):
-    with store.ImageStore(cropped / "test.h5") as full, store.ImageStore(cropped / "test.h5", crop=CROP) as view:
+    with image_store.ImageStore(cropped / "test.h5") as full, image_store.ImageStore(cropped / "test.h5", crop=CROP) as view:
         assert view.size == CROP and view.stored_size == SIZE
-        assert np.array_equal(view.read(1, 3), store.centre_crop(full.read(1, 3), CROP))
-        assert np.array_equal(view.take([3, 0]), store.centre_crop(full.take([3, 0]), CROP))
+        assert np.array_equal(view.read(1, 3), image_store.centre_crop(full.read(1, 3), CROP))
+        assert np.array_equal(view.take([3, 0]), image_store.centre_crop(full.take([3, 0]), CROP))
         assert view.float_view()[0:2].shape == (2, 3, CROP, CROP)
     with pytest.raises(ValueError):
-        store.ImageStore(cropped / "test.h5", crop=SIZE + 1)
+        image_store.ImageStore(cropped / "test.h5", crop=SIZE + 1)

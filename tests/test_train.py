@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import decoding, store, train
+from preimage import decoding, image_store, train
 from preimage.evaluate import evaluate_decoder
-from preimage.figures import show_indices
+from preimage.features.cache import FeatureStore
+from preimage.plotting import show_indices
 from tiny_data import builtin_stores
 
 SIZE = 32
@@ -140,10 +141,10 @@ def test_evaluation_rows_and_reconstructions(tiny):
                              str(tiny / "recon.h5"), device="cpu")
     assert table["method"].tolist() == ["decoder", "mean_image", "nearest_neighbour"]
     assert (table["ci_low"] <= table["error"]).all() and (table["error"] <= table["ci_high"]).all()
-    with store.ImageStore(tiny / "test.h5") as test_images:
+    with image_store.ImageStore(tiny / "test.h5") as test_images:
         assert (table["n_test"] == len(test_images)).all()
     assert pd.read_csv(tiny / "error.csv").shape == table.shape
-    with store.ImageStore(tiny / "test.h5") as images:
+    with image_store.ImageStore(tiny / "test.h5") as images:
         import h5py
 
         with h5py.File(tiny / "recon.h5") as handle:
@@ -154,7 +155,7 @@ def test_evaluation_rows_and_reconstructions(tiny):
 def test_nearest_neighbour_of_a_training_image_is_itself(tiny):
     from preimage.evaluate import nearest_neighbours
 
-    with store.FeatureStore(tiny / "hog_train.h5") as feats:
+    with FeatureStore(tiny / "hog_train.h5") as feats:
         index, searched = nearest_neighbours(feats, feats, torch.device("cpu"))
     assert searched == len(index) and np.array_equal(index, np.arange(len(index)))
 
@@ -182,7 +183,7 @@ def test_autoencoder_fine_tunes_the_encoder_and_its_code_is_a_representation(tin
     assert not torch.equal(start.model.state_dict()[first], tuned.model.state_dict()[first])
     # fc layers are above conv2: the autoencoder never touches them
     assert torch.equal(start.model.state_dict()["classifier.6.weight"], tuned.model.state_dict()["classifier.6.weight"])
-    images = store.to_float(store.ImageStore(tiny / "test.h5").read(0, 2))
+    images = image_store.to_float(image_store.ImageStore(tiny / "test.h5").read(0, 2))
     with torch.no_grad():
         code = tuned(images)
     assert code.shape[1:] == tuple(result["meta"]["feature_shape"])

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import decoding, store, train
+from preimage import decoding, image_store, train
 from tiny_data import builtin_stores
 
 SIZE = 32
@@ -36,7 +36,7 @@ def _train(root, name, stop_after_epochs=None, **overrides):
 def _val_loss(root, name):
     """The validation loss of the written decoder, recomputed from the file."""
     model, meta = decoding.load_decoder(root / f"{name}.pt")
-    with store.ImageStore(root / "train.h5") as images:
+    with image_store.ImageStore(root / "train.h5") as images:
         _, val_idx = train.split_train_val(len(images), 0.3, 0, train.photo_groups(images))
     split = train.PairedSplit(str(root / "hog_train.h5"), str(root / "train.h5"), val_idx, val_idx, meta["image_size"])
     data, _ = split.open(64)
@@ -85,7 +85,7 @@ def test_the_residual_decoder_starts_from_the_mean_training_image(tiny):
     result = _train(tiny, "mean_start", residual=True, epochs=1, lr=1e-12)
     model, meta = decoding.load_decoder(tiny / "mean_start.pt")
     assert meta["residual"] and model.residual
-    with store.ImageStore(tiny / "train.h5") as images:
+    with image_store.ImageStore(tiny / "train.h5") as images:
         train_idx, _ = train.split_train_val(len(images), 0.3, 0)
     mean = train.mean_target(str(tiny / "train.h5"), train_idx, SIZE, model.output_size)
     features = torch.randn(2, *meta["feature_shape"])

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from preimage import data, train
-from preimage.store import ImageStore
+from preimage.image_store import ImageStore
 
 SIZE = 32
 

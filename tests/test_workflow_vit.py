@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from preimage import metrics, store
+from preimage import image_store, metrics
 from preimage.data import resize_center_crop
 from preimage.evaluate import mean_training_image
 from workflow import ENV, ROOT
@@ -68,8 +68,8 @@ def test_invert_with_the_trained_decoder(finished_run, tmp_path):
     assert list(errors["input"]) == [str(p) for p in inputs] and np.isfinite(errors["error"]).all()
     # the reference a decoder must beat: the mean training image, at the same normaliser (evaluate's)
     normaliser = float(pd.read_csv(results / SLUG / "error.csv")["normaliser"].iloc[0])
-    targets = store.to_float(np.stack([resize_center_crop(Image.open(p).convert("RGB"), 32) for p in inputs]))
-    with store.ImageStore(results / "data/train.h5") as train:
+    targets = image_store.to_float(np.stack([resize_center_crop(Image.open(p).convert("RGB"), 32) for p in inputs]))
+    with image_store.ImageStore(results / "data/train.h5") as train:
         mean = mean_training_image(train).expand_as(targets)
     reference = metrics.normalised_error(mean, targets, normaliser)
     assert errors["error"].mean() < reference.mean()

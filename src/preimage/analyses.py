@@ -29,14 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import feature_ops, metrics, store
+from preimage import atomic_files, feature_ops, hdf5, image_store, metrics
 from preimage.decoding import TrainedDecoder
-from preimage.figures import analysis_title, image_grid, show_indices
+from preimage.features.cache import FeatureStore
+from preimage.plotting import analysis_title, image_grid, show_indices
 
 log = logging.getLogger("preimage.analyses")
 
 
-def _normaliser(test_images: store.ImageStore) -> float:
+def _normaliser(test_images: image_store.ImageStore) -> float:
     """N of the paper's error: the mean distance between all pairs of test images."""
     return metrics.mean_pairwise_distance(test_images.float_view())
 
@@ -46,7 +47,7 @@ def _shown_test_images(decoder: TrainedDecoder, test_images_path: str,
     """The test images as ``decoder``'s targets: (the error's normaliser, all images as floats,
     the indices of the figure images)."""
     with decoder.images(test_images_path) as images:
-        return _normaliser(images), store.to_float(images.read(0, len(images))), show_indices(len(images), n_show)
+        return _normaliser(images), image_store.to_float(images.read(0, len(images))), show_indices(len(images), n_show)
 
 
 @torch.no_grad()
@@ -94,12 +95,12 @@ def perturbation(representation_name: str, decoder_path: str, test_features_path
     errors: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
     changes: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
     shown: Dict[str, List[np.ndarray]] = {k: [] for k in kinds}
-    with decoder.images(test_images_path) as images, store.FeatureStore(test_features_path) as feats:
+    with decoder.images(test_images_path) as images, FeatureStore(test_features_path) as feats:
         normaliser = _normaliser(images)
         pick = set(show_indices(len(images), n_show).tolist())
         for offset, f in feats.batches(batch_size):
             f = torch.from_numpy(f)
-            truth = store.to_float(images.read(offset, offset + len(f)))
+            truth = image_store.to_float(images.read(offset, offset + len(f)))
             rows = [i for i in range(len(f)) if offset + i in pick]
             for k, kind in enumerate(kinds):
                 generator = torch.Generator().manual_seed(seed * 1000 + k * 100003 + offset)
@@ -108,14 +109,14 @@ def perturbation(representation_name: str, decoder_path: str, test_features_path
                 errors[kind].append(metrics.normalised_error(recon, truth, normaliser))
                 change = (g - f).flatten(1).norm(dim=1) / f.flatten(1).norm(dim=1).clamp_min(1e-12)
                 changes[kind].append(change.numpy())
-                shown[kind].append(store.to_uint8(recon[rows]))
+                shown[kind].append(image_store.to_uint8(recon[rows]))
             shown.setdefault("input", []).append(images.read(offset, offset + len(f))[rows])
     table = pd.DataFrame([
         metrics.error_summary(np.concatenate(errors[k]), seed, representation=representation_name, perturbation=k,
                               fraction=fraction, feature_change=float(np.mean(np.concatenate(changes[k]))))
         for k in kinds
     ])
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     grid = [("input", np.concatenate(shown["input"]))]
     grid += [(f"{k}\n{table.loc[i, 'error']:.3f}", np.concatenate(shown[k])) for i, k in enumerate(kinds)]
     image_grid(grid, png_path, title=analysis_title(representation_name, decoder.label, "reconstructions from "
@@ -156,19 +157,19 @@ def interpolation(representation_name: str, decoder_path: str, test_features_pat
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
     decoder = TrainedDecoder(decoder_path, device)
-    with store.FeatureStore(test_features_path) as feats:
+    with FeatureStore(test_features_path) as feats:
         pick = show_indices(len(feats), max(2 * pairs, n_show))
         if len(pick) < 2:
             raise ValueError(f"{representation_name}: interpolation needs at least two test images, the test set "
                              f"has {len(feats)}")
         chosen = [(int(pick[2 * p]), int(pick[2 * p + 1])) for p in range(min(pairs, len(pick) // 2))]
-        strips = np.stack([store.to_uint8(decoder(feature_ops.interpolate(torch.from_numpy(feats.take([a])[0]),
+        strips = np.stack([image_store.to_uint8(decoder(feature_ops.interpolate(torch.from_numpy(feats.take([a])[0]),
                                                                           torch.from_numpy(feats.take([b])[0]), steps)))
                            for a, b in chosen])
-    with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
-        store.create_dataset(handle, "strips", data=strips)
-        store.create_dataset(handle, "pairs", data=np.array(chosen))
-        store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
+    with atomic_files.atomic_path(h5_path) as tmp, hdf5.create_h5(tmp) as handle:
+        hdf5.create_dataset(handle, "strips", data=strips)
+        hdf5.create_dataset(handle, "pairs", data=np.array(chosen))
+        hdf5.write_attrs(handle, hdf5.provenance(representation=representation_name, label=decoder.label,
                                                    steps=steps))
     rows = [(f"{a} → {b}", strip) for (a, b), strip in zip(chosen, strips)]
     image_grid(rows, png_path, title=analysis_title(representation_name, decoder.label,
@@ -209,7 +210,7 @@ def random_samples(representation_name: str, decoder_path: str, train_features_p
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
     decoder = TrainedDecoder(decoder_path, device)
-    with store.FeatureStore(train_features_path) as feats:
+    with FeatureStore(train_features_path) as feats:
         rng = np.random.default_rng(seed)
         n = min(fit_images, len(feats))
         idx = np.sort(rng.choice(len(feats), size=n, replace=False))
@@ -229,9 +230,9 @@ def random_samples(representation_name: str, decoder_path: str, train_features_p
     grid = []
     for name, s in samples.items():
         rows.append(statistics(name, s, alpha, count))
-        grid.append((name, store.to_uint8(decoder(s))))
+        grid.append((name, image_store.to_uint8(decoder(s))))
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     image_grid(grid, png_path, title=analysis_title(representation_name, decoder.label,
                                                     f"random feature vectors (α = {alpha:g})"))
     return table
@@ -280,10 +281,10 @@ def dark_knowledge(decoder_path: str, test_features_path: str, test_images_path:
         The representation's name, for the table's rows and the figure's title.
     """
     decoder = TrainedDecoder(decoder_path, device)
-    with decoder.images(test_images_path) as images, store.FeatureStore(test_features_path) as feats:
+    with decoder.images(test_images_path) as images, FeatureStore(test_features_path) as feats:
         normaliser = _normaliser(images)
         logits = torch.from_numpy(feats.read(0, len(feats)))
-        truth = store.to_float(images.read(0, len(images)))
+        truth = image_store.to_float(images.read(0, len(images)))
         pick = show_indices(len(images), n_show)
         inputs = images.take(pick)
     variants = {"all": "all activations", "top5": f"only the {k} largest", "all_but_top5": f"all but the {k} largest"}
@@ -293,9 +294,9 @@ def dark_knowledge(decoder_path: str, test_features_path: str, test_images_path:
         errs = metrics.normalised_error(recon, truth, normaliser)
         rows.append(metrics.error_summary(errs, seed, representation=representation_name, variant=variant, k=k,
                                           description=name))
-        grid.append((f"{name}\n{rows[-1]['error']:.3f}", store.to_uint8(recon[pick])))
+        grid.append((f"{name}\n{rows[-1]['error']:.3f}", image_store.to_uint8(recon[pick])))
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     predictions = _prediction(logits[pick], categories)
     image_grid(grid, png_path, title=analysis_title(representation_name, decoder.label,
                                                     "dark knowledge; predictions: " + "; ".join(predictions)))
@@ -355,10 +356,10 @@ def hue_shift(representation, decoder_path: str, test_images_path: str, csv_path
         row["same_top1_as_original"] = float((top1 == original_top1).float().mean())
         rows.append(row)
         preds = _prediction(feats[pick], categories) if feats.dim() == 2 and feats.shape[1] > 1 else [""] * len(pick)
-        grid.append((f"input {d:g}°", store.to_uint8(shifted[pick])))
-        grid.append((f"{representation_name} → {d:g}°\n" + "\n".join(preds[:1]), store.to_uint8(recon[pick])))
+        grid.append((f"input {d:g}°", image_store.to_uint8(shifted[pick])))
+        grid.append((f"{representation_name} → {d:g}°\n" + "\n".join(preds[:1]), image_store.to_uint8(recon[pick])))
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     image_grid(grid, png_path, title=analysis_title(representation_name, decoder.label,
                                                     f"hue-rotated inputs and their {representation_name} "
                                                     "reconstructions"))
@@ -401,7 +402,7 @@ def brightness(representation, decoder_path: str, test_images_path: str, csv_pat
     decoder = TrainedDecoder(decoder_path, device)
     representation.to(decoder.device)
     normaliser, truth, pick = _shown_test_images(decoder, test_images_path, n_show)
-    reference, rows, grid = None, [], [("input", store.to_uint8(truth[pick]))]
+    reference, rows, grid = None, [], [("input", image_store.to_uint8(truth[pick]))]
     for factor in [1.0, *[float(f) for f in factors]]:
         scaled = feature_ops.scale_brightness(truth, factor)
         feats = _features_of(representation, scaled, decoder.device, batch_size)
@@ -411,9 +412,9 @@ def brightness(representation, decoder_path: str, test_images_path: str, csv_pat
                                     representation=representation_name, factor=factor)
         row["distance_to_unscaled"] = float(np.mean(metrics.normalised_error(recon, reference, normaliser)))
         rows.append(row)
-        grid.append((f"×{factor:g}\n{row['error']:.3f}", store.to_uint8(recon[pick])))
+        grid.append((f"×{factor:g}\n{row['error']:.3f}", image_store.to_uint8(recon[pick])))
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     image_grid(grid, png_path, title=analysis_title(representation_name, decoder.label,
                                                     "reconstructions of brightness-scaled images"))
     return table
@@ -451,14 +452,14 @@ def single_units(representation_name: str, decoder_path: str, train_features_pat
         Training vectors (the first ones) the largest activations are taken over.
     """
     decoder = TrainedDecoder(decoder_path, device)
-    with store.FeatureStore(train_features_path) as feats:
+    with FeatureStore(train_features_path) as feats:
         n = min(sample, len(feats))
         real = torch.from_numpy(feats.read(0, n)).flatten(1)
     peak, _ = real.max(dim=0)
     units = torch.argsort(peak, descending=True)[:count].tolist()
     vectors = feature_ops.single_unit_vectors(real.shape[1], units, [float(peak[u]) for u in units])
     shape = tuple(decoder.meta["feature_shape"])
-    recon = store.to_uint8(decoder(vectors.reshape(len(units), *shape)))
+    recon = image_store.to_uint8(decoder(vectors.reshape(len(units), *shape)))
     named = categories is not None and len(categories) == real.shape[1]  # class scores (fc8, logits)
     labels = [f"{u}: {_class_name(categories, u)}" if named else f"unit {u}" for u in units]
     image_grid([("; ".join(labels), recon)], png_path,

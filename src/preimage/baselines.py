@@ -109,9 +109,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, hdf5, image_store, metrics
 from preimage.decoding import TrainedDecoder
-from preimage.figures import analysis_title, image_grid, show_indices
+from preimage.plotting import analysis_title, image_grid, show_indices
 from preimage.weights import IMAGENET_MEAN
 
 __all__ = [
@@ -540,7 +540,7 @@ def mv_normalised_error(squared_distances: np.ndarray, targets: torch.Tensor) ->
 def figure_codes(decoder: TrainedDecoder, representation, test_images_path: str,
                  images: int) -> Tuple[float, np.ndarray, torch.Tensor, torch.Tensor]:
     """The codes both methods invert: the first ``images`` figure images
-    (:func:`preimage.figures.show_indices`) of the test store, seen as ``decoder`` sees them
+    (:func:`preimage.plotting.show_indices`) of the test store, seen as ``decoder`` sees them
     (its crop). Returns the error's normaliser (mean distance between all test images), their
     indices, the images (N, 3, S, S) in [0, 1] and Φ0 = Φ(x) on the CPU; ``representation`` is
     moved to the decoder's device."""
@@ -548,7 +548,7 @@ def figure_codes(decoder: TrainedDecoder, representation, test_images_path: str,
     with decoder.images(test_images_path) as test_images:
         normaliser = metrics.mean_pairwise_distance(test_images.float_view())
         pick = show_indices(len(test_images), max(images, 1))[:images]
-        truth = store.to_float(test_images.take(pick))
+        truth = image_store.to_float(test_images.take(pick))
     with torch.no_grad():
         targets = representation(truth.to(decoder.device)).cpu()
     return normaliser, pick, truth, targets
@@ -566,7 +566,7 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
     the seconds per reconstruction, measured in the same run. With ``mv_config.restarts`` = K > 1
     the optimisation's rows average over its K reconstructions per code, ``diversity`` is their
     spread (:func:`preimage.metrics.sample_diversity`) and the HDF5 store keeps them all
-    (``mahendran_vedaldi_samples``, drawn by :func:`samples_png`). ``representation_name`` names
+    (``mahendran_vedaldi_samples``, drawn by :func:`preimage.figures.mahendran_vedaldi_samples`). ``representation_name`` names
     the rows (the slug, ``fc6-ae``); ``base_name`` is the configured name of its base representation (``fc6``), which picks the optimisation's defaults
     (:func:`settings`).
 
@@ -630,24 +630,24 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
         row["seconds_per_image"] = float(seconds)
         rows.append(row)
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     optimised = samples[:, 0]
-    with store.atomic_path(h5_path) as tmp, store.create_h5(tmp) as handle:
-        store.create_dataset(handle, "indices", data=np.asarray(pick))
-        store.create_dataset(handle, "decoder", data=store.to_uint8(decoded))
-        store.create_dataset(handle, "mahendran_vedaldi", data=store.to_uint8(optimised))
+    with atomic_files.atomic_path(h5_path) as tmp, hdf5.create_h5(tmp) as handle:
+        hdf5.create_dataset(handle, "indices", data=np.asarray(pick))
+        hdf5.create_dataset(handle, "decoder", data=image_store.to_uint8(decoded))
+        hdf5.create_dataset(handle, "mahendran_vedaldi", data=image_store.to_uint8(optimised))
         if k > 1:
-            store.create_dataset(handle, "mahendran_vedaldi_samples",
-                                 data=store.to_uint8(samples.flatten(0, 1)).reshape(n, k, *samples.shape[2:]))
-        store.write_attrs(handle, store.provenance(representation=representation_name, label=decoder.label,
+            hdf5.create_dataset(handle, "mahendran_vedaldi_samples",
+                                 data=image_store.to_uint8(samples.flatten(0, 1)).reshape(n, k, *samples.shape[2:]))
+        hdf5.write_attrs(handle, hdf5.provenance(representation=representation_name, label=decoder.label,
                                                    settings=result.settings,
                                                    history=result.history[-1:] if result.history else []))
     show = slice(0, min(n_show, len(truth)))
     d, m = rows
     image_grid([
-        ("input", store.to_uint8(truth[show])),
-        (f"our decoder\n{d['error']:.3f} / {d['feature_error']:.3f}", store.to_uint8(decoded[show])),
-        (f"Mahendran &\nVedaldi\n{m['error']:.3f} / {m['feature_error']:.3f}", store.to_uint8(optimised[show])),
+        ("input", image_store.to_uint8(truth[show])),
+        (f"our decoder\n{d['error']:.3f} / {d['feature_error']:.3f}", image_store.to_uint8(decoded[show])),
+        (f"Mahendran &\nVedaldi\n{m['error']:.3f} / {m['feature_error']:.3f}", image_store.to_uint8(optimised[show])),
     ], png_path, title=analysis_title(representation_name, decoder.label,
                                       "decoder vs optimisation (row label: image error / feature error)"))
     for row in rows:
@@ -655,23 +655,3 @@ def mahendran_vedaldi(representation_name: str, representation, base_name: str, 
                  representation_name, row["method"], row["error"], row["feature_error"], row["mv_error"],
                  row["diversity"], row["seconds_per_image"])
     return table
-
-
-def samples_png(h5_path: str, csv_path: str, test_images_path: str, png_path: str, n_show: int = 6) -> None:
-    """The K reconstructions per code of :func:`mahendran_vedaldi` (restarts > 1), one row per
-    restart under the inputs (M&V's Figure 7 layout), titled with their diversity."""
-    with store.reading(h5_path) as handle:
-        if "mahendran_vedaldi_samples" not in handle:
-            raise ValueError(f"{h5_path} holds one reconstruction per code (baselines.mahendran_vedaldi.restarts: 1)")
-        indices = np.asarray(handle["indices"])
-        count = min(n_show, len(indices))
-        samples = np.asarray(handle["mahendran_vedaldi_samples"][:count])  # (n, K, 3, S, S) uint8
-        attrs = store.read_attrs(handle)
-    with store.ImageStore(test_images_path, crop=samples.shape[-1]) as images:
-        inputs = images.take(indices[:count])
-    row = pd.read_csv(csv_path).set_index("method").loc["mahendran_vedaldi"]
-    rows = [("input", inputs)] + [(f"restart {r + 1}", samples[:, r]) for r in range(samples.shape[1])]
-    image_grid(rows, png_path, title=analysis_title(
-        str(attrs.get("representation", "")), str(attrs.get("label", "")),
-        f"{samples.shape[1]} pre-images per code from different noise (Mahendran & Vedaldi); diversity "
-        f"{row['diversity']:.3f}"))

@@ -68,7 +68,7 @@ def _fail(command: str, message: str) -> int:
 def _invert(args: argparse.Namespace) -> int:
     import torch
 
-    from preimage import store
+    from preimage import atomic_files, torch_files
     from preimage.decoding import NoProvenance, TrainedDecoder, WeightsMismatch
     from preimage.devices import resolve_device
     from preimage.invert import InvertError, invert_features, invert_images
@@ -86,8 +86,8 @@ def _invert(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         return _fail("invert", f"--device {args.device}: {err}")
-    expected = (InvertError, NoProvenance, WeightsMismatch, store.DamagedFile,
-                store.UnsafeFile, FileNotFoundError, IsADirectoryError, PermissionError)
+    expected = (InvertError, NoProvenance, WeightsMismatch, atomic_files.DamagedFile,
+                torch_files.UnsafeFile, FileNotFoundError, IsADirectoryError, PermissionError)
     try:
         decoder = TrainedDecoder(args.decoder, device)
         options = dict(error=args.error, normaliser=args.normaliser, sheet=not args.no_sheet,

@@ -231,7 +231,25 @@ def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | Non
             if not _is_network_node(name):
                 problems.append(f"analyses.{key}.layers: {name!r} is not a CNN representation "
                                 "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>)")
+    scorecard = analyses.get("scorecard", {})
+    if scorecard.get("enabled"):
+        problems.extend(_classifier_problems(scorecard.get("classifier", "")))
     return problems
+
+
+def _classifier_problems(name: str) -> List[str]:
+    """Why ``analyses.scorecard.classifier`` cannot be the scorecard's classifier: an unknown name,
+    or a representation that is no network."""
+    from preimage.features.base import lookup
+
+    try:
+        cls = lookup(name)
+    except KeyError as err:
+        return [f"analyses.scorecard.classifier: {err.args[0]}"]
+    if not getattr(cls, "has_weights", False):
+        return [f"analyses.scorecard.classifier: {name} is no network; name a trained classifier's logits node "
+                "(efficientnet_lite0:fc, fc8, torchvision:resnet50:fc)"]
+    return []
 
 
 def _is_network_node(name: str) -> bool:

@@ -53,7 +53,7 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from preimage import store
+from preimage import hdf5, image_store
 
 log = logging.getLogger("preimage.data")
 
@@ -763,7 +763,7 @@ def join_shards(parts: Mapping[str, Sequence[str | os.PathLike]], outputs: Mappi
     counts: Dict[str, int] = {}
     for split, out in outputs.items():
         paths = list(parts[split])
-        stores = [store.ImageStore(p) for p in paths]
+        stores = [image_store.ImageStore(p) for p in paths]
         try:
             metas = [s.attrs for s in stores]
             first = metas[0]
@@ -777,14 +777,14 @@ def join_shards(parts: Mapping[str, Sequence[str | os.PathLike]], outputs: Mappi
             attrs = {k: v for k, v in first.items()
                      if k not in ("shard", "skipped", "n_images", "preimage_version", "content_sha256")}
             skipped = [entry for meta in metas for entry in meta.get("skipped", [])]
-            with store.write_image_store(out, stores[0].size, stores[0].classes, attrs) as writer:
+            with image_store.write_image_store(out, stores[0].size, stores[0].classes, attrs) as writer:
                 for part in stores:
                     labels, names = part.labels, part.paths
                     for start in range(0, len(part), block):
                         stop = min(start + block, len(part))
                         writer.append(part.read(start, stop), labels[start:stop], names[start:stop])
                 counts[split] = writer.count
-                store.write_attrs(writer.handle, {"skipped": list(dict.fromkeys(skipped)), "n_images": writer.count})
+                hdf5.write_attrs(writer.handle, {"skipped": list(dict.fromkeys(skipped)), "n_images": writer.count})
         finally:
             for part in stores:
                 part.close()
@@ -850,7 +850,7 @@ def extract(
              f" (shard {shard[0] + 1} of {shard[1]}: {len({k[1] for k in selection.needs})} classes)" if shard else "")
     with contextlib.ExitStack() as stack:
         writers = {
-            split: stack.enter_context(store.write_image_store(
+            split: stack.enter_context(image_store.write_image_store(
                 path, size, selection.classes,
                 {**attrs, "split": split, "crops_per_image": views.count if views and split == "train" else 1}))
             for split, path in outputs.items()
@@ -896,7 +896,7 @@ def extract(
         for split in outputs:
             _flush(writers[split], buffers[split])
             counts[split] = writers[split].count
-            store.write_attrs(writers[split].handle, {"skipped": skipped, "n_images": counts[split]})
+            hdf5.write_attrs(writers[split].handle, {"skipped": skipped, "n_images": counts[split]})
     seconds = time.perf_counter() - started
     log.info("done: %s images in %.1f s; %d skipped", counts, seconds, len(skipped))
     return ExtractionReport(counts, skipped, seconds)
@@ -950,7 +950,7 @@ def _draw(selection: Selection, needs: Dict[Tuple[str, int], int]) -> List[Item]
     return batch
 
 
-def _flush(writer: store.ImageStoreWriter, buffer: List[Tuple[np.ndarray, int, str]]) -> None:
+def _flush(writer: image_store.ImageStoreWriter, buffer: List[Tuple[np.ndarray, int, str]]) -> None:
     if buffer:
         images, labels, paths = zip(*buffer)
         writer.append(np.stack(images), labels, paths)

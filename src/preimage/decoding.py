@@ -63,9 +63,10 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, image_store, metrics, torch_files
 from preimage.decoders import DECODER_KINDS, UPSAMPLE_MODES, Decoder, build_decoder
 from preimage.devices import resolve_device
+from preimage.features.cache import FeatureStore
 
 __all__ = ["PROVENANCE_VERSION", "NoProvenance", "NotADecoder", "TrainedDecoder", "WeightsMismatch",
            "feature_provenance", "load_decoder"]
@@ -76,7 +77,7 @@ _META_KEYS = ("kind", "feature_shape", "image_size", "output_size", "width", "up
               "representation", "provenance")
 
 
-class NotADecoder(store.DamagedFile):
+class NotADecoder(atomic_files.DamagedFile):
     """A readable file that is not a decoder written by :mod:`preimage.train`."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
@@ -117,7 +118,7 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """Rebuild a trained decoder from ``decoder.pt``: returns (model in eval mode, metadata dict).
 
     Read with ``weights_only=True``: a file holding anything but tensors and plain values is
-    refused (:class:`preimage.store.UnsafeFile`), a damaged one named (``DamagedFile``), a
+    refused (:class:`preimage.torch_files.UnsafeFile`), a damaged one named (``DamagedFile``), a
     readable file that holds no decoder (another network's state dict, a checkpoint) named as
     such (:class:`NotADecoder`, a ``DamagedFile``). A missing file is a ``FileNotFoundError``
     naming it.
@@ -133,9 +134,9 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise FileNotFoundError(f"cannot read decoder {path}: no such file")
     if not source.is_file():
         raise NotADecoder(path, "not a file")
-    if not store.is_torch_file(source):
+    if not torch_files.is_torch_file(source):
         raise NotADecoder(path, "not a file torch.save writes")
-    payload = store.load_torch(path)
+    payload = torch_files.load_torch(path)
     if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
         raise NotADecoder(path, "no 'meta' and 'state_dict'")
     meta, state = payload["meta"], payload["state_dict"]
@@ -289,14 +290,14 @@ class TrainedDecoder:
         out = [self.decode(features[start:start + batch_size]) for start in range(0, len(features), batch_size)]
         return torch.cat(out) if out else torch.empty(0, 3, self.image_size, self.image_size)
 
-    def reconstruct(self, features: store.FeatureStore, batch_size: int = 64) -> Iterator[Tuple[int, torch.Tensor]]:
+    def reconstruct(self, features: FeatureStore, batch_size: int = 64) -> Iterator[Tuple[int, torch.Tensor]]:
         """Stream a feature store: ``(offset, reconstructions)`` per batch of ``batch_size`` rows."""
         for offset, f in features.batches(batch_size):
             yield offset, self.decode(f)
 
-    def images(self, path: str | os.PathLike) -> store.ImageStore:
+    def images(self, path: str | os.PathLike) -> image_store.ImageStore:
         """The image store at ``path`` as this decoder's targets: centre-cropped to its region."""
-        return store.ImageStore(path, crop=self.image_size)
+        return image_store.ImageStore(path, crop=self.image_size)
 
     # ---- new images (``preimage invert``)
 
@@ -443,7 +444,7 @@ class TrainedDecoder:
             table, offsets = representation.compute_sparse(images, workers=1)
             dense = np.asarray(representation.densify(table, offsets, None, size, size), dtype=np.float32)
         else:
-            x = store.to_float(images).to(self.device)
+            x = image_store.to_float(images).to(self.device)
             dense = representation.compute(x).float().cpu().numpy()
         dtype = self.provenance["feature_dtype"]
         return dense.astype(dtype).astype(np.float32)
@@ -451,7 +452,7 @@ class TrainedDecoder:
     def targets(self, images: np.ndarray) -> torch.Tensor:
         """The part of uint8 images ``(n, 3, S, S)`` the decoder reconstructs (the centre
         ``image_size`` crop Φ sees), as float [0, 1]: what its errors compare with."""
-        return store.to_float(np.ascontiguousarray(store.centre_crop(images, self.image_size)))
+        return image_store.to_float(np.ascontiguousarray(image_store.centre_crop(images, self.image_size)))
 
 
 def _is_sha256(text: Any) -> bool:

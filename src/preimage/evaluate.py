@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, hdf5, image_store, metrics
 from preimage.decoding import TrainedDecoder
+from preimage.features.cache import FeatureStore
 
 log = logging.getLogger("preimage.evaluate")
 
@@ -41,7 +42,7 @@ COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "p
            "sharpness", "n_test", "normaliser", "eval_size", "output_size"]
 
 
-def mean_training_image(images: store.ImageStore, batch_size: int = 256) -> torch.Tensor:
+def mean_training_image(images: image_store.ImageStore, batch_size: int = 256) -> torch.Tensor:
     total = torch.zeros(3, images.size, images.size, dtype=torch.float64)
     for _, batch in images.batches(batch_size):
         total += torch.from_numpy(batch).double().sum(0)
@@ -49,7 +50,7 @@ def mean_training_image(images: store.ImageStore, batch_size: int = 256) -> torc
 
 
 @torch.no_grad()
-def nearest_neighbours(test: store.FeatureStore, train: store.FeatureStore, device: torch.device,
+def nearest_neighbours(test: FeatureStore, train: FeatureStore, device: torch.device,
                        limit: Optional[int] = None, batch_size: int = 256,
                        block_bytes: int = 1 << 30) -> Tuple[np.ndarray, int]:
     """Index of the training feature nearest to each test feature (and how many were searched).
@@ -134,9 +135,9 @@ def evaluate_decoder(
     decoder = TrainedDecoder(decoder_path, device)
     label = decoder.meta.get("label") or representation_name
     output_size = decoder.output_size
-    with decoder.images(test_images_path) as test_images, store.FeatureStore(test_features_path) as test_feats, \
+    with decoder.images(test_images_path) as test_images, FeatureStore(test_features_path) as test_feats, \
             decoder.images(train_images_path) as train_images, \
-            store.FeatureStore(train_features_path) as train_feats:
+            FeatureStore(train_features_path) as train_feats:
         size, n = test_images.size, len(test_images)
         normaliser = metrics.mean_pairwise_distance(test_images.float_view())
         log.info("%s: %d test images, errors on the centre %d px of %d (decoder output %d px), "
@@ -155,18 +156,18 @@ def evaluate_decoder(
 
             representation = create(feature_representation["name"],
                                     **dict(feature_representation.get("params") or {})).to(decoder.device)
-        with store.atomic_path(reconstructions_h5) as tmp, store.create_h5(tmp) as out:
-            dataset = store.create_dataset(out, "reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
+        with atomic_files.atomic_path(reconstructions_h5) as tmp, hdf5.create_h5(tmp) as out:
+            dataset = hdf5.create_dataset(out, "reconstructions", shape=(n, 3, size, size), dtype=np.uint8,
                                            chunks=(1, 3, size, size))
-            store.write_attrs(out, store.provenance(representation=representation_name, label=label,
+            hdf5.write_attrs(out, hdf5.provenance(representation=representation_name, label=label,
                                                     decoder=os.path.abspath(decoder_path)))
             for offset, recon in decoder.reconstruct(test_feats, batch_size):
-                truth = store.to_float(test_images.read(offset, offset + len(recon)))
-                dataset[offset:offset + len(recon)] = store.to_uint8(recon)
+                truth = image_store.to_float(test_images.read(offset, offset + len(recon)))
+                dataset[offset:offset + len(recon)] = image_store.to_uint8(recon)
                 candidates = {
                     "decoder": recon,
                     "mean_image": mean_image.expand_as(truth),
-                    "nearest_neighbour": store.to_float(train_images.take(nn_index[offset:offset + len(recon)])),
+                    "nearest_neighbour": image_store.to_float(train_images.take(nn_index[offset:offset + len(recon)])),
                 }
                 for method, guess in candidates.items():
                     errs[method].append(metrics.normalised_error(guess, truth, normaliser))
@@ -199,7 +200,7 @@ def evaluate_decoder(
                    output_size=int(output_size if method == "decoder" else size))
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    store.write_csv(table, error_csv)
+    atomic_files.write_csv(table, error_csv)
     for row in rows:
         log.info("%-18s error %.4f [%.4f, %.4f]  PSNR %.2f dB  SSIM %.3f  feature error %.4f  sharpness %.3f",
                  row["method"], row["error"], row["ci_low"], row["ci_high"], row["psnr"], row["ssim"],

@@ -1,11 +1,12 @@
 """Every figure of the workflow, one function each (paper Figures 3, 5, 7, 10; the analysis figures).
 
-Figures are PNGs written atomically. :func:`show_indices` fixes the test images every figure
-shows; :func:`reconstructions_png` (one representation), :func:`group_figure` (Figures 3 and 5),
-:func:`error_by_layer` (Figure 7), :func:`interpolation_overview` (Figure 10) and
-:func:`loss_comparison` (Figures 12-13) draw from the
-stores the evaluation and the analyses wrote; :func:`image_grid` is the grid every analysis
-figure is drawn with. Titles name the weights that produced AlexNet features (e.g. "untrained
+Figures are PNGs written atomically (:func:`preimage.plotting.save_figure`);
+:func:`preimage.plotting.show_indices` fixes the test images every figure shows.
+:func:`reconstructions_png` (one representation), :func:`group_figure` (Figures 3 and 5),
+:func:`error_by_layer` (Figure 7), :func:`interpolation_overview` (Figure 10),
+:func:`loss_comparison` (Figures 12-13) and :func:`mahendran_vedaldi_samples` draw from the
+stores the evaluation, the analyses and the baselines wrote; :func:`preimage.plotting.image_grid`
+is the grid every analysis figure is drawn with. Titles name the weights that produced AlexNet features (e.g. "untrained
 AlexNet"), so a figure of the embedded default can never be mistaken for the paper's. The tables
 are in :mod:`preimage.tables`.
 """
@@ -22,51 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from preimage import store  # noqa: E402
+from preimage import hdf5, image_store  # noqa: E402
+from preimage.plotting import analysis_title, image_grid, save_figure, show_indices  # noqa: E402
 from preimage.representations import ALEXNET_LAYERS, node_label  # noqa: E402
-
-
-def show_indices(count: int, n_show: int) -> np.ndarray:
-    """The fixed test images shown in every figure: evenly spaced over the test set."""
-    return np.unique(np.linspace(0, count - 1, min(n_show, count)).round().astype(int))
-
-
-def analysis_title(representation_name: str, label: str, what: str) -> str:
-    """``"<representation>: <what> — <label>"`` (the label, e.g. the network's weights, only when
-    it says more than the name)."""
-    return f"{representation_name}: {what}" + (f" — {label}" if label and label != representation_name else "")
-
-
-def _save(fig, path: str | os.PathLike) -> None:
-    with store.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _hwc(image: np.ndarray) -> np.ndarray:
-    return np.asarray(image).transpose(1, 2, 0)
-
-
-def image_grid(rows: Sequence[Tuple[str, np.ndarray]], path: str | os.PathLike, title: Optional[str] = None) -> None:
-    """A grid with one labelled row per entry of ``rows`` = [(label, uint8 (k, 3, S, S)), …]."""
-    n_rows = len(rows)
-    n_cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 1.2, 1.3 * n_rows + (0.4 if title else 0)),
-                             squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images):
-                ax.imshow(_hwc(images[c]), interpolation="nearest")
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(wspace=0.04, hspace=0.04)
-    _save(fig, path)
 
 
 def reconstructions_figure(inputs: np.ndarray, rows: Mapping[str, np.ndarray], path: str | os.PathLike,
@@ -77,10 +36,10 @@ def reconstructions_figure(inputs: np.ndarray, rows: Mapping[str, np.ndarray], p
 
 def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path: str, n_show: int) -> None:
     """Inputs above reconstructions for the fixed test images (the per-representation figure)."""
-    with store.reading(reconstructions_h5) as handle, \
-            store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
+    with hdf5.reading(reconstructions_h5) as handle, \
+            image_store.ImageStore(test_images_path, crop=handle["reconstructions"].shape[-1]) as images:
         pick = show_indices(len(images), n_show)
-        attrs = store.read_attrs(handle)
+        attrs = hdf5.read_attrs(handle)
         recon = handle["reconstructions"][np.sort(pick)]
         reconstructions_figure(images.take(pick), {attrs["representation"]: recon}, png_path,
                                title=f"{attrs['representation']}: {attrs.get('label', '')}")
@@ -89,19 +48,19 @@ def reconstructions_png(test_images_path: str, reconstructions_h5: str, png_path
 def group_figure(test_images_path: str, reconstructions: Dict[str, str], png_path: str, n_show: int) -> None:
     """Inputs above one row per representation (paper Figures 3 and 5)."""
     rows, labels = {}, set()
-    with store.ImageStore(test_images_path) as images:
+    with image_store.ImageStore(test_images_path) as images:
         pick = show_indices(len(images), n_show)
         inputs = images.take(pick)
     for rep, path in reconstructions.items():
-        with store.reading(path) as handle:
+        with hdf5.reading(path) as handle:
             rows[rep] = handle["reconstructions"][np.sort(pick)]
-            label = str(store.read_attrs(handle).get("label", ""))
+            label = str(hdf5.read_attrs(handle).get("label", ""))
             if label and label != rep:
                 labels.add(label)
     # every row shows the centre region the smallest reconstruction covers (AlexNet: its crop)
     side = min([inputs.shape[-1], *(r.shape[-1] for r in rows.values())])
-    inputs = store.centre_crop(inputs, side)
-    rows = {rep: store.centre_crop(r, side) for rep, r in rows.items()}
+    inputs = image_store.centre_crop(inputs, side)
+    rows = {rep: image_store.centre_crop(r, side) for rep, r in rows.items()}
     title = "Reconstructions from " + ", ".join(rows) + (f" — {'; '.join(sorted(labels))}" if labels else "")
     reconstructions_figure(inputs, rows, png_path, title=title)
 
@@ -111,7 +70,7 @@ def interpolation_overview(strips: Mapping[str, str], png_path: str) -> None:
     maps a representation to the ``interpolation.h5`` of :func:`preimage.analyses.interpolation`."""
     rows = []
     for rep, path in strips.items():
-        with store.reading(path) as handle:
+        with hdf5.reading(path) as handle:
             rows.append((rep, handle["strips"][0]))
     image_grid(rows, png_path, title="Interpolation between the features of two test images (cf. paper Figure 10)")
 
@@ -185,7 +144,7 @@ def error_by_layer(table: pd.DataFrame, path: str | os.PathLike, title: Optional
     ax.set_title(title or (figure7_title(table) if network == "AlexNet"
                            else f"Reconstruction error by layer of {network} (cf. paper Figure 7)"), fontsize=10)
     labels = [line.get_label() for line in ax.get_lines()]
-    _save(fig, path)
+    save_figure(fig, path)
     return labels
 
 
@@ -217,12 +176,12 @@ def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str
     from preimage import metrics
 
     first = next(iter(decoders.values()))[0]
-    with store.reading(first) as handle:
+    with hdf5.reading(first) as handle:
         side = handle["reconstructions"].shape[-1]
     mv_images, mv_row = None, None
-    with store.ImageStore(test_images_path, crop=side) as images:
+    with image_store.ImageStore(test_images_path, crop=side) as images:
         if mahendran_vedaldi is not None:
-            with store.reading(mahendran_vedaldi[0]) as handle:
+            with hdf5.reading(mahendran_vedaldi[0]) as handle:
                 inverted = np.asarray(handle["indices"])
                 chosen = show_indices(len(inverted), n_show)
                 pick = inverted[chosen]
@@ -231,13 +190,13 @@ def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str
             table = pd.read_csv(mahendran_vedaldi[1])
             rows = table[table.method == "mahendran_vedaldi"]
             mv_row = dict(rows.iloc[0]) if len(rows) else {}
-            mv_row["sharpness"] = metrics.sharpness(store.to_float(all_mv), store.to_float(images.take(inverted)))
+            mv_row["sharpness"] = metrics.sharpness(image_store.to_float(all_mv), image_store.to_float(images.take(inverted)))
         else:
             pick = show_indices(len(images), n_show)
         inputs = images.take(pick)
     grid = [("input", inputs)]
     for label, (h5, csv) in decoders.items():
-        with store.reading(h5) as handle:
+        with hdf5.reading(h5) as handle:
             recon = handle["reconstructions"][np.sort(pick)]  # pick is sorted (show_indices)
         table = pd.read_csv(csv)
         rows = table[table.method == "decoder"]
@@ -248,55 +207,36 @@ def loss_comparison(test_images_path: str, decoders: Mapping[str, Tuple[str, str
                + "\nrow labels: image error / feature error / sharpness")
 
 
-def scaling_curve(curve: pd.DataFrame, fit: pd.DataFrame, path: str | os.PathLike,
-                  mean_image: Optional[Mapping[str, float]] = None) -> None:
-    """The data-scaling curve (:mod:`preimage.scaling`): held-out error against training images
-    (log axis) with 95 % intervals per representation, the fitted power law (solid over the data,
-    dotted beyond it) and its prediction at the paper's training-set size with its interval;
-    ``mean_image`` (representation → error) adds each one's mean-image reference as a thin line."""
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    for k, (representation, rows) in enumerate(curve.groupby("representation", sort=False)):
-        colour = f"C{k % 10}"
-        rows = rows.sort_values("n_train")
-        n = rows["n_train"].to_numpy(float)
-        ax.errorbar(n, rows["error"], yerr=[rows["error"] - rows["ci_low"], rows["ci_high"] - rows["error"]],
-                    fmt="o", color=colour, ms=4, capsize=2, label=representation)
-        line = fit[fit.representation == representation]
-        if len(line):
-            row = line.iloc[0]
-            b = row.predicted * row.extrapolate_to ** row.exponent
-            inside = np.geomspace(n.min(), n.max(), 20)
-            beyond = np.geomspace(n.max(), row.extrapolate_to, 20)
-            ax.plot(inside, b * inside ** -row.exponent, "-", color=colour, lw=1)
-            ax.plot(beyond, b * beyond ** -row.exponent, ":", color=colour, lw=1)
-            ax.errorbar([row.extrapolate_to], [row.predicted],
-                        yerr=[[row.predicted - row.predicted_low], [row.predicted_high - row.predicted]],
-                        fmt="D", color=colour, ms=4, capsize=2)
-        if mean_image and representation in mean_image:
-            ax.axhline(mean_image[representation], color=colour, lw=0.6, alpha=0.5)
-    ax.set_xscale("log")
-    ax.set_xlabel("training images (log scale); diamonds: the power law at the paper's training set")
-    ax.set_ylabel("normalised reconstruction error")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title("What more training images buy: held-out error, 95 % intervals, power-law fit", fontsize=10)
-    _save(fig, path)
+def mahendran_vedaldi_samples(h5_path: str, csv_path: str, test_images_path: str, png_path: str, n_show: int = 6) -> None:
+    """The K reconstructions per code of :func:`preimage.baselines.mahendran_vedaldi` (restarts > 1),
+    read from its ``mahendran_vedaldi.h5`` and ``.csv``: one row per restart under the inputs (M&V's
+    Figure 7 layout), titled with their diversity."""
+    with hdf5.reading(h5_path) as handle:
+        if "mahendran_vedaldi_samples" not in handle:
+            raise ValueError(f"{h5_path} holds one reconstruction per code (baselines.mahendran_vedaldi.restarts: 1)")
+        indices = np.asarray(handle["indices"])
+        count = min(n_show, len(indices))
+        samples = np.asarray(handle["mahendran_vedaldi_samples"][:count])  # (n, K, 3, S, S) uint8
+        attrs = hdf5.read_attrs(handle)
+    with image_store.ImageStore(test_images_path, crop=samples.shape[-1]) as images:
+        inputs = images.take(indices[:count])
+    row = pd.read_csv(csv_path).set_index("method").loc["mahendran_vedaldi"]
+    rows = [("input", inputs)] + [(f"restart {r + 1}", samples[:, r]) for r in range(samples.shape[1])]
+    image_grid(rows, png_path, title=analysis_title(
+        str(attrs.get("representation", "")), str(attrs.get("label", "")),
+        f"{samples.shape[1]} pre-images per code from different noise (Mahendran & Vedaldi); diversity "
+        f"{row['diversity']:.3f}"))
 
 
 def scorecard_figure(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """The scorecard (:mod:`preimage.recognisability`): normalised error against top-5 agreement
+    """The scorecard (:mod:`preimage.scorecard`): normalised error against top-5 agreement
     with the classifier, one marker per method and one point per representation, 95 % intervals
     of the agreement as vertical bars; x itself is the ceiling at error 0, agreement 1."""
-    from preimage.recognisability import METHOD_LABELS, METHODS
-
-    markers = dict(zip(METHODS, "*osD^vx"))
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    for k, method in enumerate(m for m in METHODS if m in set(table["method"])):
-        rows = table[table["method"] == method]
+    for k, (method, rows) in enumerate(table.groupby("method", sort=False)):
         ax.errorbar(rows["error"], rows["top5"], yerr=[rows["top5"] - rows["top5_low"], rows["top5_high"] - rows["top5"]],
-                    fmt=markers[method], color=f"C{k % 10}", ms=7 if method == "input" else 5, capsize=2, lw=0.8,
-                    alpha=0.85, label=f"{METHOD_LABELS[method]} ({len(rows)})")
+                    fmt="*osD^vx"[k % 7], color=f"C{k % 10}", ms=7 if method == "input" else 5, capsize=2, lw=0.8,
+                    alpha=0.85, label=f"{rows['label'].iloc[0]} ({len(rows)})")
     ax.set_xlabel("normalised reconstruction error (lower is better)")
     ax.set_ylabel("top-5 agreement with the classifier")
     ax.set_xlim(left=-0.02)
@@ -305,4 +245,4 @@ def scorecard_figure(table: pd.DataFrame, path: str | os.PathLike) -> None:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="method (representations)",
               title_fontsize=7)
     ax.set_title("Does the classifier still see the same thing? One point per representation and method", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)

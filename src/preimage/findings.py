@@ -13,7 +13,7 @@ from typing import Any, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from preimage import store
+from preimage import atomic_files
 from preimage.representations import ALEXNET_LAYERS, LOSS_VARIANTS, SHALLOW, variant_of
 
 
@@ -246,12 +246,22 @@ def scaling(table: pd.DataFrame) -> List[str]:
     return lines + [""]
 
 
+def most_recognisable(table: pd.DataFrame) -> pd.DataFrame:
+    """Per representation, the method (``input`` excluded) with the highest top-5 agreement, ties
+    broken by top-1 agreement, then by the lower error; one row each, in the table's order."""
+    rows = table[table["method"] != "input"]
+    best = []
+    for _, group in rows.groupby("representation", sort=False):
+        ranked = group.assign(_neg_error=-group["error"]).sort_values(["top5", "top1", "_neg_error"], ascending=False,
+                                                                       kind="stable")
+        best.append(ranked.iloc[0].drop("_neg_error"))
+    return pd.DataFrame(best).reset_index(drop=True)
+
+
 def scorecard(table: pd.DataFrame) -> List[str]:
-    """The scorecard (ours, beyond the paper; :mod:`preimage.recognisability`): per representation
+    """The scorecard (ours, beyond the paper; :mod:`preimage.scorecard`): per representation
     the method whose reconstructions the classifier most often still recognises (top-5 agreement,
     ties by top-1, then by lower error), and whether the method with the lowest pixel error is it."""
-    from preimage.recognisability import METHOD_LABELS, most_recognisable
-
     lines = ["## Does the classifier still see the same thing? (scorecard, beyond the paper)", ""]
     classifiers = ", ".join(sorted(set(table["classifier"].dropna().astype(str)))) if "classifier" in table else ""
     best = most_recognisable(table)
@@ -262,16 +272,16 @@ def scorecard(table: pd.DataFrame) -> List[str]:
         if not row.top5 > 0:
             lines.append(f"- `{row.representation}`: no method's reconstruction keeps the classifier's top class for "
                          f"the original among its five most likely (lowest error: "
-                         f"{METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}).")
+                         f"{lowest.label} {lowest.error:.3f}).")
             continue
         same = lowest.method == row.method
         agree += same
         counted += 1
         lines.append(
-            f"- `{row.representation}`: most recognisable {METHOD_LABELS.get(row.method, row.method)}, top-5 agreement "
+            f"- `{row.representation}`: most recognisable {row.label}, top-5 agreement "
             f"{row.top5:.2f} ({row.top5_low:.2f}-{row.top5_high:.2f}), top-1 {row.top1:.2f}, error {row.error:.3f}"
             + (" (also the lowest error)" if same else
-               f"; lowest error: {METHOD_LABELS.get(lowest.method, lowest.method)} {lowest.error:.3f}, top-5 "
+               f"; lowest error: {lowest.label} {lowest.error:.3f}, top-5 "
                f"{lowest.top5:.2f}") + f" [{int(row.n_images)} images].")
     if counted:
         lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of "
@@ -303,7 +313,7 @@ def write_findings(tables: Mapping[str, Any], md_path: str) -> str:
         if key in tables:
             lines += section(_read(tables[key]))
     text = "\n".join(lines)
-    with store.atomic_path(md_path) as tmp:
+    with atomic_files.atomic_path(md_path) as tmp:
         with open(tmp, "w") as handle:
             handle.write(text)
     return text

@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, image_store, metrics
 from preimage.decoding import TrainedDecoder, WeightsMismatch
+from preimage.features.cache import FeatureStore
 
 __all__ = ["InvertError", "InvertResult", "invert_features", "invert_images", "read_image", "resolve_normaliser",
            "output_tag"]
@@ -127,7 +128,7 @@ def resolve_normaliser(spec: Optional[str], decoder: TrainedDecoder,
         if targets is None or len(targets) < 2:
             raise InvertError("the normalised error needs the mean distance between at least two images: give two or "
                               "more images, or --normaliser (a number, or evaluate's error.csv)")
-        value = metrics.mean_pairwise_distance(store.to_float(targets))
+        value = metrics.mean_pairwise_distance(image_store.to_float(targets))
         return value, f"mean distance between the {len(targets)} inputs", None
     try:
         value = float(spec)
@@ -152,7 +153,7 @@ def _write_png(image: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with store.atomic_path(path) as tmp:
+    with atomic_files.atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(tmp, format="PNG")
 
 
@@ -209,7 +210,7 @@ def _check_output_folder(folder: Optional[Path]) -> None:
 def write_sheet(inputs: Optional[np.ndarray], reconstructions: np.ndarray, path: Path, title: str,
                 columns: int = SHEET_COLUMNS) -> Path:
     """Inputs above their reconstructions, ``columns`` per row pair (uint8 (n, 3, S, S) each)."""
-    from preimage.figures import image_grid
+    from preimage.plotting import image_grid
 
     rows = []
     for start in range(0, len(reconstructions), columns):
@@ -237,13 +238,13 @@ class _Collector:
         self.done = 0
 
     def add(self, recon: torch.Tensor, targets: Optional[torch.Tensor]) -> None:
-        images = store.to_uint8(recon)
+        images = image_store.to_uint8(recon)
         for i, image in enumerate(images):
             _write_png(image, self.outputs[self.done + i])
         room = max(0, self.sheet_max - sum(len(r) for r in self.shown_recon))
         self.shown_recon.append(images[:room])
         if targets is not None:
-            truth = store.to_uint8(targets)
+            truth = image_store.to_uint8(targets)
             self.shown_inputs.append(truth[:room])
             if self.keep_targets:
                 self.targets.append(truth)
@@ -276,7 +277,7 @@ def _write_errors(result: InvertResult, folder: Path, tag: str) -> None:
     if result.errors is not None:
         result.errors_csv = _confined(folder / f"errors_{tag}.csv", folder)
         folder.mkdir(parents=True, exist_ok=True)
-        store.write_csv(result.errors, result.errors_csv)
+        atomic_files.write_csv(result.errors, result.errors_csv)
 
 
 # --------------------------------------------------------------------------- images
@@ -390,7 +391,7 @@ def invert_images(decoder: TrainedDecoder, paths: Sequence[str | os.PathLike], o
 # --------------------------------------------------------------------------- stored features
 
 
-def _check_cache(decoder: TrainedDecoder, features: store.FeatureStore) -> None:
+def _check_cache(decoder: TrainedDecoder, features: FeatureStore) -> None:
     """The cache holds the decoder's representation: same name and weights (when the decoder
     records them) and the shape the decoder takes."""
     attrs = features.attrs
@@ -451,7 +452,7 @@ def invert_features(decoder: TrainedDecoder, features_path: str | os.PathLike, o
     out = Path(out_dir)
     _check_output_folder(out)
     tag = output_tag(decoder)
-    with store.FeatureStore(path) as features:
+    with FeatureStore(path) as features:
         _check_cache(decoder, features)
         count = len(features) if limit is None else min(int(limit), len(features))
         if count < 1:
@@ -476,8 +477,8 @@ def invert_features(decoder: TrainedDecoder, features_path: str | os.PathLike, o
     return result
 
 
-def _cache_images(features: store.FeatureStore, images_path: Optional[str | os.PathLike],
-                  needed: bool) -> Optional[store.ImageStore]:
+def _cache_images(features: FeatureStore, images_path: Optional[str | os.PathLike],
+                  needed: bool) -> Optional[image_store.ImageStore]:
     """The image store a feature cache was computed from (checked by sha256), or None when it is
     not at hand and not ``needed``."""
     recorded = features.attrs.get("images")
@@ -490,10 +491,10 @@ def _cache_images(features: store.FeatureStore, images_path: Optional[str | os.P
                               else f"cannot read image store {candidate}: no such file")
         return None
     expected = features.attrs.get("images_sha256")
-    if expected and store.image_store_digest(candidate) != expected:
+    if expected and image_store.image_store_digest(candidate) != expected:
         raise InvertError(f"{features.path} was computed from another image store than {candidate} "
                           "(sha256 differs)")
-    images = store.ImageStore(candidate)
+    images = image_store.ImageStore(candidate)
     if len(images) < len(features):
         images.close()
         raise InvertError(f"{candidate} holds {len(images)} images but {features.path} {len(features)} rows")

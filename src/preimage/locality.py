@@ -7,7 +7,7 @@ groups of channels of AlexNet (``filterGroup``), everything else left unconstrai
 findings: a window reconstructs (a blurry version of) its receptive field only, and the two
 channel groups keep different things (one mostly colour, the other mostly edges).
 
-:func:`locality` is the step of ``rules/analyses.smk`` (``analyses.locality``): for a few test
+:func:`locality` is the step of ``rules/locality.smk`` (settings: ``analyses.locality``): for a few test
 images and one layer it reconstructs from
 
 * ``all``: the whole code (the reference);
@@ -37,16 +37,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import atomic_files, image_store, metrics
 from preimage.baselines import MVConfig, feature_space_error, figure_codes, optimise_preimage
 from preimage.decoding import TrainedDecoder
-from preimage.figures import analysis_title, image_grid
+from preimage.plotting import analysis_title, image_grid
 
 __all__ = ["VARIANTS", "channel_mask", "locality", "window_bounds", "window_mask"]
 
@@ -120,12 +120,19 @@ def _frame(images: np.ndarray, bounds: Tuple[int, int, int, int]) -> np.ndarray:
     return out
 
 
+def optimisation_config(iterations: int, optimisation: Mapping[str, Any]) -> MVConfig:
+    """The optimisation's settings for this experiment: ``optimisation`` (the settings of
+    ``baselines.mahendran_vedaldi``, None where unset: :class:`preimage.baselines.MVConfig`'s
+    defaults) with the experiment's own ``iterations``."""
+    return MVConfig(iterations=iterations, **{k: v for k, v in optimisation.items() if v is not None})
+
+
 def locality(representation_name: str, representation, base_name: str, decoder_path: str, test_images_path: str,
              csv_path: str, png_path: str, mv_config: MVConfig, images: int = 2, window: int = 3,
              channels: float = 0.5, n_show: int = 6, seed: int = 0, device: str = "auto") -> pd.DataFrame:
     """Reconstructions from a window and from a subset of channels of one layer, by both methods
     (see the module docstring). ``images``: how many figure images (the first of
-    :func:`preimage.figures.show_indices`); ``window``: side of the window in feature cells;
+    :func:`preimage.plotting.show_indices`); ``window``: side of the window in feature cells;
     ``channels``: the fraction of channels kept; ``mv_config``: the optimisation's settings
     (iterations, σ, …); ``base_name`` picks its defaults (:func:`preimage.baselines.settings`).
 
@@ -165,7 +172,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
     shape = tuple(targets.shape[1:])
     variants = _masks(shape, window, channels)
     show = slice(0, min(n_show, len(truth)))
-    inputs = store.to_uint8(truth[show])
+    inputs = image_store.to_uint8(truth[show])
     rows: List[dict] = []
     grid: List[Tuple[str, np.ndarray]] = []
     # one optimisation for every variant (the codes stacked, one mask per row: small batches are
@@ -191,7 +198,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
             rows.append(row)
             label = "decoder" if method == "decoder" else "M&V"
             grid.append((f"{variant}: {label}\n{row['error']:.3f} / {row['feature_error']:.3f}",
-                         store.to_uint8(recon[show])))
+                         image_store.to_uint8(recon[show])))
         log.info("%s locality %-8s (%s): decoder %.4f, M&V %.4f image error", representation_name, variant,
                  description, rows[-2]["error"], rows[-1]["error"])
     log.info("%s locality: the optimisation took %.1f s", representation_name, result.seconds)
@@ -201,7 +208,7 @@ def locality(representation_name: str, representation, base_name: str, decoder_p
         bounds = (y0 * side // shape[1], y1 * side // shape[1], x0 * side // shape[2], x1 * side // shape[2])
         inputs = _frame(inputs, bounds)
     table = pd.DataFrame(rows)
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     image_grid([("input\n(window\nfootprint)" if "window" in variants else "input", inputs), *grid], png_path,
                title=analysis_title(representation_name, decoder.label,
                                     "reconstruction from a window / a subset of channels "

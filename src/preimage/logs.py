@@ -48,11 +48,11 @@ def setup(log_path: Optional[str] = None, level: int = logging.INFO) -> logging.
 def failure_summary(err: BaseException) -> str:
     """One line saying what went wrong: the message of the project's own errors (which name the
     file and what to do), ``Type: message`` for anything else."""
-    from preimage import store
+    from preimage import atomic_files, torch_files
 
-    if isinstance(err, (store.NoSpaceLeft, store.DamagedFile, store.UnsafeFile)):
+    if isinstance(err, (atomic_files.NoSpaceLeft, atomic_files.DamagedFile, torch_files.UnsafeFile)):
         text = str(err)
-    elif store.is_disk_full(err):
+    elif atomic_files.is_disk_full(err):
         where = getattr(err, "filename", None)
         text = "no space left on device" + (f" writing {where}" if where else "") + "; free some space and rerun"
     else:
@@ -151,9 +151,9 @@ def job(smk: Any, outputs: Optional[Sequence[str]] = None) -> Iterator[logging.L
     except ValueError:  # not the main thread
         previous = None
     try:
-        from preimage import devices, store
+        from preimage import atomic_files, devices
 
-        removed = store.remove_stale_temporaries(outputs if outputs is not None else _own_outputs(smk))
+        removed = atomic_files.remove_stale_temporaries(outputs if outputs is not None else _own_outputs(smk))
         for path in removed:
             logger.info("removed %s, left by an interrupted run", path)
         if hasattr(smk, "threads"):

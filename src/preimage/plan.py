@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from preimage.representations import ALEXNET_VECTOR_LAYERS, Catalog, per_rep
+from preimage.representations import ALEXNET_VECTOR_LAYERS, LOSS_VARIANTS, Catalog, per_rep
 
-__all__ = ["ANALYSES", "Plan"]
+__all__ = ["ANALYSES", "SCORECARD_DECODERS", "Plan"]
 
 #: The analyses configured under ``analyses.<name>.layers`` (besides ``perturbation``, whose
 #: layers default to AlexNet's), in the order their layer lists are resolved.
 ANALYSES = ("interpolation", "random_samples", "single_units", "dark_knowledge", "hue_shift", "locality", "scaling")
+
+
+#: The decoders of one representation's features on the scorecard: its own and the Appendix A loss
+#: variants (method → suffix of the variant's slug).
+SCORECARD_DECODERS: Dict[str, str] = {"decoder": "", "decoder_feature": "-feature", "decoder_gan": "-gan"}
 
 
 class Plan:
@@ -176,10 +181,45 @@ class Plan:
             f"{R}/findings.md"]
 
     def scorecard_targets(self) -> List[str]:
-        """The scorecard of every inversion method (:func:`preimage.recognisability.targets`)."""
-        from preimage import recognisability
+        """The scorecard's table and figure (:mod:`preimage.scorecard`) when ``analyses.scorecard``
+        is enabled."""
+        if not self.config["analyses"]["scorecard"]["enabled"] or not self.catalog.slugs:
+            return []
+        R = self.results
+        return [f"{R}/tables/scorecard.csv", f"{R}/tables/scorecard.md", f"{R}/figures/scorecard.png"]
 
-        return recognisability.targets(self)
+    def scorecard_slugs(self) -> List[str]:
+        """The representations that get a scorecard job: every one except the Appendix A loss
+        variants, whose decoders are methods of their base representation's rows."""
+        return [slug for slug in self.catalog.slugs if self.catalog[slug].variant not in LOSS_VARIANTS]
+
+    def scorecard_decoders(self, slug: str) -> Dict[str, str]:
+        """Method → slug of each decoder that reconstructs ``slug``'s features
+        (:data:`SCORECARD_DECODERS` that are configured)."""
+        return {method: f"{slug}{suffix}" for method, suffix in SCORECARD_DECODERS.items()
+                if f"{slug}{suffix}" in self.catalog}
+
+    def scorecard_inputs(self, slug: str) -> Dict[str, Any]:
+        """The files the scorecard job of ``slug`` reads: the test and training images and features
+        (nearest neighbour, mean image), each of its decoders (:meth:`scorecard_decoders`) with its
+        reconstructions and error table in the same order, Mahendran & Vedaldi's pre-images and table
+        where that baseline ran for it, an autoencoder's encoder."""
+        R = self.results
+        slugs = list(self.scorecard_decoders(slug).values())
+        features = self.catalog.features_of(slug)
+        inputs: Dict[str, Any] = {
+            "test_images": f"{R}/data/test.h5", "train_images": f"{R}/data/train.h5",
+            "test_features": f"{R}/features/{features}/test.h5",
+            "train_features": f"{R}/features/{features}/train.h5",
+            "reconstructions": [f"{R}/{s}/reconstructions.h5" for s in slugs],
+            "decoders": [self.decoder(s) for s in slugs],
+            "errors": [f"{R}/{s}/error.csv" for s in slugs]}
+        if slug in self.mahendran_vedaldi_slugs():
+            inputs.update(mv_images=f"{R}/{slug}/mahendran_vedaldi.h5", mv_table=f"{R}/{slug}/mahendran_vedaldi.csv")
+        encoders = self.encoder_inputs([slug])
+        if encoders:
+            inputs["encoder"] = encoders
+        return inputs
 
     def analysis_targets(self) -> List[str]:
         R = self.results

@@ -37,7 +37,7 @@ ALEXNET_VECTOR_LAYERS: Tuple[str, ...] = tuple(l for l, (part, _) in _ALEXNET_MO
 #: HOG with bilinear orientations and dense SIFT.
 SHALLOW: Tuple[str, ...] = ("hog", "sift", "lbp", "hogb", "dsift")
 #: Variant suffixes: the autoencoder of §5.2, the untrained-network control and the decoders trained
-#: with the losses of Appendix A (:mod:`preimage.adversarial`).
+#: with the losses of Appendix A (:mod:`preimage.objectives`).
 VARIANTS: Dict[str, str] = {"ae": "autoencoder", "random": "untrained network",
                             "feature": "feature-space loss", "gan": "feature + adversarial loss"}
 #: Variants that differ from their base representation only in the decoder's loss (``decoder.loss``):
@@ -293,7 +293,7 @@ class Catalog:
     # -- the losses of Appendix A ------------------------------------------------------------
 
     def loss(self, slug: str) -> str:
-        """The decoder's loss (:data:`preimage.adversarial.LOSSES`): fixed by a loss variant,
+        """The decoder's loss (:data:`preimage.objectives.LOSSES`): fixed by a loss variant,
         ``pixel`` for the autoencoder (§5.2), else ``decoder.loss`` (per representation). A
         feature-space loss for a representation that is not differentiable is an error."""
         from preimage.features.base import lookup

@@ -9,18 +9,20 @@ on the same test images (the paper's normalised error, §3). The fit is a power 
 interval comes from a paired bootstrap over the test images (every resample refits the curve), so
 it says how much the test set's size limits the extrapolation. A pure power law has no floor: its
 prediction at the paper's 1.28 M images is an optimistic bound, not a forecast of the paper's
-numbers, and the table says how many decades it reaches beyond the data.
+numbers, and the table says how many decades it reaches beyond the data. :func:`scaling_curve`
+draws the curve and the fit.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence, Tuple
+import os
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from preimage import metrics, store
+from preimage import atomic_files, image_store, metrics
 
 #: ILSVRC2012's training images: the paper's training set (§4)
 PAPER_TRAINING_IMAGES = 1_281_167
@@ -37,14 +39,15 @@ def test_errors(decoder_path: str, test_features_path: str, test_images_path: st
     import torch
 
     from preimage.decoding import TrainedDecoder
+    from preimage.features.cache import FeatureStore
 
     decoder = TrainedDecoder(decoder_path, device)
     errors = []
     with torch.no_grad(), decoder.images(test_images_path) as images, \
-            store.FeatureStore(test_features_path) as features:
+            FeatureStore(test_features_path) as features:
         normaliser = metrics.mean_pairwise_distance(images.float_view())
         for offset, recon in decoder.reconstruct(features, batch_size):
-            truth = store.to_float(images.read(offset, offset + len(recon)))
+            truth = image_store.to_float(images.read(offset, offset + len(recon)))
             errors.append(metrics.normalised_error(recon, truth, normaliser))
     meta = decoder.meta
     n_train = meta.get("n_train_sources", meta.get("n_train"))
@@ -53,7 +56,7 @@ def test_errors(decoder_path: str, test_features_path: str, test_images_path: st
     table = pd.DataFrame({"image": np.arange(sum(len(e) for e in errors)), "error": np.concatenate(errors),
                           "n_train": int(n_train), "fraction": float(meta.get("subset") or 1.0),
                           "label": meta.get("label", "")})
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     return table
 
 
@@ -104,9 +107,9 @@ def write_scaling_tables(per_image: Mapping[str, Sequence[str]], csv_path: str, 
                          extrapolate_to: int = PAPER_TRAINING_IMAGES, seed: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`scaling_table` written as two CSVs and one Markdown file."""
     curve, fit = scaling_table(per_image, extrapolate_to, seed=seed)
-    store.write_csv(curve, csv_path)
-    store.write_csv(fit, fit_csv_path)
-    with store.atomic_path(md_path) as tmp:
+    atomic_files.write_csv(curve, csv_path)
+    atomic_files.write_csv(fit, fit_csv_path)
+    with atomic_files.atomic_path(md_path) as tmp:
         with open(tmp, "w") as handle:
             handle.write(scaling_markdown(curve, fit))
     return curve, fit
@@ -136,3 +139,46 @@ def scaling_markdown(curve: pd.DataFrame, fit: pd.DataFrame) -> str:
                      f"{row.predicted:.3f} (n = {row.extrapolate_to:,}) | {row.predicted_low:.3f}-"
                      f"{row.predicted_high:.3f} | {row.decades_beyond_data:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def scaling_curve(curve: pd.DataFrame, fit: pd.DataFrame, path: str | os.PathLike,
+                  mean_image: Optional[Mapping[str, float]] = None) -> None:
+    """The data-scaling curve: held-out error against training images
+    (log axis) with 95 % intervals per representation, the fitted power law (solid over the data,
+    dotted beyond it) and its prediction at the paper's training-set size with its interval;
+    ``mean_image`` (representation → error) adds each one's mean-image reference as a thin line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from preimage.plotting import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for k, (representation, rows) in enumerate(curve.groupby("representation", sort=False)):
+        colour = f"C{k % 10}"
+        rows = rows.sort_values("n_train")
+        n = rows["n_train"].to_numpy(float)
+        ax.errorbar(n, rows["error"], yerr=[rows["error"] - rows["ci_low"], rows["ci_high"] - rows["error"]],
+                    fmt="o", color=colour, ms=4, capsize=2, label=representation)
+        line = fit[fit.representation == representation]
+        if len(line):
+            row = line.iloc[0]
+            b = row.predicted * row.extrapolate_to ** row.exponent
+            inside = np.geomspace(n.min(), n.max(), 20)
+            beyond = np.geomspace(n.max(), row.extrapolate_to, 20)
+            ax.plot(inside, b * inside ** -row.exponent, "-", color=colour, lw=1)
+            ax.plot(beyond, b * beyond ** -row.exponent, ":", color=colour, lw=1)
+            ax.errorbar([row.extrapolate_to], [row.predicted],
+                        yerr=[[row.predicted - row.predicted_low], [row.predicted_high - row.predicted]],
+                        fmt="D", color=colour, ms=4, capsize=2)
+        if mean_image and representation in mean_image:
+            ax.axhline(mean_image[representation], color=colour, lw=0.6, alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images (log scale); diamonds: the power law at the paper's training set")
+    ax.set_ylabel("normalised reconstruction error")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("What more training images buy: held-out error, 95 % intervals, power-law fit", fontsize=10)
+    save_figure(fig, path)

@@ -25,8 +25,8 @@ How (our choice; the paper does not say how it fed its GPUs):
 The whole order of an epoch is drawn from ``rng`` before the thread starts, so it depends only on
 the seed and the epoch (a resumed run sees the same batches), never on thread timing.
 
-Every block is read through :func:`preimage.store.reading`, so HDF5 verifies its checksum: a
-damaged block stops training with :class:`preimage.store.DamagedFile` naming the file and the
+Every block is read through :func:`preimage.hdf5.reading`, so HDF5 verifies its checksum: a
+damaged block stops training with :class:`preimage.atomic_files.DamagedFile` naming the file and the
 dataset, raised in the reader thread and re-raised in the training loop (:func:`prefetch`).
 """
 
@@ -118,12 +118,13 @@ def _read_runs(dataset, spans: Sequence[Tuple[int, int]], out: np.ndarray, windo
 def read_pairs(features, images, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(features, uint8 images) of the sorted ``rows``, read in contiguous runs.
 
-    ``features`` is a :class:`preimage.store.FeatureStore`, or ``images`` itself (the
+    ``features`` is a :class:`preimage.features.cache.FeatureStore`, or ``images`` itself (the
     autoencoder's pairs are (image, image)). Dense cached features come in their stored dtype
     (float16 by default: half the bytes to move, converted where they are used); sparse ones are
     densified to float32. When the features are recomputed from the same image store, each image
     is read once: its full-size pixels feed the network and their centre crop is the target."""
-    from preimage.store import centre_crop, reading
+    from preimage.hdf5 import reading
+    from preimage.image_store import centre_crop
 
     spans = runs(rows)
     n = len(rows)

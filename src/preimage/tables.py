@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from preimage import store
+from preimage import atomic_files
 
 #: Published values (paper Table 2): average normalised reconstruction error on ImageNet val.
 PAPER_TABLE2 = {
@@ -33,8 +33,8 @@ def errors_table(frames: Sequence[pd.DataFrame], csv_path: str | os.PathLike, md
               "paper": v} for (r, m), v in PAPER_TABLE2.items() if m != "decoder" and r in set(table["representation"])]
     if extra:
         table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
-    store.write_csv(table, csv_path, float_format="%.4g")
-    store.write_text(errors_markdown(table), md_path)
+    atomic_files.write_csv(table, csv_path, float_format="%.4g")
+    atomic_files.write_text(errors_markdown(table), md_path)
     return table
 
 
@@ -96,9 +96,9 @@ def concat_tables(paths: Sequence[str], csv_path: str | os.PathLike,
                   md_path: Optional[str | os.PathLike] = None) -> pd.DataFrame:
     """One table from per-representation CSVs (and a Markdown rendering)."""
     table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame()
-    store.write_csv(table, csv_path)
+    atomic_files.write_csv(table, csv_path)
     if md_path is not None:
-        store.write_text(markdown_table(table), md_path)
+        atomic_files.write_text(markdown_table(table), md_path)
     return table
 
 
@@ -123,8 +123,8 @@ def mahendran_vedaldi_table(paths: Sequence[str], csv_path: str | os.PathLike, m
         if "mv_error" in table:
             holds = table["mv_error"] <= MV_CLAIM
             table["claim_holds"] = [bool(h) if c else None for h, c in zip(holds, claimed)]
-    store.write_csv(table, csv_path)
-    store.write_text(mahendran_vedaldi_markdown(table), md_path)
+    atomic_files.write_csv(table, csv_path)
+    atomic_files.write_text(mahendran_vedaldi_markdown(table), md_path)
     return table
 
 

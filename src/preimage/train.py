@@ -3,7 +3,7 @@
 * Loss: the squared reconstruction error of eq. (1), averaged over pixels and the batch (Adam is
   invariant to the constant factor, so this is the paper's objective up to scale). The
   feature-space and adversarial losses of Appendix A (``decoder.loss: feature | gan``) are
-  objectives of :mod:`preimage.adversarial` plugged into the same loop (:class:`PixelObjective` is
+  objectives of :mod:`preimage.objectives` plugged into the same loop (its :class:`PixelObjective` is
   the interface); each of their terms is logged per epoch (``train_<term>``), the discriminator and
   its optimiser are saved in the checkpoint.
 * Optimiser: Adam (β1 = 0.9, β2 = 0.999), batch 64, learning rate 1e-3 (§4), kept constant for the
@@ -61,10 +61,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from preimage import store, streaming
+from preimage import atomic_files, image_store, streaming, torch_files
 from preimage.decoders import Decoder, build_decoder
 from preimage.decoding import feature_provenance
 from preimage.devices import resolve_device
+from preimage.features.cache import FeatureStore
+from preimage.objectives import PixelObjective, build_objective
 
 log = logging.getLogger("preimage.train")
 
@@ -115,41 +117,6 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class PixelObjective:
-    """Eq. (1), the default objective; the interface of every objective of the training loop.
-
-    ``objective(prediction, targets, inputs)`` gets the decoder's float output, the targets at its
-    output size and the decoder's inputs (scaled features), and returns named scalar tensors:
-    ``loss`` (minimised by the decoder's optimiser) and any further terms to log (``pixel``,
-    ``feature``, ``d_loss``, …), each averaged per epoch into ``train_<name>``. An objective with
-    its own networks (the GAN's discriminator) steps them inside the call and keeps them in
-    ``state_dict`` (saved in the checkpoint); ``validation`` adds ``val_*`` columns.
-    """
-
-    kind = "pixel"
-
-    def __call__(self, prediction: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"loss": F.mse_loss(prediction, targets)}
-
-    def set_learning_rate(self, lr: float) -> None:
-        pass
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
-
-    def describe(self) -> str:
-        return "pixel loss (eq. 1)"
-
-    def settings(self) -> Dict[str, Any]:
-        return {"loss": self.kind}
-
-    def validation(self, model, data, inputs, device: torch.device, batch_size: int) -> Dict[str, float]:
-        return {}
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -164,8 +131,8 @@ class PairedData:
 
     def __init__(self, features_path: Optional[str], images_path: str, indices: np.ndarray, preload_mb: int,
                  crop: Optional[int] = None) -> None:
-        self.images = store.ImageStore(images_path, crop=crop)
-        self.features = store.FeatureStore(features_path) if features_path is not None else self.images
+        self.images = image_store.ImageStore(images_path, crop=crop)
+        self.features = FeatureStore(features_path) if features_path is not None else self.images
         if len(self.features) != len(self.images):
             raise ValueError(f"{features_path} has {len(self.features)} rows but {images_path} has {len(self.images)} images")
         self.indices = np.sort(np.asarray(indices))
@@ -229,7 +196,7 @@ def nested_subset(indices: np.ndarray, groups: Optional[np.ndarray], fraction: f
     return indices[np.isin(keys, chosen)]
 
 
-def photo_groups(images: store.ImageStore) -> Optional[np.ndarray]:
+def photo_groups(images: image_store.ImageStore) -> Optional[np.ndarray]:
     """The photograph each image of a store was cut from, where the store holds several crops of
     each (``crops_per_image`` > 1); None otherwise (every image its own group)."""
     if int(images.attrs.get("crops_per_image", 1)) <= 1:
@@ -244,13 +211,13 @@ def mean_target(images_path: str, indices: np.ndarray, crop: int, size: int, sam
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(indices, size=min(sample, len(indices)), replace=False))
     total = torch.zeros(3, size, size, dtype=torch.float64)
-    with store.ImageStore(images_path, crop=crop) as imgs:
+    with image_store.ImageStore(images_path, crop=crop) as imgs:
         for s, e in streaming.runs(pick):
             total += to_targets(imgs.read(s, e), size, torch.device("cpu")).double().sum(0)
     return (total / max(1, len(pick))).float()
 
 
-def feature_scale(features: store.FeatureStore, indices: np.ndarray, sample: int = 512, seed: int = 0) -> float:
+def feature_scale(features: FeatureStore, indices: np.ndarray, sample: int = 512, seed: int = 0) -> float:
     """1 / RMS of (a seeded sample of) the training features."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(indices, size=min(sample, len(indices)), replace=False))
@@ -261,7 +228,7 @@ def feature_scale(features: store.FeatureStore, indices: np.ndarray, sample: int
 
 def to_targets(images: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """uint8 images → float targets in [0, 1] at the decoder's output size."""
-    x = store.to_float(images).to(device, non_blocking=True)
+    x = image_store.to_float(images).to(device, non_blocking=True)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
@@ -281,8 +248,8 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
     """Write a checkpoint atomically through ``{name}.tmp`` (a kill during the write leaves the
-    previous one intact; a full disk raises :class:`preimage.store.NoSpaceLeft` and removes it)."""
-    store.save_torch(state, path, tmp=path.with_name(path.name + ".tmp"))
+    previous one intact; a full disk raises :class:`preimage.atomic_files.NoSpaceLeft` and removes it)."""
+    torch_files.save_torch(state, path, tmp=path.with_name(path.name + ".tmp"))
 
 
 def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
@@ -298,8 +265,8 @@ def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
     if not path.exists():
         return None
     try:
-        state = store.load_torch(path, advice="it will be replaced")
-    except (store.UnsafeFile, store.DamagedFile) as err:
+        state = torch_files.load_torch(path, advice="it will be replaced")
+    except (torch_files.UnsafeFile, atomic_files.DamagedFile) as err:
         log.warning("ignoring unreadable checkpoint %s: %s; starting afresh", path, err)
         return None
     if not isinstance(state, dict):
@@ -441,7 +408,7 @@ class TrainingRun:
         encoder : FineTunedEncoder, optional
             The AlexNet layers trained jointly (§5.2 autoencoders), at ``encoder.lr_scale`` × the rate.
         objective : optional
-            The loss (:func:`preimage.adversarial.build_objective`); None: the pixel loss, eq. (1).
+            The loss (:func:`preimage.objectives.build_objective`); None: the pixel loss, eq. (1).
         """
         groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
         if encoder is not None:
@@ -506,7 +473,7 @@ def train_decoder(
     """Train the decoder of the representation named ``representation_name`` (its slug) on its
     feature cache; write ``out_path`` (decoder.pt) and ``log_path`` (csv).
 
-    ``loss`` selects the objective (:func:`preimage.adversarial.build_objective`: ``{"kind":
+    ``loss`` selects the objective (:func:`preimage.objectives.build_objective`: ``{"kind":
     "pixel" | "feature" | "gan", "representation": {"name", "params"}, "gan": {…}}``; None or
     ``pixel``: eq. (1)). ``init_from`` names a trained ``decoder.pt`` of the same network (the
     pixel decoder of the representation, ``decoder.init: pixel``) whose weights the run starts
@@ -541,12 +508,10 @@ def train_decoder(
     subset : float, optional
         Train on this fraction (0, 1] of the training photographs (the data-scaling curve); None: all.
     """
-    from preimage.adversarial import build_objective
-
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    with store.FeatureStore(features_path) as feats, store.ImageStore(images_path) as imgs:
+    with FeatureStore(features_path) as feats, image_store.ImageStore(images_path) as imgs:
         count, feature_shape = len(feats), feats.shape
         imgs_size = imgs.size
         feature_attrs = feats.attrs
@@ -620,7 +585,7 @@ def _initialise(model: Decoder, path: str, scale: float) -> str:
                          f"{meta['feature_scale']:.6g}, here {scale:.6g})")
     model.load_state_dict(source.state_dict())
     log.info("starting from the weights of %s", path)
-    return store.file_sha256(path)
+    return atomic_files.file_sha256(path)
 
 
 def train_autoencoder(
@@ -685,13 +650,13 @@ def train_autoencoder(
     encoder.net.eval()
     for p in encoder.net.parameters():
         p.requires_grad_(True)
-    with store.ImageStore(images_path) as imgs:
+    with image_store.ImageStore(images_path) as imgs:
         count, image_size, imgs_size = len(imgs), int(encoder.target_size(imgs.size)), imgs.size
         train_idx, val_idx = split_train_val(count, cfg.val_fraction, cfg.seed, photo_groups(imgs))
         rng = np.random.default_rng(cfg.seed)
         sample = np.sort(rng.choice(train_idx, size=min(256, len(train_idx)), replace=False))
         with torch.no_grad():
-            values = torch.cat([encoder(store.to_float(imgs.read(s, e)).to(device)).flatten(1).cpu()
+            values = torch.cat([encoder(image_store.to_float(imgs.read(s, e)).to(device)).flatten(1).cpu()
                                 for s, e in streaming.runs(sample)])
     rms = float(values.double().pow(2).mean().sqrt())
     scale = 1.0 / rms if rms > 0 else 1.0
@@ -701,7 +666,7 @@ def train_autoencoder(
     if cfg.residual:
         model.start_from(mean_target(images_path, train_idx, image_size, model.output_size, seed=cfg.seed))
     identity = encoder.identity()
-    images_sha256 = store.image_store_digest(images_path)
+    images_sha256 = image_store.image_store_digest(images_path)
     fingerprint = cfg.fingerprint({"autoencoder": layer, "encoder": identity, "encoder_lr_scale": encoder_lr_scale,
                                    "images_sha256": images_sha256, "count": count})
     name = f"{layer}-ae"
@@ -720,7 +685,7 @@ def train_autoencoder(
     }
 
     def inputs(x: np.ndarray) -> torch.Tensor:
-        return encoder(store.to_float(x).to(device, non_blocking=True)) * scale
+        return encoder(image_store.to_float(x).to(device, non_blocking=True)) * scale
 
     run = TrainingRun.start(name, model, meta, cfg, inputs, FineTunedEncoder(encoder, encoder_lr_scale))
     split = PairedSplit(None, images_path, train_idx, val_idx, image_size)
@@ -862,12 +827,12 @@ def _finish(run: TrainingRun, files: RunFiles) -> Dict[str, Any]:
     for row in run.history:
         row["kept"] = int(row["epoch"] == run.meta["kept_epoch"])
     if run.encoder is not None and files.encoder is not None:
-        store.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
+        torch_files.save_torch({k: v.detach().cpu() for k, v in run.encoder.state_dict().items()}, files.encoder)
         # the fine-tuned weights the decoder's features come from
-        run.meta["provenance"]["weights"] = store.file_sha256(files.encoder)
-    store.save_torch({"state_dict": {k: v.cpu() for k, v in run.model.state_dict().items()}, "meta": run.meta},
+        run.meta["provenance"]["weights"] = atomic_files.file_sha256(files.encoder)
+    torch_files.save_torch({"state_dict": {k: v.cpu() for k, v in run.model.state_dict().items()}, "meta": run.meta},
                      files.decoder)
-    with store.atomic_path(files.log) as tmp:
+    with atomic_files.atomic_path(files.log) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(run.history[0]) if run.history else ["epoch"])
             writer.writeheader()

@@ -33,7 +33,7 @@ a filesystem path
     ``torch.load(path, map_location="cpu", weights_only=True)`` into the untrained
     architecture (strict key matching). A missing file raises :class:`WeightsUnavailableError`;
     a file holding pickled objects (which could run code) raises
-    :class:`preimage.store.UnsafeFile`, an unreadable one :class:`preimage.store.DamagedFile`.
+    :class:`preimage.torch_files.UnsafeFile`, an unreadable one :class:`preimage.atomic_files.DamagedFile`.
 
 The identity of ``imagenet`` and path weights is the sha256 of the state-dict file, computed
 once per process (an in-memory cache keyed by path, size and mtime; nothing is written next
@@ -100,15 +100,15 @@ _SHA_CACHE: Dict[Tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (:func:`preimage.store.file_sha256`), cached in memory per (path, size,
+    """Hex sha256 of a file (:func:`preimage.atomic_files.file_sha256`), cached in memory per (path, size,
     mtime): a weights file is hashed once per process."""
-    from preimage import store
+    from preimage import atomic_files
 
     p = os.path.realpath(os.fspath(path))
     st = os.stat(p)
     key = (p, st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = store.file_sha256(p, chunk)
+        _SHA_CACHE[key] = atomic_files.file_sha256(p, chunk)
     return _SHA_CACHE[key]
 
 
@@ -192,7 +192,7 @@ def _ensure_cached(weights: Any) -> Path:
 def _weights_only_loads(path: Path):
     """Make every ``torch.load`` in the block weights-only (torch.hub passes ``weights_only=False``
     for cached state dicts); errors name ``path``."""
-    from preimage import store
+    from preimage import atomic_files, torch_files
 
     key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
     previous = os.environ.get(key)
@@ -200,7 +200,7 @@ def _weights_only_loads(path: Path):
     try:
         yield
     except pickle.UnpicklingError:
-        raise store.UnsafeFile(
+        raise torch_files.UnsafeFile(
             f"refusing to load {path}: it holds pickled Python objects, not only tensors and plain values, and "
             "loading them could run code; delete it (the official file is fetched again, or copy it there)"
         ) from None
@@ -208,7 +208,7 @@ def _weights_only_loads(path: Path):
         damaged = ("PytorchStreamReader", "zip archive", "Ran out of input", "truncated")
         if not isinstance(err, EOFError) and not any(sign in str(err) for sign in damaged):
             raise
-        raise store.DamagedFile(path, " ".join(str(err).split())[:300],
+        raise atomic_files.DamagedFile(path, " ".join(str(err).split())[:300],
                                 "delete it (the official file is fetched again, or copy it there)") from None
     finally:
         if previous is None:
@@ -275,9 +275,9 @@ def load_model(model_name: str, weights: str | os.PathLike = "imagenet", seed: i
                 _missing_message(f"weights file for {model_name} (weights: {spec!r})", path, None)
                 + "\nweights must be 'imagenet', 'random' or the path of a state dict saved with torch.save(model.state_dict(), path)."
             )
-        from preimage import store
+        from preimage import torch_files
 
-        state = store.load_torch(path, advice="weights files must hold a state dict saved with "
+        state = torch_files.load_torch(path, advice="weights files must hold a state dict saved with "
                                                "torch.save(model.state_dict(), path)")
         if not isinstance(state, dict):
             raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")

@@ -1,8 +1,8 @@
-"""Snakemake adapter: rule mahendran_vedaldi_samples → preimage.baselines.samples_png."""
+"""Snakemake adapter: rule mahendran_vedaldi_samples → preimage.figures.mahendran_vedaldi_samples."""
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage import baselines
+    from preimage import figures
 
-    baselines.samples_png(snakemake.input.images, snakemake.input.csv, snakemake.input.test_images,
-                          snakemake.output[0], n_show=snakemake.params.n_show)
+    figures.mahendran_vedaldi_samples(snakemake.input.images, snakemake.input.csv, snakemake.input.test_images,
+                                      snakemake.output[0], n_show=snakemake.params.n_show)

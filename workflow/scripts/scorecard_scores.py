@@ -1,8 +1,8 @@
-"""Snakemake adapter: rule scorecard_scores → preimage.recognisability.score_representation."""
+"""Snakemake adapter: rule scorecard_scores → preimage.scorecard.score_representation."""
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage import recognisability
+    from preimage import scorecard
     from preimage.devices import resolve_device
     from preimage.features import create
 
@@ -11,10 +11,10 @@ with logs.job(snakemake):
     decoders = {method: {"reconstructions": r, "decoder": d, "errors": e}
                 for method, r, d, e in zip(params.methods, inputs.reconstructions, inputs.decoders, inputs.errors)}
     mv = {"images": inputs.mv_images, "table": inputs.mv_table} if hasattr(inputs, "mv_images") else None
-    classifier = recognisability.load_classifier(params.classifier["name"], params.classifier["params"], device,
-                                                 params.batch_size)
+    classifier = scorecard.load_classifier(params.classifier["name"], params.classifier["params"], device,
+                                           params.batch_size)
     representation = create(params.options["name"], **params.options["params"]).to(device)
-    recognisability.score_representation(
+    scorecard.score_representation(
         params.representation, representation, inputs.test_images, inputs.train_images, inputs.test_features,
         inputs.train_features, decoders, classifier, snakemake.output[0], mahendran_vedaldi=mv,
         batch_size=params.batch_size, device=device, nn_limit=params.nn_limit, seed=params.seed)

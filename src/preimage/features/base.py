@@ -8,7 +8,7 @@ with a name from the config (``hog``, ``hogb``, ``dsift``, ``lbp``, ``sift``, ``
 Conventions shared by all representations
 -----------------------------------------
 * Input: a float tensor of shape ``(N, 3, H, W)``, RGB, values in ``[0, 1]``
-  (``preimage.store`` turns the uint8 image store into this).
+  (``preimage.image_store.to_float`` turns the uint8 image store into this).
 * Output of :meth:`Representation.compute`: a float tensor ``(N, C, h, w)`` (spatial
   features) or ``(N, D)`` (vectors), on the same device as the input.
 * :meth:`Representation.output_shape` gives the per-image output shape for an image size

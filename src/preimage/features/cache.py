@@ -5,7 +5,7 @@ N), on the GPU when there is one, and writes dense features (``float16`` by defa
 sparse representations (sift), a keypoint table plus per-image offsets. The attributes record the
 representation, every parameter, the representation's identity (weights sha256 or
 ``random:<seed>``), the package version and the identity of the image store it was computed from
-(:func:`preimage.store.image_store_digest`). Read it back with :class:`preimage.store.FeatureStore`.
+(:func:`preimage.image_store.image_store_digest`). Read it back with :class:`FeatureStore`.
 :func:`compute_network_caches` writes the same caches for several nodes of one network (every
 requested AlexNet layer) from one forward pass per batch.
 
@@ -18,7 +18,7 @@ Two things here serve the paper's scale (the whole ImageNet training set, §3), 
   the unsharded one in its datasets and attributes.
 * **Recompute instead of cache** (``features.store: recompute``): :func:`write_recipe` writes a
   cache file holding the attributes only (``storage = "recompute"``); whoever opens it with
-  :class:`~preimage.store.FeatureStore` gets the rows it asks for computed from the stored pixels
+  :class:`FeatureStore` gets the rows it asks for computed from the stored pixels
   by a :class:`Recomputer`, on the GPU when there is one, rounded to the configured dtype exactly
   as a cache would have stored them. For a CNN layer the forward pass costs less than reading its
   cached features back (conv1 in float16 is larger than the uint8 image it comes from).
@@ -26,17 +26,19 @@ Two things here serve the paper's scale (the whole ImageNet training set, §3), 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
+import h5py
 import numpy as np
 import torch
 
-from preimage import store
+from preimage import atomic_files, hdf5, image_store
 from preimage.devices import resolve_device
 from preimage.features.base import create
 
@@ -44,7 +46,7 @@ log = logging.getLogger("preimage.features")
 
 #: Attributes of a shard that differ from the joined cache's (and between shards).
 SHARD_KEYS = ("shard", "rows", "count", "device")
-#: Attributes that :func:`preimage.store.write_feature_store` writes itself.
+#: Attributes that :func:`write_feature_store` writes itself.
 _WRITER_KEYS = ("shape", "storage", "preimage_version")
 
 
@@ -91,7 +93,7 @@ def cache_attrs(representation_name: str, params: Mapping[str, Any], representat
         "label": getattr(representation, "label", representation_name),
         "dtype": dtype if not representation.sparse else "float32",
         "images": os.path.abspath(images_path),
-        "images_sha256": store.image_store_digest(images_path),
+        "images_sha256": image_store.image_store_digest(images_path),
         "image_size": size,
         # the centre window of each image that Φ sees: decoders reconstruct and are scored on it
         "target_size": int(representation.target_size(size)),
@@ -148,7 +150,7 @@ def compute_cache(
     target = resolve_device(device)
     representation = create(representation_name, **params)
     representation = representation.to(target)
-    images = store.ImageStore(images_path)
+    images = image_store.ImageStore(images_path)
     total, size = len(images), images.size
     start, stop = shard_rows(total, shard[0], shard[1], batch_size) if shard else (0, total)
     count = stop - start
@@ -161,7 +163,7 @@ def compute_cache(
              "sparse" if representation.sparse else "dense", attrs["dtype"], target)
     bar = tqdm(total=count, desc=representation_name, unit="img", disable=not sys.stderr.isatty(), dynamic_ncols=True)
     done = 0
-    with bar, images, store.write_feature_store(
+    with bar, images, write_feature_store(
         out_path, count, shape, attrs["dtype"], attrs,
         sparse_width=representation.sparse_width if representation.sparse else None,
     ) as writer:
@@ -171,7 +173,7 @@ def compute_cache(
                 writer.append_sparse(table, offsets)
             else:
                 with torch.no_grad():
-                    features = representation.compute(store.to_float(batch).to(target))
+                    features = representation.compute(image_store.to_float(batch).to(target))
                 writer.append(features.float().cpu().numpy())
             done += len(batch)
             bar.update(len(batch))
@@ -234,7 +236,7 @@ def compute_network_caches(
     nodes = NodeSet(representation_names, **params).to(target)
     label = ", ".join(representation_names)
     with contextlib.ExitStack() as stack:
-        images = stack.enter_context(store.ImageStore(images_path))
+        images = stack.enter_context(image_store.ImageStore(images_path))
         total, size = len(images), images.size
         start, stop = shard_rows(total, shard[0], shard[1], batch_size) if shard else (0, total)
         count = stop - start
@@ -247,7 +249,7 @@ def compute_network_caches(
                 attrs.update(shard=list(shard), rows=[start, stop], count=total)
             shape = tuple(int(s) for s in representation.output_shape(size, size))
             log.info("%s → %s per image (%s)", name, shape, attrs["dtype"])
-            writers.append(stack.enter_context(store.write_feature_store(out_path, count, shape, attrs["dtype"],
+            writers.append(stack.enter_context(write_feature_store(out_path, count, shape, attrs["dtype"],
                                                                          attrs)))
         log.info("%d nodes in one pass over %d images of %d px%s (device %s)", len(writers), count, size,
                  f" (shard {shard[0] + 1} of {shard[1]}: rows {start}:{stop} of {total})" if shard else "", target)
@@ -256,7 +258,7 @@ def compute_network_caches(
         done = 0
         for offset, batch in images.batches(batch_size, start, stop):
             with torch.no_grad():
-                features = nodes.compute(store.to_float(batch).to(target))
+                features = nodes.compute(image_store.to_float(batch).to(target))
             for writer, values in zip(writers, features):
                 writer.append(values.float().cpu().numpy())
             done += len(batch)
@@ -283,9 +285,9 @@ def join_caches(parts: Sequence[str | os.PathLike], out_path: str | os.PathLike,
     store, a missing or repeated shard, rows that leave a gap) instead of joining them."""
     if not parts:
         raise ValueError("no shards to join")
-    handles = [store.open_h5(p) for p in parts]
+    handles = [hdf5.open_h5(p) for p in parts]
     try:
-        metas = [store.read_attrs(h) for h in handles]
+        metas = [hdf5.read_attrs(h) for h in handles]
         first = metas[0]
         common = {k: v for k, v in first.items() if k not in SHARD_KEYS + _WRITER_KEYS}
         total = first.get("count")
@@ -308,9 +310,9 @@ def join_caches(parts: Sequence[str | os.PathLike], out_path: str | os.PathLike,
         sparse = first.get("storage") == "sparse"
         shape = tuple(first["shape"]) if first.get("shape") else None
         width = int(handles[0]["table"].shape[1]) if sparse else None
-        with store.write_feature_store(out_path, total, shape, first["dtype"], common, sparse_width=width) as writer:
+        with write_feature_store(out_path, total, shape, first["dtype"], common, sparse_width=width) as writer:
             for path, handle in zip(parts, handles):
-                with store.reading(path, handle):
+                with hdf5.reading(path, handle):
                     if sparse:
                         offsets = handle["offsets"][:]
                         writer.append_sparse(handle["table"][:], offsets - offsets[0])
@@ -360,7 +362,7 @@ def write_recipe(
         Where readers compute: ``auto`` (their GPU when they have one), ``cpu``, ``cuda``, ``cuda:N``.
     """
     representation = create(representation_name, **params)
-    with store.ImageStore(images_path) as images:
+    with image_store.ImageStore(images_path) as images:
         count, size = len(images), images.size
     attrs = cache_attrs(representation_name, params, representation, images_path, size, dtype, device)
     if representation.sparse:
@@ -370,8 +372,8 @@ def write_recipe(
     attrs.update(count=count, batch_size=int(batch_size),
                  images_relative=os.path.relpath(os.path.abspath(images_path), os.path.abspath(out.parent)),
                  shape=[int(s) for s in representation.output_shape(size, size)], storage="recompute")
-    with store.atomic_path(out) as tmp, store.create_h5(tmp) as handle:
-        store.write_attrs(handle, store.provenance(**attrs))
+    with atomic_files.atomic_path(out) as tmp, hdf5.create_h5(tmp) as handle:
+        hdf5.write_attrs(handle, hdf5.provenance(**attrs))
     log.info("%s: features of the %d images of %s will be computed where they are read (%s per image, %s)",
              representation_name, count, images_path, tuple(attrs["shape"]), dtype)
     return attrs
@@ -395,19 +397,19 @@ class Recomputer:
         images = next((c for c in candidates if c.is_file()), None)
         if images is None:
             raise FileNotFoundError(f"{self.path} computes its features from {attrs['images']}, which does not exist")
-        self.images = store.ImageStore(images)
+        self.images = image_store.ImageStore(images)
         try:
             if len(self.images) != int(attrs["count"]):
-                raise store.DamagedFile(self.path, f"written for {attrs['count']} images but {images} holds "
+                raise atomic_files.DamagedFile(self.path, f"written for {attrs['count']} images but {images} holds "
                                                    f"{len(self.images)}", "rerun its features job")
-            digest = store.image_store_digest(images)
+            digest = image_store.image_store_digest(images)
             if attrs.get("images_sha256") and digest != attrs["images_sha256"]:
-                raise store.DamagedFile(self.path, f"written for other images than those now in {images}",
+                raise atomic_files.DamagedFile(self.path, f"written for other images than those now in {images}",
                                         "rerun its features job")
             self.device = resolve_device(device or str(attrs.get("device", "auto")))
             self.representation = create(str(attrs["representation"]), **dict(attrs.get("params") or {}))
             if _plain(self.representation.identity()) != _plain(attrs.get("identity")):
-                raise store.DamagedFile(self.path, "its network's weights changed since it was written",
+                raise atomic_files.DamagedFile(self.path, "its network's weights changed since it was written",
                                         "rerun its features job")
             self.representation = self.representation.to(self.device)
         except BaseException:
@@ -425,7 +427,7 @@ class Recomputer:
         """float32 features (rounded through the recipe's dtype) of uint8 images (n, 3, S, S)."""
         out = np.empty((len(images), *self.shape), dtype=np.float32)
         for b in range(0, len(images), self.batch_size):
-            x = store.to_float(images[b:b + self.batch_size]).to(self.device)
+            x = image_store.to_float(images[b:b + self.batch_size]).to(self.device)
             f = self.representation.compute(x).float()
             if self.dtype == np.float16:
                 if not torch.isfinite(f).all():
@@ -452,3 +454,175 @@ def _plain(value: Any) -> Any:
 
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
+
+# --------------------------------------------------------------------------- reading and writing caches
+
+
+def feature_chunk(shape: Sequence[int], itemsize: int, target_bytes: int = 1 << 18) -> int:
+    """Images per HDF5 chunk: one image when features are large, a small batch (≤64) when small."""
+    per_image = int(np.prod(shape)) * itemsize
+    return int(max(1, min(64, target_bytes // max(per_image, 1))))
+
+
+class FeatureStoreWriter:
+    """Append dense features (``features``) or sparse keypoints (``table`` + ``offsets``)."""
+
+    def __init__(self, handle: h5py.File, count: int, shape: Optional[Tuple[int, ...]], dtype: str,
+                 sparse_width: Optional[int] = None) -> None:
+        self.handle, self.count, self.written = handle, count, 0
+        self.dtype = np.dtype(dtype)
+        if sparse_width is None:
+            assert shape is not None
+            self.features = hdf5.create_dataset(
+                handle, "features", shape=(count, *shape), dtype=self.dtype,
+                chunks=(min(count, feature_chunk(shape, self.dtype.itemsize)), *shape) if count else None,
+            )
+            self.table = None
+        else:
+            self.features = None
+            self.table = hdf5.create_dataset(
+                handle, "table", shape=(0, sparse_width), maxshape=(None, sparse_width), dtype=np.float32,
+                chunks=(4096, sparse_width),
+            )
+            self.offsets = [0]
+
+    def append(self, features: np.ndarray) -> None:
+        """Dense features for the next images, in image order."""
+        n = len(features)
+        stop = self.written + n
+        if stop > self.count:
+            raise ValueError(f"more features than images ({stop} > {self.count})")
+        array = np.asarray(features)
+        if self.dtype == np.float16 and np.isfinite(array).all():
+            converted = array.astype(np.float16)
+            if not np.isfinite(converted).all():
+                raise OverflowError("features overflow float16 (|x| > 65504): set features.dtype to float32")
+            array = converted
+        elif not np.isfinite(array).all():
+            raise ValueError("features contain NaN or inf")
+        self.features[self.written:stop] = array
+        self.written = stop
+
+    def append_sparse(self, table: np.ndarray, offsets: np.ndarray) -> None:
+        """Keypoint rows of the next images: ``offsets`` (n+1,) index ``table`` (rows, width)."""
+        rows = len(table)
+        start = self.table.shape[0]
+        self.table.resize(start + rows, axis=0)
+        if rows:
+            self.table[start:] = table
+        base = self.offsets[-1]
+        self.offsets.extend(int(base + o) for o in np.asarray(offsets)[1:])
+        self.written += len(offsets) - 1
+
+    def finish(self) -> None:
+        if self.written != self.count:
+            raise RuntimeError(f"wrote features for {self.written} of {self.count} images")
+        if self.table is not None:
+            hdf5.create_dataset(self.handle, "offsets", data=np.asarray(self.offsets, dtype=np.int64))
+
+
+@contextlib.contextmanager
+def write_feature_store(path: str | os.PathLike, count: int, shape: Optional[Tuple[int, ...]], dtype: str,
+                        attrs: Mapping[str, Any], sparse_width: Optional[int] = None) -> Iterator[FeatureStoreWriter]:
+    """Create a feature cache atomically (dense ``shape`` per image, or sparse rows of ``sparse_width``)."""
+    with atomic_files.atomic_path(path) as tmp:
+        with hdf5.create_h5(tmp) as handle:
+            hdf5.write_attrs(handle, hdf5.provenance(**attrs, shape=list(shape) if shape else None,
+                                           storage="sparse" if sparse_width else "dense"))
+            writer = FeatureStoreWriter(handle, count, shape, dtype, sparse_width)
+            yield writer
+            writer.finish()
+
+
+class FeatureStore:
+    """Read a feature cache in batches; sparse caches are densified on the fly.
+
+    ``read(start, stop)`` and ``take(indices)`` return float32 numpy arrays (N, *shape);
+    nothing is loaded beyond the rows asked for. A file written with ``features.store: recompute``
+    (``storage = "recompute"``: attributes only, no features) is read the same way: the rows
+    asked for are computed from the image store it names
+    (:class:`Recomputer`).
+    """
+
+    def __init__(self, path: str | os.PathLike, densify=None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"feature cache {self.path} does not exist (run the feature stage first)")
+        self.handle = hdf5.open_h5(self.path)
+        try:
+            with hdf5.reading(self.path, self.handle):
+                self.attrs = hdf5.read_attrs(self.handle)
+                if not isinstance(self.attrs.get("shape"), list) and self.attrs.get("storage") != "sparse":
+                    raise atomic_files.DamagedFile(self.path, "no 'shape' attribute: not a complete feature cache")
+                self.sparse = self.attrs.get("storage") == "sparse"
+                self.recomputed = self.attrs.get("storage") == "recompute"
+                self.shape = tuple(self.attrs.get("shape") or ())
+                if self.recomputed:
+                    self.features = None
+                elif self.sparse:
+                    self.offsets = self.handle["offsets"][:]
+                    self.table = self.handle["table"]
+                else:
+                    self.features = self.handle["features"]
+        except atomic_files.DamagedFile:
+            self.handle.close()
+            raise
+        if self.recomputed:
+            try:
+                self._source = Recomputer(self.path, self.attrs)
+            except BaseException:
+                self.handle.close()
+                raise
+        if self.sparse:
+            if densify is None:
+                representation = create(self.attrs["representation"], **self.attrs.get("params", {}))
+                densify = representation.densify
+            self._densify = densify
+
+    def __len__(self) -> int:
+        if self.recomputed:
+            return len(self._source)
+        return len(self.offsets) - 1 if self.sparse else int(self.features.shape[0])
+
+    @property
+    def chunk(self) -> int:
+        """Images per storage chunk (readers shuffle whole chunks for speed)."""
+        if self.sparse:
+            return 64
+        if self.recomputed:
+            return 1  # the images are stored one per chunk
+        return int(self.features.chunks[0]) if self.features.chunks else len(self)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.recomputed:
+            return self._source.read(start, stop)
+        if not self.sparse:
+            with hdf5.reading(self.path, self.handle):
+                return self.features[start:stop].astype(np.float32)
+        lo, hi = int(self.offsets[start]), int(self.offsets[stop])
+        with hdf5.reading(self.path, self.handle):
+            rows = self.table[lo:hi]
+        offsets = self.offsets[start:stop + 1] - lo
+        size = int(self.attrs["image_size"])
+        return np.asarray(self._densify(rows, offsets, None, size, size), dtype=np.float32)
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        indices = np.asarray(indices)
+        if self.recomputed:
+            return self._source.take(indices)
+        return np.stack([self.read(int(i), int(i) + 1)[0] for i in indices]) if len(indices) else np.empty((0, *self.shape), np.float32)
+
+    def batches(self, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:
+        for offset in range(0, len(self), batch_size):
+            yield offset, self.read(offset, min(offset + batch_size, len(self)))
+
+    def close(self) -> None:
+        if self.recomputed:
+            self._source.close()
+        self.handle.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

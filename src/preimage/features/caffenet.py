@@ -59,7 +59,7 @@ Weights (:func:`load_caffenet`)
 a path
     A state dict (``torch.save(state_dict, path)``), loaded with
     ``torch.load(path, map_location="cpu", weights_only=True)`` (no code in the file is run;
-    :func:`preimage.store.load_torch`), with
+    :func:`preimage.torch_files.load_torch`), with
     exactly these keys (strict: a missing or unexpected key is an error that names it)::
 
         conv1.weight (96, 3, 11, 11)     conv1.bias (96,)
@@ -99,7 +99,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from preimage import store
+from preimage import torch_files
 from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file
 
 __all__ = [
@@ -240,8 +240,8 @@ def _expected_keys_text() -> str:
 
 
 def _load_state(path: Path) -> Dict[str, torch.Tensor]:
-    # a file holding pickled objects is refused unread (store.UnsafeFile), an unreadable one named (DamagedFile)
-    state = store.load_torch(path, advice="CaffeNet weights must be a state dict saved with torch.save(state_dict, "
+    # a file holding pickled objects is refused unread (torch_files.UnsafeFile), an unreadable one named (DamagedFile)
+    state = torch_files.load_torch(path, advice="CaffeNet weights must be a state dict saved with torch.save(state_dict, "
                                           "path), keys in preimage.features.caffenet")
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of CaffeNet")

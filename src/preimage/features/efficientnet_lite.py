@@ -75,7 +75,7 @@ Parameters (``params:``, config ``features.efficientnet_lite0``)
     not installed, never random weights), ``"random"`` (the untrained control, under
     ``torch.manual_seed(seed)`` in a forked RNG), or the path of a state dict (the package's key
     layout or this module's), loaded with ``torch.load(weights_only=True)``
-    (:func:`preimage.store.load_torch`) and strict key matching.
+    (:func:`preimage.torch_files.load_torch`) and strict key matching.
 
     The untrained control is initialised He-normal with fan-in (gain √2 before a ReLU6, 1 for the
     linear projections), batch-norm scale 1, shift 0, running statistics 0 and 1, and a uniform
@@ -110,7 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from preimage import store
+from preimage import torch_files
 from preimage.features.base import register
 from preimage.features.torchvision_net import CNNRepresentation, has_node, node_extractor
 from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file
@@ -296,8 +296,8 @@ def imagenet_categories() -> List[str]:
 
 
 def _load_state(path: Path) -> EfficientNetLite0:
-    # a file holding pickled objects is refused unread (store.UnsafeFile), an unreadable one named (DamagedFile)
-    state = store.load_torch(path, advice="EfficientNet-Lite0 weights must be a state dict saved with "
+    # a file holding pickled objects is refused unread (torch_files.UnsafeFile), an unreadable one named (DamagedFile)
+    state = torch_files.load_torch(path, advice="EfficientNet-Lite0 weights must be a state dict saved with "
                                           "torch.save(state_dict, path)")
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")

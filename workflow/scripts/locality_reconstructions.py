@@ -2,13 +2,11 @@
 from preimage import logs
 
 with logs.job(snakemake):
-    from preimage import baselines, locality
+    from preimage import locality
     from preimage.features import create
 
     common, rep, options = snakemake.params.common, snakemake.params.representation, dict(snakemake.params.options)
-    optimisation = dict(snakemake.params.optimisation)
-    config = baselines.MVConfig(iterations=options.pop("iterations"),
-                                **{k: v for k, v in optimisation.items() if v is not None})
+    config = locality.optimisation_config(options.pop("iterations"), dict(snakemake.params.optimisation))
     # rep["name"] is the configured name of the base representation: it picks the optimisation's defaults
     locality.locality(snakemake.wildcards.rep, create(rep["name"], **rep["params"]), rep["name"],
                       snakemake.input.decoder, snakemake.input.images, snakemake.output.csv,

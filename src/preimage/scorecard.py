@@ -51,16 +51,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from preimage import metrics, store
+from preimage import hdf5, image_store, metrics
+from preimage.atomic_files import write_csv, write_text
+from preimage.features.cache import FeatureStore
+from preimage.plan import SCORECARD_DECODERS as DECODER_METHODS
 
-log = logging.getLogger("preimage.recognisability")
+log = logging.getLogger("preimage.scorecard")
 
 __all__ = ["COLUMNS", "DECODER_METHODS", "METHODS", "Classifier", "agreement", "feature_cosine", "load_classifier",
            "own_classifier", "score_representation", "scorecard_markdown", "scorecard_table", "summarise_agreement"]
 
-#: The decoders of one representation's features: its own and the Appendix A loss variants
-#: (method → suffix of the variant's slug).
-DECODER_METHODS: Dict[str, str] = {"decoder": "", "decoder_feature": "-feature", "decoder_gan": "-gan"}
 #: Every method of the scorecard, in the order of its rows.
 METHODS: Tuple[str, ...] = ("input", *DECODER_METHODS, "mahendran_vedaldi", "nearest_neighbour", "mean_image")
 #: What each method is, for the Markdown table and the figure.
@@ -286,7 +286,7 @@ def score_representation(
     own = own_classifier(representation, batch_size)
     if own is not None and own.key == classifier.key:
         own = None  # the same network as the scorecard's classifier: its columns would repeat
-    with store.reading(decoders["decoder"]["reconstructions"]) as handle:
+    with hdf5.reading(decoders["decoder"]["reconstructions"]) as handle:
         size = int(handle["reconstructions"].shape[-1])
 
     where = getattr(representation, "device", torch.device("cpu"))  # networks: theirs; HOG, SIFT, LBP: the CPU
@@ -308,16 +308,16 @@ def score_representation(
                 pixel[reference] = _pixel_row(errors, reference, files["errors"])
                 labels[reference] = str(pixel[reference].get("label", reference))
         decoder = TrainedDecoder(files["decoder"], device)
-        with store.FeatureStore(test_features_path) as features:
+        with FeatureStore(test_features_path) as features:
             started = time.perf_counter()
             count = sum(len(recon) for _, recon in decoder.reconstruct(features, batch_size))
             seconds[method] = (time.perf_counter() - started) / max(1, count)
 
     scores = {m: _Scores() for m in ("input", *decoders, "nearest_neighbour", "mean_image")}
-    with store.ImageStore(test_images_path, crop=size) as test_images, \
-            store.ImageStore(train_images_path, crop=size) as train_images, \
-            store.FeatureStore(test_features_path) as test_features, \
-            store.FeatureStore(train_features_path) as train_features:
+    with image_store.ImageStore(test_images_path, crop=size) as test_images, \
+            image_store.ImageStore(train_images_path, crop=size) as train_images, \
+            FeatureStore(test_features_path) as test_features, \
+            FeatureStore(train_features_path) as train_features:
         n = len(test_images)
         started = time.perf_counter()
         mean_image = mean_training_image(train_images)[None]
@@ -327,16 +327,16 @@ def score_representation(
         seconds["nearest_neighbour"] = (time.perf_counter() - started) / max(1, n)
         mean_scores, mean_features = classifier(mean_image), phi(mean_image)
         mean_own = own(mean_image) if own is not None else None
-        handles = {m: store.reading(files["reconstructions"]) for m, files in decoders.items()}
+        handles = {m: hdf5.reading(files["reconstructions"]) for m, files in decoders.items()}
         opened = {m: h.__enter__() for m, h in handles.items()}
         try:
             for a, b in _batches(n, batch_size):
-                truth = store.to_float(test_images.read(a, b))
+                truth = image_store.to_float(test_images.read(a, b))
                 ref_scores, ref_features = classifier(truth), phi(truth)
                 ref_own = own(truth) if own is not None else None
                 scores["input"].add(ref_scores, ref_scores, ref_features, ref_features, ref_own, ref_own)
-                guesses = {m: store.to_float(np.asarray(h["reconstructions"][a:b])) for m, h in opened.items()}
-                guesses["nearest_neighbour"] = store.to_float(train_images.take(nn_index[a:b]))
+                guesses = {m: image_store.to_float(np.asarray(h["reconstructions"][a:b])) for m, h in opened.items()}
+                guesses["nearest_neighbour"] = image_store.to_float(train_images.take(nn_index[a:b]))
                 for method, guess in guesses.items():
                     scores[method].add(ref_scores, classifier(guess), ref_features, phi(guess), ref_own,
                                        own(guess) if own is not None else None)
@@ -374,25 +374,25 @@ def score_representation(
     for row in rows:
         row.update(classifier=classifier.name, own_classifier=own.name if own is not None else "")
     table = pd.DataFrame(rows, columns=COLUMNS)
-    store.write_csv(table, csv_path)
+    write_csv(table, csv_path)
     for row in rows:
         log.info("%s %-18s error %.3f  cosine %.3f  top-1 %.2f  top-5 %.2f  (%d images)", representation_name,
                  row["method"], row["error"], row["feature_cosine"], row["top1"], row["top5"], row["n_images"])
     return table
 
 
-def _score_mahendran_vedaldi(files: Mapping[str, str], test_images: store.ImageStore, classifier: Classifier,
+def _score_mahendran_vedaldi(files: Mapping[str, str], test_images: image_store.ImageStore, classifier: Classifier,
                              own: Optional[Classifier], phi: Callable[[torch.Tensor], torch.Tensor],
                              seed: int) -> Dict[str, Any]:
     """The optimisation's row: its pre-images (``mahendran_vedaldi.h5``) against the test images
     they invert (its ``indices``); error and time from its table."""
-    with store.reading(files["images"]) as handle:
+    with hdf5.reading(files["images"]) as handle:
         indices = np.asarray(handle["indices"])
-        guess = store.to_float(np.asarray(handle["mahendran_vedaldi"]))
+        guess = image_store.to_float(np.asarray(handle["mahendran_vedaldi"]))
     if guess.shape[-1] != test_images.size:
         raise ValueError(f"{files['images']} holds {guess.shape[-1]}-px pre-images, the decoder's region is "
                          f"{test_images.size} px")
-    truth = store.to_float(test_images.take(indices))
+    truth = image_store.to_float(test_images.take(indices))
     scores = _Scores()
     ref_own = own(truth) if own is not None else None
     scores.add(classifier(truth), classifier(guess), phi(truth), phi(guess), ref_own,
@@ -415,8 +415,8 @@ def scorecard_table(paths: Sequence[str], csv_path: str, md_path: str) -> pd.Dat
     if not paths:
         raise ValueError("the scorecard needs at least one representation's scores")
     table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    store.write_csv(table, csv_path, float_format="%.4g")
-    store.write_text(scorecard_markdown(table), md_path)
+    write_csv(table, csv_path, float_format="%.4g")
+    write_text(scorecard_markdown(table), md_path)
     return table
 
 
@@ -455,80 +455,3 @@ def scorecard_markdown(table: pd.DataFrame) -> str:
         cells += [num(row["seconds_per_image"], ".4f"), str(int(row["n_images"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def most_recognisable(table: pd.DataFrame) -> pd.DataFrame:
-    """Per representation, the method (``input`` excluded) with the highest top-5 agreement, ties
-    broken by top-1 agreement, then by the lower error; one row each, in the table's order."""
-    rows = table[table["method"] != "input"]
-    best = []
-    for _, group in rows.groupby("representation", sort=False):
-        ranked = group.assign(_neg_error=-group["error"]).sort_values(["top5", "top1", "_neg_error"], ascending=False,
-                                                                       kind="stable")
-        best.append(ranked.iloc[0].drop("_neg_error"))
-    return pd.DataFrame(best).reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- the workflow's plan
-
-
-def scored_slugs(catalog: Any) -> List[str]:
-    """The representations that get a scorecard job: every slug of ``catalog``
-    (:class:`preimage.representations.Catalog`) except the Appendix A loss variants, whose
-    decoders are methods of their base representation's rows."""
-    from preimage.representations import LOSS_VARIANTS
-
-    return [slug for slug in catalog.slugs if catalog[slug].variant not in LOSS_VARIANTS]
-
-
-def decoder_slugs(catalog: Any, slug: str) -> Dict[str, str]:
-    """Method → slug of the decoder that reconstructs ``slug``'s features (:data:`DECODER_METHODS`
-    present in ``catalog``)."""
-    return {method: f"{slug}{suffix}" for method, suffix in DECODER_METHODS.items() if f"{slug}{suffix}" in catalog}
-
-
-def job_inputs(plan: Any, slug: str) -> Dict[str, Any]:
-    """The files the scorecard job of ``slug`` reads (``plan``: :class:`preimage.plan.Plan`): the
-    test and training images and features (nearest neighbour, mean image), each of its decoders
-    (:func:`decoder_slugs`) with its reconstructions and error table in the same order, Mahendran &
-    Vedaldi's pre-images and table where that baseline ran for it, an autoencoder's encoder."""
-    results, catalog = plan.results, plan.catalog
-    slugs = list(decoder_slugs(catalog, slug).values())
-    features = catalog.features_of(slug)
-    inputs: Dict[str, Any] = {
-        "test_images": f"{results}/data/test.h5", "train_images": f"{results}/data/train.h5",
-        "test_features": f"{results}/features/{features}/test.h5",
-        "train_features": f"{results}/features/{features}/train.h5",
-        "reconstructions": [f"{results}/{s}/reconstructions.h5" for s in slugs],
-        "decoders": [plan.decoder(s) for s in slugs],
-        "errors": [f"{results}/{s}/error.csv" for s in slugs]}
-    if slug in plan.mahendran_vedaldi_slugs():
-        inputs.update(mv_images=f"{results}/{slug}/mahendran_vedaldi.h5",
-                      mv_table=f"{results}/{slug}/mahendran_vedaldi.csv")
-    encoders = plan.encoder_inputs([slug])
-    if encoders:
-        inputs["encoder"] = encoders
-    return inputs
-
-
-def targets(plan: Any) -> List[str]:
-    """The scorecard's table and figure under ``plan.results`` when ``analyses.scorecard`` is enabled."""
-    if not plan.config["analyses"]["scorecard"]["enabled"] or not plan.catalog.slugs:
-        return []
-    R = plan.results
-    return [f"{R}/tables/scorecard.csv", f"{R}/tables/scorecard.md", f"{R}/figures/scorecard.png"]
-
-
-def classifier_problem(name: str) -> Optional[str]:
-    """Why ``analyses.scorecard.classifier`` cannot be the scorecard's classifier (an unknown name, or
-    a representation that is no network), or None; checked when the workflow is read."""
-    from preimage.features.base import lookup
-
-    try:
-        cls = lookup(name)
-    except KeyError as err:
-        return f"analyses.scorecard.classifier: {err.args[0]}"
-    if not getattr(cls, "has_weights", False):
-        return (f"analyses.scorecard.classifier: {name} is no network; name a trained classifier's logits node "
-                "(efficientnet_lite0:fc, fc8, torchvision:resnet50:fc)")
-    return None

@@ -1,11 +1,11 @@
-"""The scorecard's recognisability measures (top-1/top-5 agreement with a trained classifier, cosine in
+"""The scorecard's measures (top-1/top-5 agreement with a trained classifier, cosine in
 the representation's space) and the scorecard rows of every method, on tiny builtin data."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from preimage import figures, findings, recognisability as rec, store, train
+from preimage import figures, findings, hdf5, image_store, scorecard as rec, train
 from preimage.evaluate import evaluate_decoder
 from preimage.features import create
 from tiny_data import builtin_stores
@@ -32,8 +32,8 @@ def photos():
         params = validate_config({"data": {"size": 96, "train_per_class": 1, "test_per_class": 1}})["data"]
         paths = {"train": pathlib.Path(tmp) / "train.h5", "test": pathlib.Path(tmp) / "test.h5"}
         data.extract(params, paths)
-        with store.ImageStore(paths["test"]) as images:
-            return store.to_float(images.read(0, len(images)))
+        with image_store.ImageStore(paths["test"]) as images:
+            return image_store.to_float(images.read(0, len(images)))
 
 
 def test_agreement_by_hand():
@@ -108,12 +108,12 @@ def scored(tmp_path_factory, classifier):
     evaluate_decoder("hog", str(root / "hog/decoder.pt"), str(root / "hog_test.h5"), str(paths["test"]),
                      str(root / "hog_train.h5"), str(paths["train"]), str(root / "hog/error.csv"),
                      str(root / "hog/reconstructions.h5"), device="cpu")
-    with store.ImageStore(paths["test"]) as images:
+    with image_store.ImageStore(paths["test"]) as images:
         truth = images.take([0, 3])
     noisy = np.clip(truth.astype(int) + np.random.default_rng(0).integers(-40, 40, truth.shape), 0, 255)
-    with store.create_h5(root / "hog/mahendran_vedaldi.h5") as handle:
-        store.create_dataset(handle, "indices", data=np.array([0, 3]))
-        store.create_dataset(handle, "mahendran_vedaldi", data=noisy.astype(np.uint8))
+    with hdf5.create_h5(root / "hog/mahendran_vedaldi.h5") as handle:
+        hdf5.create_dataset(handle, "indices", data=np.array([0, 3]))
+        hdf5.create_dataset(handle, "mahendran_vedaldi", data=noisy.astype(np.uint8))
     pd.DataFrame([{"representation": "hog", "method": "mahendran_vedaldi", "error": 0.3, "ci_low": 0.2,
                    "ci_high": 0.4, "seconds_per_image": 1.5}]).to_csv(root / "hog/mahendran_vedaldi.csv", index=False)
     files = {"reconstructions": str(root / "hog/reconstructions.h5"), "decoder": str(root / "hog/decoder.pt"),
@@ -135,7 +135,7 @@ def test_every_method_gets_a_row_with_the_ceiling_for_the_input(scored):
     x = table.set_index("method").loc["input"]
     assert (x.top1, x.top5, x.top1_low, x.top5_high) == (1.0, 1.0, 1.0, 1.0)
     assert x.feature_cosine == pytest.approx(1.0) and x.error == 0.0 and x.ssim == 1.0
-    n_test = len(store.ImageStore(root / "test.h5"))
+    n_test = len(image_store.ImageStore(root / "test.h5"))
     assert table.set_index("method").loc["decoder", "n_images"] == n_test
     assert table.set_index("method").loc["mahendran_vedaldi", "n_images"] == 2
     for _, row in table.iterrows():
@@ -169,7 +169,7 @@ def test_the_scorecard_table_figure_and_findings(scored, tmp_path):
     assert md.count("| hog |") == 6 and "Mahendran & Vedaldi" in md and "x itself (ceiling)" in md
     figures.scorecard_figure(table, tmp_path / "scorecard.png")
     assert (tmp_path / "scorecard.png").stat().st_size > 0
-    best = rec.most_recognisable(table)
+    best = findings.most_recognisable(table)
     assert best["representation"].tolist() == ["hog", "lbp"] and "input" not in set(best["method"])
     lines = findings.scorecard(table)
     assert sum(line.startswith("- `hog`") for line in lines) == 1 and sum(line.startswith("- `lbp`") for line in lines) == 1
@@ -177,7 +177,7 @@ def test_the_scorecard_table_figure_and_findings(scored, tmp_path):
 
 def test_findings_name_the_most_recognisable_method_from_the_table():
     def row(rep, method, top5, top1, error, n=10):
-        return {"representation": rep, "method": method, "top5": top5, "top5_low": top5 / 2, "top5_high": top5,
+        return {"representation": rep, "method": method, "label": rec.METHOD_LABELS[method], "top5": top5, "top5_low": top5 / 2, "top5_high": top5,
                 "top1": top1, "error": error, "n_images": n, "classifier": "efficientnet_lite0:fc"}
 
     table = pd.DataFrame([row("a", "input", 1, 1, 0), row("a", "decoder", 0.6, 0.3, 0.4),
@@ -202,12 +202,12 @@ def test_the_most_recognisable_method_breaks_ties_by_top1_then_error():
         {"representation": "b", "method": "decoder", "top5": 0.2, "top1": 0.1, "error": 0.4},
         {"representation": "b", "method": "mahendran_vedaldi", "top5": 0.3, "top1": 0.0, "error": 0.9},
     ])
-    best = rec.most_recognisable(table)
+    best = findings.most_recognisable(table)
     assert best[["representation", "method"]].values.tolist() == [["a", "mean_image"], ["b", "mahendran_vedaldi"]]
 
 
 def test_the_plan_groups_loss_variants_under_their_base_and_checks_the_classifier():
-    from preimage.config import validate_config
+    from preimage.config import ConfigError, validate_config
     from preimage.plan import Plan
 
     plan = Plan(validate_config({
@@ -215,22 +215,23 @@ def test_the_plan_groups_loss_variants_under_their_base_and_checks_the_classifie
         "variants": {"gan": ["hog"], "feature": ["hog"], "autoencoder": ["fc6"]},
         "baselines": {"mahendran_vedaldi": {"representations": ["hog"]}}}))
     catalog = plan.catalog
-    slugs = rec.scored_slugs(catalog)
+    slugs = plan.scorecard_slugs()
     assert "hog-gan" not in slugs and "hog-feature" not in slugs
     assert {"hog", "fc6", "fc6-ae", "efficientnet_lite0@fc", "efficientnet_lite0@fc-random"} <= set(slugs)
-    assert rec.decoder_slugs(catalog, "hog") == {"decoder": "hog", "decoder_feature": "hog-feature",
+    assert plan.scorecard_decoders("hog") == {"decoder": "hog", "decoder_feature": "hog-feature",
                                                  "decoder_gan": "hog-gan"}
-    hog = rec.job_inputs(plan, "hog")
+    hog = plan.scorecard_inputs("hog")
     assert hog["reconstructions"] == ["res/hog/reconstructions.h5", "res/hog-feature/reconstructions.h5",
                                       "res/hog-gan/reconstructions.h5"]
     assert hog["mv_images"] == "res/hog/mahendran_vedaldi.h5" and hog["test_features"] == "res/features/hog/test.h5"
-    ae = rec.job_inputs(plan, "fc6-ae")
+    ae = plan.scorecard_inputs("fc6-ae")
     assert ae["encoder"] == ["res/fc6-ae/encoder.pt"] and "mv_images" not in ae
     assert ae["test_features"] == "res/features/fc6-ae/test.h5"
     assert {"res/tables/scorecard.csv", "res/figures/scorecard.png"} <= set(plan.all_targets())
     assert plan.findings_inputs()["scorecard"] == "res/tables/scorecard.csv"
     off = Plan(validate_config({"results": "res", "representations": ["hog"], "analyses": {"scorecard": {"enabled": False}}}))
     assert "res/tables/scorecard.csv" not in off.all_targets() and "scorecard" not in off.findings_inputs()
-    assert rec.classifier_problem("efficientnet_lite0:fc") is None
-    assert "no network" in rec.classifier_problem("hog")
-    assert "unknown representation" in rec.classifier_problem("nonsense")
+    assert validate_config({"representations": ["hog"], "analyses": {"scorecard": {"classifier": "efficientnet_lite0:fc"}}})
+    for classifier, message in (("hog", "is no network"), ("nonsense", "unknown representation")):
+        with pytest.raises(ConfigError, match=f"analyses.scorecard.classifier: .*{message}"):
+            validate_config({"representations": ["hog"], "analyses": {"scorecard": {"classifier": classifier}}})

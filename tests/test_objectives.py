@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from preimage import adversarial, decoding, train
-from preimage.adversarial import (Discriminator, FeatureObjective, GanObjective, GanSettings, NotDifferentiable,
+from preimage import decoding, objectives, train
+from preimage.objectives import (Discriminator, FeatureObjective, GanObjective, GanSettings, NotDifferentiable,
                                   build_objective, differentiable_representation, require_differentiable)
 from preimage.config import ConfigError, validate_config
 from preimage.features import create
@@ -222,8 +222,8 @@ def test_feature_training_can_start_from_the_pixel_decoder(tiny):
 
 
 def test_nan_in_any_term_stops_with_a_clear_error(tiny, monkeypatch):
-    real = adversarial.GanObjective.feature_loss
-    monkeypatch.setattr(adversarial.GanObjective, "feature_loss", lambda self, p, z: real(self, p, z) * float("nan"))
+    real = objectives.GanObjective.feature_loss
+    monkeypatch.setattr(objectives.GanObjective, "feature_loss", lambda self, p, z: real(self, p, z) * float("nan"))
     with pytest.raises(train.NonFiniteLoss, match="became nan"):
         _train(tiny, "nan")
 
@@ -271,23 +271,23 @@ def test_sharpness_known_values():
 
 
 def test_figure_12_13_comparison_uses_the_optimisations_images(tiny, tmp_path, monkeypatch):
-    from preimage import figures, store
+    from preimage import figures, hdf5, image_store
 
-    with store.ImageStore(tiny / "test.h5") as images:
+    with image_store.ImageStore(tiny / "test.h5") as images:
         n, originals = len(images), images.read(0, len(images))
     decoders = {}
     for label, blur in (("hog-gan", 0), ("hog", 2)):
         h5 = tmp_path / f"{label}.h5"
-        with store.create_h5(h5) as handle:
-            store.create_dataset(handle, "reconstructions", data=(originals // (blur + 1)).astype(np.uint8))
+        with hdf5.create_h5(h5) as handle:
+            hdf5.create_dataset(handle, "reconstructions", data=(originals // (blur + 1)).astype(np.uint8))
         csv = tmp_path / f"{label}.csv"
         pd.DataFrame([{"method": "decoder", "error": 0.5, "feature_error": 0.25, "sharpness": 0.75}]).to_csv(csv)
         decoders[label] = (str(h5), str(csv))
     mv_h5, mv_csv = tmp_path / "mv.h5", tmp_path / "mv.csv"
     inverted = np.array([0, n - 1])
-    with store.create_h5(mv_h5) as handle:
-        store.create_dataset(handle, "indices", data=inverted)
-        store.create_dataset(handle, "mahendran_vedaldi", data=originals[inverted])
+    with hdf5.create_h5(mv_h5) as handle:
+        hdf5.create_dataset(handle, "indices", data=inverted)
+        hdf5.create_dataset(handle, "mahendran_vedaldi", data=originals[inverted])
     pd.DataFrame([{"method": "mahendran_vedaldi", "error": 0.9, "feature_error": 0.1}]).to_csv(mv_csv)
     drawn = []
     original_grid = figures.image_grid

@@ -1,4 +1,8 @@
-"""Decoders trained in feature space, with and without a learnt image prior (paper Appendix A).
+"""The objectives a decoder is trained with: eq. (1) and the losses of Appendix A.
+
+The pixel loss of eq. (1) (:class:`PixelObjective`, the paper's §3) is the default and the interface
+of every objective of the training loop (:mod:`preimage.train`). The rest of this module is about
+decoders trained in feature space, with and without a learnt image prior (paper Appendix A).
 
 Appendix A of the paper reports preliminary experiments with a second way of training the decoder
 f: instead of the image distance of eq. (1), minimise the distance between the features
@@ -16,7 +20,7 @@ variants of :mod:`preimage.representations` set them for an extra row):
 
 ``pixel``
     eq. (1): ``L_pix`` = mean over pixels and batch of ``(x̂ − x)²`` at the decoder's output size
-    (:class:`preimage.train.PixelObjective`).
+    (:class:`PixelObjective`).
 ``feature``
     ``L_feat`` = mean over the batch and feature dimensions of ``(s·Φ(up(x̂)) − s·Φ(x))²``.
     ``up`` resizes the decoder's output bilinearly to the region Φ sees (as evaluation does, §5.1);
@@ -68,10 +72,9 @@ import torch.nn.functional as F
 
 from preimage import metrics
 from preimage.decoders import scale_channels
-from preimage.train import PixelObjective
 
 __all__ = ["LOSSES", "Discriminator", "FeatureObjective", "GanObjective", "GanSettings", "NotDifferentiable",
-           "build_objective", "differentiable_representation", "require_differentiable"]
+           "PixelObjective", "build_objective", "differentiable_representation", "require_differentiable"]
 
 #: The values of ``decoder.loss``.
 LOSSES = ("pixel", "feature", "gan")
@@ -178,6 +181,41 @@ class Discriminator(nn.Module):
 
 
 # --------------------------------------------------------------------------- objectives
+
+
+class PixelObjective:
+    """Eq. (1), the default objective; the interface of every objective of the training loop.
+
+    ``objective(prediction, targets, inputs)`` gets the decoder's float output, the targets at its
+    output size and the decoder's inputs (scaled features), and returns named scalar tensors:
+    ``loss`` (minimised by the decoder's optimiser) and any further terms to log (``pixel``,
+    ``feature``, ``d_loss``, …), each averaged per epoch into ``train_<name>``. An objective with
+    its own networks (the GAN's discriminator) steps them inside the call and keeps them in
+    ``state_dict`` (saved in the checkpoint); ``validation`` adds ``val_*`` columns.
+    """
+
+    kind = "pixel"
+
+    def __call__(self, prediction: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"loss": F.mse_loss(prediction, targets)}
+
+    def set_learning_rate(self, lr: float) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "pixel loss (eq. 1)"
+
+    def settings(self) -> Dict[str, Any]:
+        return {"loss": self.kind}
+
+    def validation(self, model, data, inputs, device: torch.device, batch_size: int) -> Dict[str, float]:
+        return {}
 
 
 class FeatureObjective(PixelObjective):
