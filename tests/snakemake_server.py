@@ -3,9 +3,9 @@ runs each ``snakemake`` command line of the tests in a child forked from it: the
 Snakemake's own entry point (``snakemake.cli.main``, what ``python -m snakemake`` calls) in a fresh
 process, without the seconds of interpreter start and imports each command would otherwise take.
 
-Protocol, one JSON object a line: the tests write ``{"argv", "cwd", "stdout", "stderr"}`` to its
-stdin; it answers ``{"pid"}`` once the child has started (a session of its own, so that a timeout can
-end it and its jobs), then ``{"returncode"}`` once the child has ended. Started by
+Protocol, one JSON object a line: the tests write ``{"id", "argv", "cwd", "stdout", "stderr"}`` to
+its stdin; it answers ``{"id", "pid"}`` once the child has started (a session of its own, so that a timeout can
+end it and its jobs), then ``{"id", "returncode"}`` once the child has ended. Started by
 :class:`workflow.SnakemakeServer` with the tests' environment (:data:`workflow.ENV`)."""
 import atexit
 import json
@@ -62,10 +62,10 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             run_child(request)
-        answer.write(json.dumps({"pid": pid}) + "\n")
+        answer.write(json.dumps({"id": request["id"], "pid": pid}) + "\n")
         answer.flush()
         _, status = os.waitpid(pid, 0)
-        answer.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        answer.write(json.dumps({"id": request["id"], "returncode": os.waitstatus_to_exitcode(status)}) + "\n")
         answer.flush()
 
 

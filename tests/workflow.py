@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -89,32 +90,36 @@ class SnakemakeServer:
             self.answers.put(json.loads(line))
         self.answers.put(None)  # the server ended
 
-    def _answer(self, timeout: float) -> Union[dict, None]:
-        """The server's next answer, or None after ``timeout`` seconds."""
-        try:
-            answer = self.answers.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if answer is None:
-            raise RuntimeError(f"the Snakemake server ended; its log:\n{self.log.read_text()[-4000:]}")
-        return answer
+    def _answer(self, timeout: float, request: int) -> Union[dict, None]:
+        """The server's next answer about ``request``, or None after ``timeout`` seconds (answers about
+        earlier requests, ended by a timeout, are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = self.answers.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                return None
+            if answer is None:
+                raise RuntimeError(f"the Snakemake server ended; its log:\n{self.log.read_text()[-4000:]}")
+            if answer["id"] == request:
+                return answer
 
     def run(self, argv: Sequence[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
         """``python -m snakemake *argv`` in ``cwd``, as :func:`subprocess.run` with ``capture_output``
         and ``text`` would run it (TimeoutExpired after ``timeout`` seconds, the command ended)."""
         self.count += 1
         out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
-        request = {"argv": list(map(str, argv)), "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        request = {"id": self.count, "argv": list(map(str, argv)), "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        started = self._answer(60)
+        started = self._answer(600, self.count)  # the first waits for the server to import
         if started is None:
             raise RuntimeError(f"the Snakemake server did not start the command; its log: {self.log}")
         pid = started["pid"]
-        ended = self._answer(timeout)
+        ended = self._answer(timeout, self.count)
         if ended is None:
             os.killpg(pid, signal.SIGKILL)
-            self._answer(60)
+            self._answer(60, self.count)
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         out.unlink()
         err.unlink()
