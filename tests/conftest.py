@@ -72,8 +72,8 @@ def slurm_run_started(request, tmp_path_factory):
     """The cluster run of tests/test_slurm.py (:data:`SLURM_TARGET` of ``.test/config-tiny.yaml`` with
     ``config-slurm.yaml`` on a local single-node SLURM through profiles/slurm), started in the
     background as the session starts when a selected test uses it (fixture ``slurm_run``): it spends
-    most of its time waiting between SLURM's status polls, which the other tests fill. Yields the reason instead where no test cluster
-    can be started here, else (cluster, working directory, run)."""
+    most of its time waiting between SLURM's status polls, which the other tests fill. Yields the
+    reason instead where no test cluster can be started here, else (cluster, working directory, run)."""
     if not any("slurm_run" in item.fixturenames for item in request.session.items):
         yield None
         return

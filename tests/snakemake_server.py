@@ -4,8 +4,8 @@ Snakemake's own entry point (``snakemake.cli.main``, what ``python -m snakemake`
 process, without the seconds of interpreter start and imports each command would otherwise take.
 
 Protocol, one JSON object a line: the tests write ``{"id", "argv", "cwd", "stdout", "stderr"}`` to
-its stdin; it answers ``{"id", "pid"}`` once the child has started (a session of its own, so that a timeout can
-end it and its jobs), then ``{"id", "returncode"}`` once the child has ended. Started by
+its stdin; it answers ``{"id", "pid"}`` once the child has started (a session of its own, so that a
+timeout can end it and its jobs), then ``{"id", "returncode"}`` once the child has ended. Started by
 :class:`workflow.SnakemakeServer` with the tests' environment (:data:`workflow.ENV`)."""
 import atexit
 import json
@@ -22,8 +22,9 @@ def run_child(request: dict) -> None:
     try:
         os.setsid()
         os.chdir(request["cwd"])
-        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                                (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        streams = ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], write), (2, request["stderr"], write))
+        for fd, path, flags in streams:
             opened = os.open(path, flags, 0o644)
             os.dup2(opened, fd)
             os.close(opened)
@@ -45,7 +46,7 @@ def run_child(request: dict) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:
+            except (OSError, ValueError):  # a stream the command closed: nothing left to write
                 pass
         os._exit(code)
 

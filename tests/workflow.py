@@ -109,7 +109,8 @@ class SnakemakeServer:
         and ``text`` would run it (TimeoutExpired after ``timeout`` seconds, the command ended)."""
         self.count += 1
         out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
-        request = {"id": self.count, "argv": list(map(str, argv)), "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        request = {"id": self.count, "argv": list(map(str, argv)), "cwd": str(cwd),
+                   "stdout": str(out), "stderr": str(err)}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         started = self._answer(600, self.count)  # the first waits for the server to import
