@@ -62,13 +62,19 @@ SLURM_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--
                    "--slurm-init-seconds-before-status-checks", "2")
 
 
+#: What the cluster builds: the errors table, which takes the data stage, a CPU job (HOG features)
+#: and the GPU jobs (fc6's features, the decoders and their evaluations) that tests/test_slurm.py
+#: checks, without the figures of ``all``, which would add jobs of the kinds it has already run.
+SLURM_TARGET = "results/tables/errors.csv"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def slurm_run_started(request, tmp_path_factory):
-    """The cluster run of tests/test_slurm.py (``.test/config-tiny.yaml`` with ``config-slurm.yaml`` on
-    a local single-node SLURM through profiles/slurm), started in the background as the session starts
-    when a selected test uses it (fixture ``slurm_run``): it spends most of its time waiting between
-    SLURM's status polls, which the other tests fill. Yields the reason instead where no test cluster
-    can be started here, else (cluster, working directory, run)."""
+    """The cluster run of tests/test_slurm.py (:data:`SLURM_TARGET` of ``.test/config-tiny.yaml`` with
+    ``config-slurm.yaml`` on a local single-node SLURM through profiles/slurm), started in the
+    background as the session starts when a selected test uses it (fixture ``slurm_run``): it spends
+    most of its time waiting between SLURM's status polls, which the other tests fill. Yields the
+    reason instead where no test cluster can be started here, else (cluster, working directory, run)."""
     if not any("slurm_run" in item.fixturenames for item in request.session.items):
         yield None
         return
@@ -81,7 +87,7 @@ def slurm_run_started(request, tmp_path_factory):
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
     cluster.start()
     workdir = tmp_path_factory.mktemp("cluster")
-    run = BackgroundRun(workdir, "all", "--profile", str(ROOT / "profiles/slurm"), *SLURM_OVERRIDES,
+    run = BackgroundRun(workdir, SLURM_TARGET, "--profile", str(ROOT / "profiles/slurm"), *SLURM_OVERRIDES,
                         configfile=[config_path("tiny"), config_path("slurm")],
                         log=tmp_path_factory.getbasetemp() / "slurm-run.log")
     yield cluster, workdir, run

@@ -3,12 +3,10 @@ dry-run from the repository root (with a fake ILSVRC2012 tree standing in for /d
 a folder of empty photograph files for /path/to/photos)."""
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 
-from workflow import ENV, ROOT
+from workflow import ROOT, run_snakemake
 
 DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Commands that need a finished run, tested where one exists (tests/test_workflow.py: the report).
@@ -54,6 +52,5 @@ def test_documented_command_dry_runs(doc, command, imagenet_root, tmp_path):
     # -n and --directory go first: options that take lists (--config) must keep their own words
     workdir = tmp_path / "run"
     workdir.mkdir()
-    argv = [sys.executable, "-m", "snakemake", "-n", "--directory", str(workdir), *words[1:]]
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    result = run_snakemake(["-n", "--directory", str(workdir), *words[1:]], cwd=ROOT)
     assert result.returncode == 0, f"{doc}: {command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

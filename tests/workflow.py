@@ -1,12 +1,18 @@
 """Helpers to run the real Snakefile in a temporary working directory on the tests' configurations."""
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -62,10 +68,91 @@ def snakemake_command(workdir: Path, *args: str, configfile: ConfigFiles = None)
     return command
 
 
+class SnakemakeServer:
+    """Runs ``snakemake`` command lines in children forked from one process that has already imported
+    Snakemake and what the Snakefile imports (tests/snakemake_server.py): each command is still
+    Snakemake's own command line in a process of its own, with :data:`ENV`, but starts in a fraction
+    of a second instead of the seconds an interpreter with torch takes. One per test session."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="snakemake-server-"))
+        self.log = self.folder / "server.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("snakemake_server.py"))],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                            env=ENV, cwd=ROOT)
+        self.count = 0
+        self.answers: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read_answers, daemon=True).start()
+
+    def _read_answers(self) -> None:
+        for line in self.process.stdout:
+            self.answers.put(json.loads(line))
+        self.answers.put(None)  # the server ended
+
+    def _answer(self, timeout: float, request: int) -> Union[dict, None]:
+        """The server's next answer about ``request``, or None after ``timeout`` seconds (answers about
+        earlier requests, ended by a timeout, are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = self.answers.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                return None
+            if answer is None:
+                raise RuntimeError(f"the Snakemake server ended; its log:\n{self.log.read_text()[-4000:]}")
+            if answer["id"] == request:
+                return answer
+
+    def run(self, argv: Sequence[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+        """``python -m snakemake *argv`` in ``cwd``, as :func:`subprocess.run` with ``capture_output``
+        and ``text`` would run it (TimeoutExpired after ``timeout`` seconds, the command ended)."""
+        self.count += 1
+        out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
+        request = {"id": self.count, "argv": list(map(str, argv)), "cwd": str(cwd),
+                   "stdout": str(out), "stderr": str(err)}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        started = self._answer(600, self.count)  # the first waits for the server to import
+        if started is None:
+            raise RuntimeError(f"the Snakemake server did not start the command; its log: {self.log}")
+        pid = started["pid"]
+        ended = self._answer(timeout, self.count)
+        if ended is None:
+            os.killpg(pid, signal.SIGKILL)
+            self._answer(60, self.count)
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        out.unlink()
+        err.unlink()
+        command = [sys.executable, "-m", "snakemake", *request["argv"]]
+        if ended is None:
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, ended["returncode"], stdout, stderr)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_server: Union[SnakemakeServer, None] = None
+
+
+def run_snakemake(argv: Sequence[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m snakemake *argv`` in ``cwd`` with :data:`ENV` (through the session's
+    :class:`SnakemakeServer`); the CompletedProcess, with its output as text."""
+    global _server
+    if _server is None or _server.process.poll() is not None:
+        _server = SnakemakeServer()
+        atexit.register(_server.close)
+    return _server.run(argv, cwd, timeout)
+
+
 def snakemake(workdir: Path, *args: str, configfile: ConfigFiles = None, check: bool = True, timeout: int = 600):
     """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
     command = snakemake_command(workdir, *args, configfile=configfile)
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=ENV)
+    result = run_snakemake(command[3:], cwd=workdir, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

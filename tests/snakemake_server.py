@@ -1,0 +1,74 @@
+"""A process that has imported Snakemake and the modules the Snakefile imports (torch among them), and
+runs each ``snakemake`` command line of the tests in a child forked from it: the command runs
+Snakemake's own entry point (``snakemake.cli.main``, what ``python -m snakemake`` calls) in a fresh
+process, without the seconds of interpreter start and imports each command would otherwise take.
+
+Protocol, one JSON object a line: the tests write ``{"id", "argv", "cwd", "stdout", "stderr"}`` to
+its stdin; it answers ``{"id", "pid"}`` once the child has started (a session of its own, so that a
+timeout can end it and its jobs), then ``{"id", "returncode"}`` once the child has ended. Started by
+:class:`workflow.SnakemakeServer` with the tests' environment (:data:`workflow.ENV`)."""
+import atexit
+import json
+import os
+import sys
+
+#: what the Snakefile and Snakemake's command line load before they read a config
+PRELOAD = ("snakemake.cli", "snakemake.api", "preimage.config", "preimage.features", "preimage.representations")
+
+
+def run_child(request: dict) -> None:
+    """The forked child: Snakemake's command line on ``request``; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        os.chdir(request["cwd"])
+        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        streams = ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], write), (2, request["stderr"], write))
+        for fd, path, flags in streams:
+            opened = os.open(path, flags, 0o644)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.argv = ["snakemake", *request["argv"]]
+        import snakemake.cli
+
+        try:
+            snakemake.cli.main(request["argv"])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        atexit._run_exitfuncs()
+    except BaseException:  # anything the command line did not handle: its traceback goes to its stderr
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a stream the command closed: nothing left to write
+                pass
+        os._exit(code)
+
+
+def serve() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    answer = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        answer.flush()
+        pid = os.fork()
+        if pid == 0:
+            run_child(request)
+        answer.write(json.dumps({"id": request["id"], "pid": pid}) + "\n")
+        answer.flush()
+        _, status = os.waitpid(pid, 0)
+        answer.write(json.dumps({"id": request["id"], "returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        answer.flush()
+
+
+if __name__ == "__main__":
+    serve()
