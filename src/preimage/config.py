@@ -168,6 +168,8 @@ def deep_problems(config: Mapping[str, Any]) -> List[str]:
             from preimage.features.torchvision_net import name_problem
         elif family == "efficientnet_lite0":
             from preimage.features.efficientnet_lite import name_problem
+        elif family == "timm":
+            from preimage.features.timm_net import name_problem
         else:
             continue
         problem = name_problem(name)
@@ -234,9 +236,10 @@ def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | Non
     analyses = config.get("analyses", {})
     for key in ("perturbation", "interpolation", "random_samples", "single_units"):
         for name in analyses.get(key, {}).get("layers") or []:
-            if name not in alexnet and not name.startswith(("torchvision:", "efficientnet_lite0:")):
+            if name not in alexnet and not name.startswith(("torchvision:", "efficientnet_lite0:", "timm:")):
                 problems.append(f"analyses.{key}.layers: {name!r} is not a CNN representation "
-                                "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>)")
+                                "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>, "
+                                "timm:<model>:<node>)")
     return problems
 
 
@@ -396,6 +399,12 @@ def _weights_problems(config: Mapping[str, Any]) -> List[str]:
                     packaged_weights_path()
                 except WeightsUnavailableError as err:
                     problems.append(f"features.{family}.weights: imagenet: {str(err).splitlines()[0]}")
+            continue
+        if family == "timm" and weights == "pretrained":  # timm's own cache (preimage.features.timm_net)
+            from preimage.features.timm_net import weights_problem
+
+            problems.extend(f"features.timm.weights: {problem}" for name in config.get("representations", [])
+                            if lookup(name).family == "timm" and (problem := weights_problem(name, weights)))
             continue
         path = Path(weights).expanduser()
         if not path.is_file():

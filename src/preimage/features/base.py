@@ -189,7 +189,7 @@ def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
     import importlib
 
-    for module in ("hog", "hogb", "dsift", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite"):
+    for module in ("hog", "hogb", "dsift", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite", "timm_net"):
         try:
             importlib.import_module(f"preimage.features.{module}")
         except ModuleNotFoundError as err:  # a module not written yet must not hide others
