@@ -248,3 +248,27 @@ def test_documented_preprocessing_is_timms():
             sides = [cfg.input_size[1] // info["reduction"] for info in model_.feature_info]
             assert grid == " / ".join(f"{s}×{s}" for s in sides)
     assert re.search(r"\[docs/timm.md\]\(docs/timm.md\)", (ROOT / "README.md").read_text())
+
+
+def test_preimage_invert_recomputes_a_timm_node(tmp_path):
+    """A decoder trained on a timm node's cache decodes new images: ``preimage invert`` recreates the
+    representation from the decoder's provenance (name, parameters, weights identity)."""
+    import numpy as np
+    from PIL import Image
+
+    from preimage import decoding, train
+    from preimage.invert import invert_images
+    from tiny_data import builtin_stores
+
+    params = {"weights": "random", "seed": 0, "crop": 32}
+    paths = builtin_stores(tmp_path, 32, 2, 1, caches=[(VIT, params, "vit")], splits=("train",))
+    train.train_decoder(VIT, str(tmp_path / "vit_train.h5"), str(paths["train"]), str(tmp_path / "decoder.pt"),
+                        str(tmp_path / "log.csv"), str(tmp_path / "ckpt.pt"),
+                        dict(epochs=1, batch_size=8, width=0.125, device="cpu", seed=0))
+    trained = decoding.TrainedDecoder(tmp_path / "decoder.pt", "cpu")
+    assert trained.provenance["representation"] == VIT and trained.provenance["weights"] == "random:0"
+    image = tmp_path / "ramp.png"
+    y, x = np.mgrid[0:40, 0:50] / 50.0
+    Image.fromarray((np.stack([x, 0.3 + 0.5 * y, 1 - x], -1) * 255).astype(np.uint8)).save(image)
+    result = invert_images(trained, [image], tmp_path / "out", error=False, progress=False)
+    assert Image.open(result.outputs[0]).size == (31, 31)  # the centre that timm's crop covers

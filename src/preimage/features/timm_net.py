@@ -487,14 +487,21 @@ def _token_layout(model: torch.nn.Module, crop: int) -> Tuple[int, int, int]:
 
 
 def _extractor(model: torch.nn.Module, outputs: Dict[str, str], model_name: str) -> torch.nn.Module:
-    """timm's FX feature extractor for ``outputs`` (node → key), eval mode, pruned to the deepest node."""
+    """timm's FX feature extractor for ``outputs`` (node → key), eval mode, pruned to the deepest
+    node; a node the model does not have is a ValueError listing valid names (the graph's node
+    names are traced only then)."""
     from timm.models import create_feature_extractor, get_graph_node_names
 
-    _, nodes = get_graph_node_names(model.eval())
-    for node in outputs:
-        if not has_node(nodes, node):
-            raise ValueError(_unknown_node(model_name, node, nodes))
-    return _without_asserts(create_feature_extractor(model, return_nodes=dict(outputs)).eval())
+    model.eval()
+    try:
+        extractor = create_feature_extractor(model, return_nodes=dict(outputs))
+    except ValueError:
+        _, nodes = get_graph_node_names(model)
+        for node in outputs:
+            if not has_node(nodes, node):
+                raise ValueError(_unknown_node(model_name, node, nodes)) from None
+        raise
+    return _without_asserts(extractor.eval())
 
 
 def _unknown_node(model_name: str, node: str, nodes: Sequence[str]) -> str:
