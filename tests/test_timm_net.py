@@ -272,3 +272,16 @@ def test_preimage_invert_recomputes_a_timm_node(tmp_path):
     Image.fromarray((np.stack([x, 0.3 + 0.5 * y, 1 - x], -1) * 255).astype(np.uint8)).save(image)
     result = invert_images(trained, [image], tmp_path / "out", error=False, progress=False)
     assert Image.open(result.outputs[0]).size == (31, 31)  # the centre that timm's crop covers
+
+
+def test_documented_example_configuration_is_valid(tmp_path):
+    """The representations of docs/timm.md's example exist (models and nodes traced without weights)."""
+    import yaml
+
+    text = (ROOT / "docs/timm.md").read_text()
+    example = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert example["features"]["timm"]["weights"] == "pretrained"
+    config = {**example, "results": str(tmp_path / "results"), "features": {"timm": {"weights": "random"}}}
+    validate_config(config, deep=True)
+    with pytest.raises(ConfigError, match="features.timm.weights"):  # offline, nothing cached
+        validate_config({**config, "features": example["features"]})

@@ -3,7 +3,8 @@
 Every representation is one module in this package that subclasses :class:`Representation`
 and decorates itself with :func:`register`. The workflow only ever calls :func:`create`
 with a name from the config (``hog``, ``hogb``, ``dsift``, ``lbp``, ``sift``, ``conv1`` … ``fc8``,
-``torchvision:<model>:<node>``, ``efficientnet_lite0:<node>``) and the parameters from ``params:``.
+``torchvision:<model>:<node>``, ``efficientnet_lite0:<node>``, ``timm:<model>:<node>``) and the
+parameters from ``params:``.
 
 Conventions shared by all representations
 -----------------------------------------

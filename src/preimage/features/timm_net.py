@@ -156,7 +156,8 @@ class Preprocessing:
 
     def record(self) -> Dict[str, str]:
         """The transform as cache attributes."""
-        return {"pretrained_cfg": self.source, "input_size": "x".join(str(v) for v in self.input_size[1:]), "crop": str(self.crop),
+        return {"pretrained_cfg": self.source, "input_size": "x".join(str(v) for v in self.input_size[1:]),
+                "crop": str(self.crop),
                 "interpolation": self.interpolation, "crop_pct": f"{self.crop_pct:g}", "crop_mode": self.crop_mode,
                 "scale_size": str(self.scale_size),
                 "normalize_mean": ",".join(f"{v:g}" for v in self.mean),
