@@ -285,3 +285,21 @@ def test_documented_example_configuration_is_valid(tmp_path):
     validate_config(config, deep=True)
     with pytest.raises(ConfigError, match="features.timm.weights"):  # offline, nothing cached
         validate_config({**config, "features": example["features"]})
+
+
+def test_weights_file_with_another_classifier_or_none_loads_strictly(tmp_path):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        ten = timm.create_model("test_resnet", num_classes=10)
+        headless = timm.create_model("test_resnet", num_classes=0)
+    torch.save(ten.state_dict(), tmp_path / "ten.pth")
+    rep = create("timm:test_resnet:fc", weights=str(tmp_path / "ten.pth"), crop=32)
+    assert rep.output_shape(32, 32) == (10,) and torch.equal(rep.model.fc.weight, ten.fc.weight)
+    torch.save(headless.state_dict(), tmp_path / "headless.pth")
+    rep = create("timm:test_resnet:layer2", weights=str(tmp_path / "headless.pth"), crop=32)
+    assert torch.equal(rep.model.layer2[0].conv1.weight, headless.layer2[0].conv1.weight)
+    state = ten.state_dict()
+    del state["layer2.0.conv1.weight"]  # a file that lacks a layer is no state dict of the model
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="not a state dict of timm's test_resnet"):
+        create("timm:test_resnet:layer2", weights=str(tmp_path / "partial.pth"), crop=32)

@@ -284,7 +284,7 @@ def _classes_in(state: Dict[str, torch.Tensor], cfg: Dict[str, Any]) -> Optional
         weight = state.get(f"{name}.weight")
         if isinstance(weight, torch.Tensor):
             return int(weight.shape[0])
-    return 0 if names and cfg.get("num_classes") == 0 else None
+    return 0 if names else None  # a file without the classifier: the model is built without one
 
 
 def load_timm_model(model_name: str, weights: str | os.PathLike = "pretrained", seed: int = 0,
@@ -319,16 +319,19 @@ def load_timm_model(model_name: str, weights: str | os.PathLike = "pretrained", 
                     "Random weights are never used as a fallback.")
         state = read_state_dict(path)
         classes = _classes_in(state, cfg)
-        kwargs = {} if classes is None or classes == cfg.get("num_classes") else {"num_classes": classes}
+        # the config's class count is the file's too: timm loads non-strictly (keeping the random
+        # classifier) when they differ, and a partly loaded network must never pass for a loaded one
+        overlay = {"state_dict": state, "file": None, "hf_hub_id": None, "url": None}
+        kwargs = {}
+        if classes is not None and classes != cfg.get("num_classes"):
+            overlay["num_classes"], kwargs["num_classes"] = classes, classes
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.manual_seed(0)  # every parameter is overwritten; keep construction deterministic
             try:
                 # timm's own loading path (checkpoint filter: key conversion, position-embedding
                 # resampling to the crop's grid), fed the state dict read here
-                model = _create(model_name, prep.crop, cfg, pretrained=True,
-                                pretrained_cfg_overlay={"state_dict": state, "file": None, "hf_hub_id": None,
-                                                        "url": None}, **kwargs)
+                model = _create(model_name, prep.crop, cfg, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
             except RuntimeError as err:
                 raise ValueError(f"{path} is not a state dict of timm's {model_name}: "
                                  f"{' '.join(str(err).split())[:500]}") from None
