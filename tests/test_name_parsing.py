@@ -117,7 +117,7 @@ def test_the_scan_leaves_other_strings_alone(code):
 
 def test_families_prefixes_and_name_problems_come_from_the_registry():
     assert {"alexnet", "hog", "sift", "lbp", "torchvision", "efficientnet_lite0"} <= set(families())
-    assert prefixes() == ["efficientnet_lite0", "torchvision"]
+    assert prefixes() == ["efficientnet_lite0", "timm", "torchvision"]
     assert "fc6" in known_names() and "torchvision" not in known_names()
     assert name_problem("fc6") is None and name_problem("efficientnet_lite0:stages.3") is None
     assert "unknown representation" in name_problem("fc9")

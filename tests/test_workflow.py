@@ -14,13 +14,14 @@ pytestmark = pytest.mark.slow
 
 VIT = "vit_b_16@encoder.layers.encoder_layer_1"
 EFFNET = ["efficientnet_lite0@stages.3", "efficientnet_lite0@fc"]
+TIMM = {"timm@test_vit@blocks.1": "timm:test_vit:blocks.1", "timm@test_resnet@layer2": "timm:test_resnet:layer2"}
 #: every representation of the run, variants included (slugs)
-REPS = ["hog", "lbp", "sift", "hogb", "dsift", "conv5", "fc6", "fc8", "resnet18@layer1", VIT, *EFFNET, "fc6-ae",
+REPS = ["hog", "lbp", "sift", "hogb", "dsift", "conv5", "fc6", "fc8", "resnet18@layer1", VIT, *EFFNET, *TIMM, "fc6-ae",
         *[f"{slug}-random" for slug in EFFNET], "hog-gan"]
 #: epochs of each decoder (train.epochs of the config), 1 for the others
 EPOCHS = {"hog": 2, "hog-gan": 2, VIT: 30}
 #: the representations whose name in the tables differs from their slug
-NAMES = {"resnet18@layer1": "torchvision:resnet18:layer1", VIT: "torchvision:vit_b_16:encoder.layers.encoder_layer_1",
+NAMES = {"resnet18@layer1": "torchvision:resnet18:layer1", VIT: "torchvision:vit_b_16:encoder.layers.encoder_layer_1", **TIMM,
          **{slug: slug.replace("@", ":") for slug in EFFNET}, **{f"{s}-random": f"{s.replace('@', ':')}-random"
                                                                    for s in EFFNET}}
 
@@ -55,6 +56,21 @@ def test_all_builds_features_decoders_errors_and_figures(tiny_run):
     assert "untrained" in markdown
     for figure in ("error_by_layer", "reconstructions_shallow", "reconstructions_alexnet"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 0
+
+
+def test_timm_nodes_run_through_to_their_errors(tiny_run):
+    """A timm ViT's token layer and a timm CNN's feature map (random weights at 32 px), each with timm's
+    preprocessing recorded in its cache."""
+    results = tiny_run.results
+    for slug, shape, kind in (("timm@test_vit@blocks.1", (28, 5, 64), "tokens"),
+                              ("timm@test_resnet@layer2", (28, 48, 4, 4), "conv")):
+        with h5py.File(results / f"features/{slug}/train.h5") as handle:
+            assert handle["features"].shape == shape and handle.attrs["decoder_kind"] == kind
+            identity = handle.attrs["identity"]
+            assert "random:0" in identity and "crop_pct" in identity and "timm" in identity
+        table = pd.read_csv(results / slug / "error.csv").set_index("method")
+        assert table.loc["decoder", "error"] > 0
+    assert (results / "logs/features/test_vit/train.log").exists()
 
 
 def test_all_builds_the_analyses_variants_and_baseline(tiny_run):
@@ -143,11 +159,12 @@ def test_all_builds_the_scorecard(tiny_run):
 def test_untrained_control_adds_random_weight_variants(tiny_run):
     planned = planned_jobs(tiny_run.workdir, "--config", "variants={autoencoder: [fc6], untrained_control: always}",
                            configfile=tiny_run.configfile)
-    # conv5, fc6, fc8, resnet18@layer1 and the ViT layer again with untrained weights (the EfficientNet nodes
-    # have theirs already): their caches, a decoder and an evaluation each
+    # conv5, fc6, fc8, resnet18@layer1, the ViT layer and the two timm nodes again with untrained weights (the
+    # EfficientNet nodes have theirs already): their caches, a decoder and an evaluation each
     assert network_feature_jobs(planned) == expected_network_feature_jobs(
-        {"alexnet-random": 3, "resnet18-random": 1, "vit_b_16-random": 1})
-    assert planned["train"] == 5 and planned["evaluate"] == 5
+        {"alexnet-random": 3, "resnet18-random": 1, "vit_b_16-random": 1, "test_vit-random": 1,
+         "test_resnet-random": 1})
+    assert planned["train"] == 7 and planned["evaluate"] == 7
     assert "train_autoencoder" not in planned
 
 
@@ -181,9 +198,9 @@ def test_changing_one_representations_epochs_reruns_only_its_training(tiny_run):
     planned = planned_jobs(tiny_run.workdir, "--config", "train={epochs: {default: 1, hog: 2, lbp: 3}}",
                            configfile=tiny_run.configfile)
     # lbp's decoder, evaluation and scorecard rows, and what gathers every representation's errors (the
-    # Figure 7 curves of the networks with two or more nodes: EfficientNet-Lite0's and torchvision's)
+    # Figure 7 curves of the networks with two or more nodes: EfficientNet-Lite0's, torchvision's and timm's)
     assert planned == {"train": 1, "evaluate": 1, "reconstructions_png": 1, "errors_table": 1, "error_by_layer": 1,
-                       "error_by_network_layer": 2, "reconstructions_figure": 1, "scorecard_scores": 1,
+                       "error_by_network_layer": 3, "reconstructions_figure": 1, "scorecard_scores": 1,
                        "scorecard_table": 1, "findings": 1, "all": 1}
 
 

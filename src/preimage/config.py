@@ -230,7 +230,7 @@ def semantic_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | Non
         for name in analyses.get(key, {}).get("layers") or []:
             if not _is_network_node(name):
                 problems.append(f"analyses.{key}.layers: {name!r} is not a CNN representation "
-                                "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>)")
+                                "(conv1 … fc8, torchvision:<model>:<node>, efficientnet_lite0:<node>, timm:<model>:<node>)")
     scorecard = analyses.get("scorecard", {})
     if scorecard.get("enabled"):
         problems.extend(_classifier_problems(scorecard.get("classifier", "")))
@@ -410,6 +410,12 @@ def _weights_problems(config: Mapping[str, Any]) -> List[str]:
                     packaged_weights_path()
                 except WeightsUnavailableError as err:
                     problems.append(f"features.{family}.weights: imagenet: {str(err).splitlines()[0]}")
+            continue
+        if family == "timm" and weights == "pretrained":  # timm's own cache (preimage.features.timm_net)
+            from preimage.features.timm_net import weights_problem
+
+            problems.extend(f"features.timm.weights: {problem}" for name in config.get("representations", [])
+                            if lookup(name).family == "timm" and (problem := weights_problem(name, weights)))
             continue
         path = Path(weights).expanduser()
         if not path.is_file():

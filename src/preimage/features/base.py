@@ -3,7 +3,8 @@
 Every representation is one module in this package that subclasses :class:`Representation`
 and decorates itself with :func:`register`. The workflow only ever calls :func:`create`
 with a name from the config (``hog``, ``hogb``, ``dsift``, ``lbp``, ``sift``, ``conv1`` … ``fc8``,
-``torchvision:<model>:<node>``, ``efficientnet_lite0:<node>``) and the parameters from ``params:``.
+``torchvision:<model>:<node>``, ``efficientnet_lite0:<node>``, ``timm:<model>:<node>``) and the
+parameters from ``params:``.
 
 Conventions shared by all representations
 -----------------------------------------
@@ -218,7 +219,7 @@ def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
     import importlib
 
-    for module in ("hog", "hogb", "dsift", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite"):
+    for module in ("hog", "hogb", "dsift", "lbp", "sift", "alexnet", "torchvision_net", "efficientnet_lite", "timm_net"):
         try:
             importlib.import_module(f"preimage.features.{module}")
         except ModuleNotFoundError as err:  # a module not written yet must not hide others
