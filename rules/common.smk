@@ -123,8 +123,10 @@ def lift_local_gpu_cap():
             try:
                 resources["gpu"] = max(int(settings.cores or 1), int(resources["gpu"].value or 0))
             except Exception as err:
-                sys.stderr.write(f"preimage: warning: could not lift the local gpu cap ({err}); "
-                                 "CPU jobs may run one at a time. Pass --resources gpu=<n>.\n")
+                sys.stderr.write(
+                    f"preimage: warning: could not lift the local gpu cap ({err}); "
+                    "CPU jobs may run one at a time. Pass --resources gpu=<n>.\n"
+                )
         return
     try:
         resources["gpu"] = max(int(settings.nodes), int(resources["gpu"].value or 0))
