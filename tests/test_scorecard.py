@@ -177,7 +177,8 @@ def test_the_scorecard_table_figure_and_findings(scored, tmp_path):
 
 def test_findings_name_the_most_recognisable_method_from_the_table():
     def row(rep, method, top5, top1, error, n=10):
-        return {"representation": rep, "method": method, "label": rec.METHOD_LABELS[method], "top5": top5, "top5_low": top5 / 2, "top5_high": top5,
+        return {"representation": rep, "method": method, "method_label": rec.METHOD_LABELS[method], "top5": top5,
+                "top5_low": top5 / 2, "top5_high": top5,
                 "top1": top1, "error": error, "n_images": n, "classifier": "efficientnet_lite0:fc"}
 
     table = pd.DataFrame([row("a", "input", 1, 1, 0), row("a", "decoder", 0.6, 0.3, 0.4),

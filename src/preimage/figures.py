@@ -236,7 +236,7 @@ def scorecard_figure(table: pd.DataFrame, path: str | os.PathLike) -> None:
     for k, (method, rows) in enumerate(table.groupby("method", sort=False)):
         ax.errorbar(rows["error"], rows["top5"], yerr=[rows["top5"] - rows["top5_low"], rows["top5_high"] - rows["top5"]],
                     fmt="*osD^vx"[k % 7], color=f"C{k % 10}", ms=7 if method == "input" else 5, capsize=2, lw=0.8,
-                    alpha=0.85, label=f"{rows['label'].iloc[0]} ({len(rows)})")
+                    alpha=0.85, label=f"{rows['method_label'].iloc[0]} ({len(rows)})")
     ax.set_xlabel("normalised reconstruction error (lower is better)")
     ax.set_ylabel("top-5 agreement with the classifier")
     ax.set_xlim(left=-0.02)

@@ -272,16 +272,16 @@ def scorecard(table: pd.DataFrame) -> List[str]:
         if not row.top5 > 0:
             lines.append(f"- `{row.representation}`: no method's reconstruction keeps the classifier's top class for "
                          f"the original among its five most likely (lowest error: "
-                         f"{lowest.label} {lowest.error:.3f}).")
+                         f"{lowest.method_label} {lowest.error:.3f}).")
             continue
         same = lowest.method == row.method
         agree += same
         counted += 1
         lines.append(
-            f"- `{row.representation}`: most recognisable {row.label}, top-5 agreement "
+            f"- `{row.representation}`: most recognisable {row.method_label}, top-5 agreement "
             f"{row.top5:.2f} ({row.top5_low:.2f}-{row.top5_high:.2f}), top-1 {row.top1:.2f}, error {row.error:.3f}"
             + (" (also the lowest error)" if same else
-               f"; lowest error: {lowest.label} {lowest.error:.3f}, top-5 "
+               f"; lowest error: {lowest.method_label} {lowest.error:.3f}, top-5 "
                f"{lowest.top5:.2f}") + f" [{int(row.n_images)} images].")
     if counted:
         lines.append(f"- The lowest pixel error and the most recognisable reconstruction coincide for {agree} of "

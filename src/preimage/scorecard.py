@@ -411,10 +411,13 @@ def _score_mahendran_vedaldi(files: Mapping[str, str], test_images: image_store.
 
 def scorecard_table(paths: Sequence[str], csv_path: str, md_path: str) -> pd.DataFrame:
     """Every representation's scorecard rows (:func:`score_representation`) in one table, CSV and
-    Markdown."""
+    Markdown, with each method's name for people (``method_label``: :data:`METHOD_LABELS`; ``label``
+    is the row's own description from its error table)."""
     if not paths:
         raise ValueError("the scorecard needs at least one representation's scores")
     table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    table.insert(table.columns.get_loc("method") + 1, "method_label",
+                 table["method"].map(lambda method: METHOD_LABELS.get(method, method)))
     write_csv(table, csv_path, float_format="%.4g")
     write_text(scorecard_markdown(table), md_path)
     return table
