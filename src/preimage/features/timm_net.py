@@ -451,22 +451,6 @@ class TimmRepresentation(CNNRepresentation):
         text = f"{'class token + ' if self.class_tokens else ''}{self.grid}x{self.grid} patch tokens (row-major)"
         return text + (f"; {dropped} other prefix token(s) dropped (registers / distillation)" if dropped else "")
 
-    @classmethod
-    def decoder_kind(cls, feature_shape: Tuple[int, ...]) -> str:
-        """Token sequences ``(T, D)`` get the ``tokens`` decoder (:func:`preimage.decoders.token_grid`
-        checks for a square patch grid, after an optional class token); maps and vectors the
-        decoders of :meth:`Representation.decoder_kind`."""
-        shape = tuple(int(v) for v in feature_shape)
-        if len(shape) == 2:
-            from preimage.decoders import token_grid
-
-            try:
-                token_grid(shape)
-            except ValueError as err:
-                raise ValueError(f"{cls.__name__}: no decoder for features of per-image shape {shape}: {err}") from None
-            return "tokens"
-        return super().decoder_kind(shape)
-
     @staticmethod
     def categories_for(name: str, weights: Any = "pretrained") -> Optional[list]:
         """timm's configs carry no class names offline: None."""

@@ -87,6 +87,22 @@ class CNNRepresentation(Representation):
     #: a network with weights: GPU jobs, an untrained control (``weights: random``)
     has_weights = True
 
+    @classmethod
+    def decoder_kind(cls, feature_shape: Tuple[int, ...]) -> str:
+        """Token sequences ``(T, D)`` (the encoder layers of a ViT) get the ``tokens`` decoder, whose
+        :func:`preimage.decoders.token_grid` checks that they are a square patch grid (and a class
+        token); maps and vectors get the decoders of :meth:`Representation.decoder_kind`."""
+        shape = tuple(int(v) for v in feature_shape)
+        if len(shape) == 2:
+            from preimage.decoders import token_grid
+
+            try:
+                token_grid(shape)
+            except ValueError as err:
+                raise ValueError(f"{cls.__name__}: no decoder for features of per-image shape {shape}: {err}") from None
+            return "tokens"
+        return super().decoder_kind(shape)
+
     def _load(
         self, model_name: str, weights: Any, seed: int, crop: int, loader: Optional[Callable[..., LoadedModel]] = None
     ) -> LoadedModel:
@@ -300,23 +316,6 @@ class TorchvisionRepresentation(CNNRepresentation):
         if self.channels_last and out.dim() == 4:
             out = out.permute(0, 3, 1, 2)
         return out
-
-    @classmethod
-    def decoder_kind(cls, feature_shape: Tuple[int, ...]) -> str:
-        """Token sequences ``(T, D)`` (a ViT's encoder layers) get the ``tokens`` decoder, whose
-        :func:`preimage.decoders.token_grid` checks that they are a square patch grid (and a class
-        token); maps and vectors get the decoders of :meth:`Representation.decoder_kind`."""
-        shape = tuple(int(v) for v in feature_shape)
-        if len(shape) == 2:
-            from preimage.decoders import token_grid
-
-            try:
-                token_grid(shape)
-            except ValueError as err:
-                raise ValueError(f"{cls.__name__}: no decoder for features of per-image shape {shape}: {err}") from None
-            return "tokens"
-        return super().decoder_kind(shape)
-
 
 def fit_vit(model: torch.nn.Module, crop: int, name: str = "") -> None:
     """Make a torchvision ``VisionTransformer`` take ``crop × crop`` inputs (in place): its position
