@@ -43,6 +43,7 @@ taken from the Mahendran & Vedaldi table for the optimisation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -327,9 +328,8 @@ def score_representation(
         seconds["nearest_neighbour"] = (time.perf_counter() - started) / max(1, n)
         mean_scores, mean_features = classifier(mean_image), phi(mean_image)
         mean_own = own(mean_image) if own is not None else None
-        handles = {m: hdf5.reading(files["reconstructions"]) for m, files in decoders.items()}
-        opened = {m: h.__enter__() for m, h in handles.items()}
-        try:
+        with contextlib.ExitStack() as stack:
+            opened = {m: stack.enter_context(hdf5.reading(files["reconstructions"])) for m, files in decoders.items()}
             for a, b in _batches(n, batch_size):
                 truth = image_store.to_float(test_images.read(a, b))
                 ref_scores, ref_features = classifier(truth), phi(truth)
@@ -345,9 +345,6 @@ def score_representation(
                                          mean_features.expand(k, *mean_features.shape[1:]), ref_own,
                                          mean_own.expand(k, -1) if mean_own is not None else None)
                 log.info("%s: scored %d/%d test images", representation_name, b, n)
-        finally:
-            for h in handles.values():
-                h.__exit__(None, None, None)
 
         mv_row: Optional[Dict[str, Any]] = None
         if mahendran_vedaldi is not None:
