@@ -361,6 +361,7 @@ class TimmRepresentation(CNNRepresentation):
     """``timm:<model>:<node>`` — the output of graph node ``<node>`` of timm's ``<model>``."""
 
     family = "timm"
+    emits_tokens = True  # any model, ViTs included
 
     def __init__(self, name: str, weights: str = "pretrained", seed: int = 0, crop: Optional[int] = None,
                  **extra: Any) -> None:

@@ -86,14 +86,18 @@ class CNNRepresentation(Representation):
     takes_name = True
     #: a network with weights: GPU jobs, an untrained control (``weights: random``)
     has_weights = True
+    #: whether some node of the network can be a token sequence ``(T, D)`` (a ViT's encoder);
+    #: the fixed convolutional networks (AlexNet, EfficientNet-Lite0) never emit one
+    emits_tokens = False
 
     @classmethod
     def decoder_kind(cls, feature_shape: Tuple[int, ...]) -> str:
         """Token sequences ``(T, D)`` (the encoder layers of a ViT) get the ``tokens`` decoder, whose
         :func:`preimage.decoders.token_grid` checks that they are a square patch grid (and a class
-        token); maps and vectors get the decoders of :meth:`Representation.decoder_kind`."""
+        token), where the network can emit tokens (``emits_tokens``); maps and vectors get the
+        decoders of :meth:`Representation.decoder_kind`."""
         shape = tuple(int(v) for v in feature_shape)
-        if len(shape) == 2:
+        if len(shape) == 2 and cls.emits_tokens:
             from preimage.decoders import token_grid
 
             try:
@@ -249,6 +253,7 @@ class TorchvisionRepresentation(CNNRepresentation):
     """``torchvision:<model>:<node>`` — the output of graph node ``<node>`` of torchvision's ``<model>``."""
 
     family = "torchvision"
+    emits_tokens = True  # any model, ViTs included
 
     def __init__(
         self, name: str, weights: str = "imagenet", seed: int = 0, crop: int = 224, **extra: Any
