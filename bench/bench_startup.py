@@ -12,12 +12,14 @@ wrapper unpickles the job's ``snakemake`` object (importing ``snakemake.iocontai
 bench runs that much in a fresh ``python -c``: the wrapper's imports, the script's own import
 statements (read from its source, those inside its ``with logs.job(...)`` block included) and
 ``logs.job`` on a stand-in ``snakemake`` object (one thread, no GPU), and times it from just before
-the process starts to the line before the library call. Reference rows: an empty interpreter, the
+the process starts to the line before the library call; ``exit s`` is the time from the end of
+the job's block (where the library call would return) to the end of the process: the
+interpreter's shutdown, which :func:`preimage.logs.job` shortens by freezing the heap. Reference rows: an empty interpreter, the
 wrapper's imports alone, ``import torch``. Columns say whether torch and matplotlib were loaded by
 then. ``--baseline`` times the scripts and library of another checkout (its ``workflow/scripts``
 with its ``src`` on PYTHONPATH) in alternation with this one, so load from other processes hits
 both alike; ``--jobs`` multiplies each script's time by its jobs in ``snakemake -n all`` (the
-default configuration) for the start-up seconds of a whole run.
+default configuration) for the start-up and exit seconds of a whole run.
 """
 from __future__ import annotations
 
@@ -76,10 +78,12 @@ def run_once(code: str, src: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     start = time.time()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    end = time.time()
     if result.returncode != 0:
         raise RuntimeError(f"start-up probe failed ({result.returncode}):\n{result.stderr[-2000:]}")
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"seconds": report["t"] - start, "torch": report["torch"], "matplotlib": report["matplotlib"]}
+    return {"seconds": report["t"] - start, "exit": end - report["t"], "torch": report["torch"],
+            "matplotlib": report["matplotlib"]}
 
 
 def reference_code(imports: str) -> str:
@@ -94,6 +98,7 @@ def measure(codes: Dict[str, Dict[str, str]], roots: Dict[str, Path], repeats: i
             for label, code in per_root.items():
                 samples[name][label].append(run_once(code, roots[label] / "src"))
     return {name: {label: {"seconds": statistics.median(s["seconds"] for s in runs),
+                           "exit": statistics.median(s["exit"] for s in runs),
                            "torch": runs[-1]["torch"], "matplotlib": runs[-1]["matplotlib"]}
                    for label, runs in per_root.items()} for name, per_root in samples.items()}
 
@@ -139,8 +144,8 @@ def table(results, labels: List[str], script_jobs: Optional[Counter]) -> str:
     baseline; with job counts, the job-seconds of a whole run."""
     head, align = ["script"], ["---"]
     for label in labels:
-        head += [f"{label} s", "torch", "matplotlib"]
-        align += ["---:", "---", "---"]
+        head += [f"{label} s", f"{label} exit s", "torch", "matplotlib"]
+        align += ["---:", "---:", "---", "---"]
     if len(labels) == 2:
         head.append("saved s")
         align.append("---:")
@@ -155,21 +160,22 @@ def table(results, labels: List[str], script_jobs: Optional[Counter]) -> str:
         cells = [name]
         for label in labels:
             r = row[label]
-            cells += ["–", "", ""] if r is None else [f"{r['seconds']:.2f}", "yes" if r["torch"] else "no",
-                                                       "yes" if r["matplotlib"] else "no"]
+            cells += ["–", "", "", ""] if r is None else [f"{r['seconds']:.2f}", f"{r['exit']:.2f}",
+                                                           "yes" if r["torch"] else "no",
+                                                           "yes" if r["matplotlib"] else "no"]
         if len(labels) == 2:
             a, b = row[labels[0]], row[labels[1]]
-            cells.append(f"{a['seconds'] - b['seconds']:.2f}" if a and b else "–")
+            cells.append(f"{a['seconds'] + a['exit'] - b['seconds'] - b['exit']:.2f}" if a and b else "–")
         if script_jobs is not None:
             n = 0 if reference else script_jobs.get(name, 0)
             cells.append("" if reference else str(n))
             for label in labels:
-                seconds = n * row[label]["seconds"] if row[label] else 0.0
+                seconds = n * (row[label]["seconds"] + row[label]["exit"]) if row[label] else 0.0
                 totals[label] += seconds
                 cells.append("" if reference else f"{seconds:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     if script_jobs is not None:
-        cells = ["**all jobs**"] + [""] * (3 * len(labels) + (len(labels) == 2))
+        cells = ["**all jobs**"] + [""] * (4 * len(labels) + (len(labels) == 2))
         cells += [str(sum(n for name, n in script_jobs.items() if name in results))]
         cells += [f"**{totals[label]:.0f}**" for label in labels]
         lines.append("| " + " | ".join(cells) + " |")

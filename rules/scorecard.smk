@@ -21,7 +21,6 @@ rule scorecard_scores:
             "params": {"weights": SCORECARD["weights"], "crop": SCORECARD["crop"]},
         },
         batch_size=SCORECARD["batch_size"],
-        nn_limit=config["evaluate"]["nn_limit"],
         device=ANALYSES["device"],
         seed=ANALYSES["seed"],
     threads: ANALYSES["threads"]

@@ -116,12 +116,10 @@ def scored(tmp_path_factory, classifier):
         hdf5.create_dataset(handle, "mahendran_vedaldi", data=noisy.astype(np.uint8))
     pd.DataFrame([{"representation": "hog", "method": "mahendran_vedaldi", "error": 0.3, "ci_low": 0.2,
                    "ci_high": 0.4, "seconds_per_image": 1.5}]).to_csv(root / "hog/mahendran_vedaldi.csv", index=False)
-    files = {"reconstructions": str(root / "hog/reconstructions.h5"), "decoder": str(root / "hog/decoder.pt"),
-             "errors": str(root / "hog/error.csv")}
+    files = {"reconstructions": str(root / "hog/reconstructions.h5"), "errors": str(root / "hog/error.csv")}
     table = rec.score_representation(
-        "hog", create("hog", cell_size=8), str(paths["test"]), str(paths["train"]), str(root / "hog_test.h5"),
-        str(root / "hog_train.h5"), {"decoder": files, "decoder_gan": files}, classifier,
-        str(root / "hog/scorecard.csv"),
+        "hog", create("hog", cell_size=8), str(paths["test"]), str(paths["train"]),
+        {"decoder": files, "decoder_gan": files}, classifier, str(root / "hog/scorecard.csv"),
         mahendran_vedaldi={"images": str(root / "hog/mahendran_vedaldi.h5"),
                            "table": str(root / "hog/mahendran_vedaldi.csv")}, batch_size=4)
     return root, table
@@ -155,6 +153,44 @@ def test_pixel_columns_are_those_of_the_error_tables(scored):
         assert by.loc[method, "ssim"] == pytest.approx(errors.loc[method, "ssim"])
     assert by.loc["mahendran_vedaldi", "error"] == 0.3 and by.loc["mahendran_vedaldi", "seconds_per_image"] == 1.5
     assert by.loc["mahendran_vedaldi", "ssim"] < 1.0
+    for method in ("decoder", "nearest_neighbour", "mean_image"):  # the evaluation's timings, not measured again
+        assert by.loc[method, "seconds_per_image"] == errors.loc[method, "seconds_per_image"] > 0
+
+
+def test_the_scorecard_scores_the_neighbours_and_mean_image_the_evaluation_stored(scored, classifier, tmp_path):
+    """Scored from reconstructions.h5: a neighbour index or mean image changed there changes the rows
+    (nothing is searched or averaged again), and a file without them is refused by name."""
+    root, table = scored
+    changed = tmp_path / "reconstructions.h5"
+    with hdf5.reading(root / "hog/reconstructions.h5") as handle:
+        arrays = {key: np.asarray(handle[key]) for key in handle}
+    with hdf5.create_h5(changed) as handle:
+        for key, value in arrays.items():
+            if key == "nearest_neighbour":
+                value = np.zeros_like(value)  # every test image's neighbour: training image 0
+            if key == "mean_image":
+                value = np.zeros_like(value)  # a black mean image
+            hdf5.create_dataset(handle, key, data=value)
+    files = {"reconstructions": str(changed), "errors": str(root / "hog/error.csv")}
+    with image_store.ImageStore(root / "train.h5") as train_images:
+        first = image_store.to_float(train_images.take([0]))
+    black = torch.zeros(1, 3, SIZE, SIZE)
+    other = rec.score_representation("hog", create("hog", cell_size=8), str(root / "test.h5"), str(root / "train.h5"),
+                                     {"decoder": files}, classifier, str(tmp_path / "scorecard.csv"), batch_size=4)
+    by = other.set_index("method")
+    assert by.loc["decoder", "top1"] == table.set_index("method").loc["decoder", "top1"]
+    with image_store.ImageStore(root / "test.h5") as test_images:
+        truth = image_store.to_float(test_images.read(0, len(test_images)))
+    label = classifier(truth).argmax(1)
+    assert by.loc["nearest_neighbour", "top1"] == pytest.approx(float((classifier(first).argmax(1) == label).double().mean()))
+    assert by.loc["mean_image", "top1"] == pytest.approx(float((classifier(black).argmax(1) == label).double().mean()))
+    with hdf5.create_h5(tmp_path / "old.h5") as handle:
+        hdf5.create_dataset(handle, "reconstructions", data=arrays["reconstructions"])
+    with pytest.raises(ValueError, match="has no nearest_neighbour or mean_image.*rerun the evaluation"):
+        rec.score_representation("hog", create("hog", cell_size=8), str(root / "test.h5"), str(root / "train.h5"),
+                                 {"decoder": {"reconstructions": str(tmp_path / "old.h5"),
+                                              "errors": str(root / "hog/error.csv")}},
+                                 classifier, str(tmp_path / "old.csv"), batch_size=4)
 
 
 def test_the_scorecard_table_figure_and_findings(scored, tmp_path):
@@ -224,10 +260,12 @@ def test_the_plan_groups_loss_variants_under_their_base_and_checks_the_classifie
     hog = plan.scorecard_inputs("hog")
     assert hog["reconstructions"] == ["res/hog/reconstructions.h5", "res/hog-feature/reconstructions.h5",
                                       "res/hog-gan/reconstructions.h5"]
-    assert hog["mv_images"] == "res/hog/mahendran_vedaldi.h5" and hog["test_features"] == "res/features/hog/test.h5"
+    assert hog["errors"] == ["res/hog/error.csv", "res/hog-feature/error.csv", "res/hog-gan/error.csv"]
+    assert hog["mv_images"] == "res/hog/mahendran_vedaldi.h5"
+    assert not any("features" in str(v) for v in hog.values())  # neighbours and timings come from the evaluation
     ae = plan.scorecard_inputs("fc6-ae")
     assert ae["encoder"] == ["res/fc6-ae/encoder.pt"] and "mv_images" not in ae
-    assert ae["test_features"] == "res/features/fc6-ae/test.h5"
+    assert ae["reconstructions"] == ["res/fc6-ae/reconstructions.h5"]
     assert {"res/tables/scorecard.csv", "res/figures/scorecard.png"} <= set(plan.all_targets())
     assert plan.findings_inputs()["scorecard"] == "res/tables/scorecard.csv"
     off = Plan(validate_config({"results": "res", "representations": ["hog"], "analyses": {"scorecard": {"enabled": False}}}))

@@ -150,6 +150,16 @@ def test_evaluation_rows_and_reconstructions(tiny):
         with h5py.File(tiny / "recon.h5") as handle:
             recon = handle["reconstructions"]
             assert recon.shape == (len(images), 3, SIZE, SIZE) and recon.dtype == np.uint8
+            stored_neighbours, stored_mean = np.asarray(handle["nearest_neighbour"]), np.asarray(handle["mean_image"])
+    # what the scorecard reads instead of recomputing: the neighbours, the mean image and each method's time
+    from preimage.evaluate import mean_training_image, nearest_neighbours
+
+    with FeatureStore(tiny / "hog_test.h5") as test, FeatureStore(tiny / "hog_train.h5") as train_features:
+        assert np.array_equal(stored_neighbours, nearest_neighbours(test, train_features, torch.device("cpu"))[0])
+    with image_store.ImageStore(tiny / "train.h5") as train_images:
+        assert np.allclose(stored_mean, mean_training_image(train_images).numpy(), atol=1e-7)
+    assert stored_mean.dtype == np.float32 and stored_mean.shape == (3, SIZE, SIZE)
+    assert (table["seconds_per_image"] > 0).all() and np.isfinite(table["seconds_per_image"]).all()
 
 
 def test_nearest_neighbour_of_a_training_image_is_itself(tiny):

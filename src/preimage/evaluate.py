@@ -12,6 +12,12 @@ reference rows a reader needs to judge it:
 
 A decoder that does not beat both has learnt nothing useful.
 
+Every row also records ``seconds_per_image``, the time its method takes per test image here (ours):
+the decoder reading the test features and decoding them, the mean of the training images, the
+nearest-neighbour search. ``reconstructions.h5`` keeps each test image's nearest training image
+(dataset ``nearest_neighbour``) and the mean training image (``mean_image``), so that the scorecard
+(:mod:`preimage.scorecard`) scores the same neighbours, image and times without computing them again.
+
 Every row also gets ``sharpness`` (:func:`preimage.metrics.sharpness`: the high-frequency energy of
 the reconstructions relative to the test images'), and the decoders compared under Appendix A (the
 ``-feature`` / ``-gan`` variants and their base) the ``feature_error`` ‖Φ(x̂) − Φ(x)‖/‖Φ(x)‖ (mean over
@@ -26,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional, Tuple
+import time
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -39,7 +46,29 @@ from preimage.features.cache import FeatureStore
 log = logging.getLogger("preimage.evaluate")
 
 COLUMNS = ["representation", "method", "label", "error", "ci_low", "ci_high", "psnr", "ssim", "feature_error",
-           "sharpness", "n_test", "normaliser", "eval_size", "output_size"]
+           "sharpness", "n_test", "normaliser", "eval_size", "output_size", "seconds_per_image"]
+
+#: The dataset of ``reconstructions.h5`` that holds each test image's nearest training image (its index).
+NEAREST_NEIGHBOUR = "nearest_neighbour"
+#: The dataset of ``reconstructions.h5`` that holds the mean training image (float32 ``(3, S, S)`` in [0, 1]).
+MEAN_IMAGE = "mean_image"
+
+T = TypeVar("T")
+
+
+def _timed(items: Iterable[T], clock: Dict[str, float], key: str) -> Iterator[T]:
+    """``items``, adding the seconds spent producing each item to ``clock[key]`` (not the time the
+    consumer spends on it)."""
+    iterator = iter(items)
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            clock[key] += time.perf_counter() - started
+            return
+        clock[key] += time.perf_counter() - started
+        yield item
 
 
 def mean_training_image(images: image_store.ImageStore, batch_size: int = 256) -> torch.Tensor:
@@ -117,9 +146,11 @@ def evaluate_decoder(
     error_csv : str
         Output: one row per method (``decoder``, ``mean_image``, ``nearest_neighbour``) with the
         normalised error (Table 2: ‖x̂ − x‖ over the mean distance between test images), its 95 %
-        bootstrap interval, PSNR and SSIM.
+        bootstrap interval, PSNR, SSIM and the method's seconds per test image.
     reconstructions_h5 : str
-        Output: every test image's reconstruction, uint8 ``(N, 3, S, S)``.
+        Output: every test image's reconstruction, uint8 ``(N, 3, S, S)`` (``reconstructions``), the
+        index of its nearest training image (``nearest_neighbour``, int64 ``(N,)``) and the mean
+        training image (``mean_image``, float32 ``(3, S, S)``).
     batch_size : int, default 64
         Feature vectors decoded at a time.
     device : str, default "auto"
@@ -143,8 +174,13 @@ def evaluate_decoder(
         log.info("%s: %d test images, errors on the centre %d px of %d (decoder output %d px), "
                  "mean pairwise distance %.3f", representation_name, n, size, test_images.stored_size, output_size,
                  normaliser)
+        seconds = {"decoder": 0.0}
+        started = time.perf_counter()
         mean_image = mean_training_image(train_images)
+        seconds["mean_image"] = time.perf_counter() - started
+        started = time.perf_counter()
         nn_index, searched = nearest_neighbours(test_feats, train_feats, decoder.device, nn_limit)
+        seconds["nearest_neighbour"] = time.perf_counter() - started
         errs = {m: [] for m in ("decoder", "mean_image", "nearest_neighbour")}
         psnrs = {m: [] for m in errs}
         ssims = {m: [] for m in errs}
@@ -161,7 +197,9 @@ def evaluate_decoder(
                                            chunks=(1, 3, size, size))
             hdf5.write_attrs(out, hdf5.provenance(representation=representation_name, label=label,
                                                     decoder=os.path.abspath(decoder_path)))
-            for offset, recon in decoder.reconstruct(test_feats, batch_size):
+            hdf5.create_dataset(out, NEAREST_NEIGHBOUR, data=np.asarray(nn_index, dtype=np.int64))
+            hdf5.create_dataset(out, MEAN_IMAGE, data=mean_image.numpy().astype(np.float32))
+            for offset, recon in _timed(decoder.reconstruct(test_feats, batch_size), seconds, "decoder"):
                 truth = image_store.to_float(test_images.read(offset, offset + len(recon)))
                 dataset[offset:offset + len(recon)] = image_store.to_uint8(recon)
                 candidates = {
@@ -197,7 +235,8 @@ def evaluate_decoder(
                    sharpness=(float(np.concatenate(energy[method]).sum()) / reference_energy
                               if reference_energy > 0 else float("nan")),
                    normaliser=normaliser, eval_size=int(size),
-                   output_size=int(output_size if method == "decoder" else size))
+                   output_size=int(output_size if method == "decoder" else size),
+                   seconds_per_image=seconds[method] / max(1, n))
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
     atomic_files.write_csv(table, error_csv)

@@ -200,19 +200,16 @@ class Plan:
                 if f"{slug}{suffix}" in self.catalog}
 
     def scorecard_inputs(self, slug: str) -> Dict[str, Any]:
-        """The files the scorecard job of ``slug`` reads: the test and training images and features
-        (nearest neighbour, mean image), each of its decoders (:meth:`scorecard_decoders`) with its
-        reconstructions and error table in the same order, Mahendran & Vedaldi's pre-images and table
-        where that baseline ran for it, an autoencoder's encoder."""
+        """The files the scorecard job of ``slug`` reads: the test and training images (originals,
+        nearest neighbours), each of its decoders' (:meth:`scorecard_decoders`) reconstructions and
+        error table in the same order (which also hold the neighbours, the mean image and the
+        timings), Mahendran & Vedaldi's pre-images and table where that baseline ran for it, an
+        autoencoder's encoder."""
         R = self.results
         slugs = list(self.scorecard_decoders(slug).values())
-        features = self.catalog.features_of(slug)
         inputs: Dict[str, Any] = {
             "test_images": f"{R}/data/test.h5", "train_images": f"{R}/data/train.h5",
-            "test_features": f"{R}/features/{features}/test.h5",
-            "train_features": f"{R}/features/{features}/train.h5",
             "reconstructions": [f"{R}/{s}/reconstructions.h5" for s in slugs],
-            "decoders": [self.decoder(s) for s in slugs],
             "errors": [f"{R}/{s}/error.csv" for s in slugs]}
         if slug in self.mahendran_vedaldi_slugs():
             inputs.update(mv_images=f"{R}/{slug}/mahendran_vedaldi.h5", mv_table=f"{R}/{slug}/mahendran_vedaldi.csv")

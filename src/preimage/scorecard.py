@@ -36,16 +36,15 @@ the ``-feature`` and ``-gan`` decoders of the same features), Mahendran & Vedald
 image. The pixel measures (error with its interval, PSNR, SSIM) are those of ``error.csv`` and of
 the Mahendran & Vedaldi table, read rather than recomputed, so that the scorecard agrees with
 them; PSNR and SSIM of the optimisation's pre-images, which its table does not hold, are computed
-here from its stored images. ``seconds_per_image`` is measured where the method runs here (the
-decoders decoding the stored test features, the nearest-neighbour search, the mean image) and
-taken from the Mahendran & Vedaldi table for the optimisation.
+here from its stored images. ``seconds_per_image`` is the evaluation's (the decoders decoding the
+stored test features, the nearest-neighbour search, the mean image: ``error.csv``) and the
+Mahendran & Vedaldi table's for the optimisation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -54,7 +53,6 @@ import torch
 
 from preimage import hdf5, image_store, metrics
 from preimage.atomic_files import write_csv, write_text
-from preimage.features.cache import FeatureStore
 from preimage.plan import SCORECARD_DECODERS as DECODER_METHODS
 
 log = logging.getLogger("preimage.scorecard")
@@ -234,19 +232,17 @@ def score_representation(
     representation: Any,
     test_images_path: str,
     train_images_path: str,
-    test_features_path: str,
-    train_features_path: str,
     decoders: Mapping[str, Mapping[str, str]],
     classifier: Classifier,
     csv_path: str,
     mahendran_vedaldi: Optional[Mapping[str, str]] = None,
     batch_size: int = 32,
-    device: str | torch.device = "cpu",
-    nn_limit: Optional[int] = None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The scorecard rows of one representation (see the module docstring), written to ``csv_path``.
-    Every method is scored at the decoder's image size, the region the representation sees.
+    Every method is scored at the decoder's image size, the region the representation sees. The
+    nearest neighbours, the mean training image and every method's seconds per image are those
+    the evaluation stored (:func:`preimage.evaluate.evaluate_decoder`), not computed again.
 
     Parameters
     ----------
@@ -256,13 +252,11 @@ def score_representation(
         Φ (:class:`preimage.features.base.Representation`), already on its device; run on the
         originals and on every reconstruction for ``feature_cosine``.
     test_images_path, train_images_path : str
-        The image stores (test images: the originals; training images: nearest neighbour, mean image).
-    test_features_path, train_features_path : str
-        The representation's feature caches (decoder timing, nearest-neighbour search).
+        The image stores (test images: the originals; training images: the nearest neighbours).
     decoders : mapping
         Each method of :data:`DECODER_METHODS` present → ``{"reconstructions": reconstructions.h5,
-        "decoder": decoder.pt, "errors": error.csv}``; ``decoder`` is required (its ``error.csv``
-        also holds the nearest-neighbour and mean-image rows).
+        "errors": error.csv}`` as the evaluation wrote them; ``decoder`` is required (its files also
+        hold the nearest-neighbour and mean-image rows, indices and image).
     classifier : Classifier
         The scorecard's classifier (:func:`load_classifier`).
     csv_path : str
@@ -270,25 +264,26 @@ def score_representation(
     mahendran_vedaldi : mapping, optional
         ``{"images": mahendran_vedaldi.h5, "table": mahendran_vedaldi.csv}`` where that baseline ran.
     batch_size : int
-        Images per forward pass of the classifier, the representation and the decoders.
-    device : str or torch.device
-        Where the decoders and the nearest-neighbour search run.
-    nn_limit : int, optional
-        Training features searched for the nearest neighbour (``evaluate.nn_limit``; all when None).
+        Images per forward pass of the classifier and the representation.
     seed : int
         Seed of the bootstrap intervals.
     """
-    from preimage.decoding import TrainedDecoder
-    from preimage.evaluate import mean_training_image, nearest_neighbours
+    from preimage.evaluate import MEAN_IMAGE, NEAREST_NEIGHBOUR
 
     if "decoder" not in decoders:
         raise ValueError(f"{representation_name}: the scorecard needs the representation's own decoder")
-    device = torch.device(device) if not isinstance(device, torch.device) else device
     own = own_classifier(representation, batch_size)
     if own is not None and own.key == classifier.key:
         own = None  # the same network as the scorecard's classifier: its columns would repeat
-    with hdf5.reading(decoders["decoder"]["reconstructions"]) as handle:
+    own_files = decoders["decoder"]["reconstructions"]
+    with hdf5.reading(own_files) as handle:
+        missing = [key for key in (NEAREST_NEIGHBOUR, MEAN_IMAGE) if key not in handle]
+        if missing:
+            raise ValueError(f"{own_files} has no {' or '.join(missing)}: it was written by an evaluation that did not "
+                             "store them; delete it and rerun the evaluation")
         size = int(handle["reconstructions"].shape[-1])
+        nn_index = np.asarray(handle[NEAREST_NEIGHBOUR])
+        mean_image = torch.from_numpy(np.asarray(handle[MEAN_IMAGE], dtype=np.float32))[None]
 
     where = getattr(representation, "device", torch.device("cpu"))  # networks: theirs; HOG, SIFT, LBP: the CPU
 
@@ -297,35 +292,24 @@ def score_representation(
             return torch.cat([representation(images[a:b].to(where)).float().cpu()
                               for a, b in _batches(len(images), batch_size)])
 
-    seconds: Dict[str, float] = {}
-    labels: Dict[str, str] = {}
     pixel: Dict[str, Mapping[str, Any]] = {}
     for method, files in decoders.items():
         errors = pd.read_csv(files["errors"])
         pixel[method] = _pixel_row(errors, "decoder", files["errors"])
-        labels[method] = str(pixel[method].get("label", method))
         if method == "decoder":
             for reference in ("nearest_neighbour", "mean_image"):
                 pixel[reference] = _pixel_row(errors, reference, files["errors"])
-                labels[reference] = str(pixel[reference].get("label", reference))
-        decoder = TrainedDecoder(files["decoder"], device)
-        with FeatureStore(test_features_path) as features:
-            started = time.perf_counter()
-            count = sum(len(recon) for _, recon in decoder.reconstruct(features, batch_size))
-            seconds[method] = (time.perf_counter() - started) / max(1, count)
+    for method, row in pixel.items():
+        if "seconds_per_image" not in row:
+            raise ValueError(f"the error table of {method!r} has no seconds_per_image: it was written by an evaluation "
+                             "that did not time its methods; delete it and rerun the evaluation")
 
     scores = {m: _Scores() for m in ("input", *decoders, "nearest_neighbour", "mean_image")}
     with image_store.ImageStore(test_images_path, crop=size) as test_images, \
-            image_store.ImageStore(train_images_path, crop=size) as train_images, \
-            FeatureStore(test_features_path) as test_features, \
-            FeatureStore(train_features_path) as train_features:
+            image_store.ImageStore(train_images_path, crop=size) as train_images:
         n = len(test_images)
-        started = time.perf_counter()
-        mean_image = mean_training_image(train_images)[None]
-        seconds["mean_image"] = (time.perf_counter() - started) / max(1, n)
-        started = time.perf_counter()
-        nn_index, _ = nearest_neighbours(test_features, train_features, device, nn_limit)
-        seconds["nearest_neighbour"] = (time.perf_counter() - started) / max(1, n)
+        if len(nn_index) != n:
+            raise ValueError(f"{own_files} holds {len(nn_index)} nearest neighbours for {n} test images")
         mean_scores, mean_features = classifier(mean_image), phi(mean_image)
         mean_own = own(mean_image) if own is not None else None
         with contextlib.ExitStack() as stack:
@@ -364,9 +348,9 @@ def score_representation(
                        ssim=1.0, seconds_per_image=float("nan"))
         else:
             p = pixel[method]
-            row.update(label=labels[method], error=float(p["error"]), ci_low=float(p["ci_low"]),
+            row.update(label=str(p.get("label", method)), error=float(p["error"]), ci_low=float(p["ci_low"]),
                        ci_high=float(p["ci_high"]), psnr=float(p["psnr"]), ssim=float(p["ssim"]),
-                       seconds_per_image=seconds[method])
+                       seconds_per_image=float(p["seconds_per_image"]))
         rows.append(row)
     for row in rows:
         row.update(classifier=classifier.name, own_classifier=own.name if own is not None else "")

@@ -8,13 +8,12 @@ with logs.job(snakemake):
 
     inputs, params = snakemake.input, snakemake.params
     device = resolve_device(params.device)
-    decoders = {method: {"reconstructions": r, "decoder": d, "errors": e}
-                for method, r, d, e in zip(params.methods, inputs.reconstructions, inputs.decoders, inputs.errors)}
+    decoders = {method: {"reconstructions": r, "errors": e}
+                for method, r, e in zip(params.methods, inputs.reconstructions, inputs.errors)}
     mv = {"images": inputs.mv_images, "table": inputs.mv_table} if hasattr(inputs, "mv_images") else None
     classifier = scorecard.load_classifier(params.classifier["name"], params.classifier["params"], device,
                                            params.batch_size)
     representation = create(params.options["name"], **params.options["params"]).to(device)
     scorecard.score_representation(
-        params.representation, representation, inputs.test_images, inputs.train_images, inputs.test_features,
-        inputs.train_features, decoders, classifier, snakemake.output[0], mahendran_vedaldi=mv,
-        batch_size=params.batch_size, device=device, nn_limit=params.nn_limit, seed=params.seed)
+        params.representation, representation, inputs.test_images, inputs.train_images, decoders, classifier,
+        snakemake.output[0], mahendran_vedaldi=mv, batch_size=params.batch_size, seed=params.seed)
