@@ -252,10 +252,12 @@ def test_state_dict_file_round_trip(tmp_path):
     path = tmp_path / "caffenet.pt"
     torch.save(source.state_dict(), path)
     x = images(2, 250, 260)
-    for layer in ("conv2", "fc7"):
-        r = create(layer, weights=str(path), arch="caffenet")
+    loaded = create("conv2", weights=str(path), arch="caffenet")
+    seeded = create("conv2", weights="random", seed=5, arch="caffenet")
+    for layer in ("conv2", "fc7"):  # the second layer cut from the same loaded network (at_node)
+        r = loaded if layer == "conv2" else loaded.at_node(layer)
         with torch.no_grad():
-            ref = create(layer, weights="random", seed=5, arch="caffenet").net(caffe_input(fit_crop(x, 227)))
+            ref = (seeded if layer == "conv2" else seeded.at_node(layer)).net(caffe_input(fit_crop(x, 227)))
         torch.testing.assert_close(r.compute(x), ref, rtol=1e-5, atol=1e-5)
     ident = r.identity()
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -223,3 +223,48 @@ def test_cpu_chunks_give_the_same_result(trained):
     with torch.no_grad():
         whole = trained.net(trained.preprocess(x))["out"]
         torch.testing.assert_close(trained(x), whole, rtol=1e-5, atol=1e-5)  # 5 + 2 images at 224
+
+
+def test_documented_nodes_run_the_modules_the_traced_graph_runs():
+    """The documented nodes, cut by running the top-level modules in order, equal torchvision's
+    FX-traced extractor of the same nodes, one at a time and all from one pass."""
+    from preimage.features.efficientnet_lite import NODES, TRACER_KWARGS, DocumentedNodes
+    from preimage.features.torchvision_net import nodes_extractor
+
+    model = create("efficientnet_lite0:stem", weights="random", seed=3).model
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    outputs = {node: f"n{k}" for k, node in enumerate(NODES)}
+    with torch.no_grad():
+        ours = DocumentedNodes(model, outputs)(x)
+        traced = nodes_extractor(model, outputs, "efficientnet_lite0", TRACER_KWARGS)(x)
+        assert set(ours) == set(traced) == set(outputs.values())
+        for key in outputs.values():
+            torch.testing.assert_close(ours[key], traced[key], rtol=0, atol=0)
+        single = DocumentedNodes(model, {"stages.3": "out"})
+        assert len(single.steps) == NODES.index("stages.3") + 1  # runs no deeper than its node
+        torch.testing.assert_close(single(x)["out"], ours[outputs["stages.3"]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not documented nodes.*stages.5.0.dw.act"):
+        DocumentedNodes(model, {"stages.5.0.dw.act": "out"})
+
+
+def test_the_trained_network_loads_and_runs_without_importing_torchvision():
+    """Loading the packaged weights and computing a documented node imports no torchvision (about
+    1.7 s of a job's start); the class names are read when first used, and they are torchvision's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from preimage.features import create\n"
+            "rep = create('efficientnet_lite0:fc', weights='imagenet', crop=64)\n"
+            "rep(torch.rand(1, 3, 64, 64))\n"
+            "assert len(rep.categories) == 1000\n"
+            "print('torchvision' in sys.modules)\n"
+            "print(rep.categories[281])\n"
+            "print('torchvision' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "tabby", "True"]
+    names = create("efficientnet_lite0:fc", weights="imagenet", crop=64).categories
+    from preimage.features.efficientnet_lite import imagenet_categories
+
+    assert names == imagenet_categories() and list(names[:2]) == ["tench", "goldfish"] and len(names) == 1000

@@ -210,9 +210,15 @@ def test_a_changed_loss_weight_does_not_resume_the_old_checkpoint(tiny):
     assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
 
 
-def test_feature_training_can_start_from_the_pixel_decoder(tiny):
+@pytest.fixture(scope="module")
+def warm_started(tiny):
+    """A pixel decoder, and a feature-loss decoder trained on from it (3 epochs): its training result."""
     _train(tiny, "pixel", kind="pixel")
-    result = _train(tiny, "warm", kind="feature", init_from=str(tiny / "pixel.pt"))
+    return _train(tiny, "warm", kind="feature", init_from=str(tiny / "pixel.pt"))
+
+
+def test_feature_training_can_start_from_the_pixel_decoder(tiny, warm_started):
+    result = warm_started
     assert result["meta"]["init"] and result["meta"]["loss"] == {"loss": "feature"}
     cfg = dict(epochs=1, batch_size=8, width=0.25, device="cpu", seed=0)
     with pytest.raises(ValueError, match="differs in width"):
@@ -302,12 +308,11 @@ def test_figure_12_13_comparison_uses_the_optimisations_images(tiny, tmp_path, m
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 
-def test_a_feature_loss_decoder_keeps_its_last_epoch_not_the_pixel_start(tiny):
+def test_a_feature_loss_decoder_keeps_its_last_epoch_not_the_pixel_start(tiny, warm_started):
     """The validation loss is the pixel loss: choosing on it would hand back the pixel decoder a
     feature-loss run starts from (epoch 0), so Appendix A's objectives keep their last epoch."""
-    _train(tiny, "pixel_start", kind="pixel")
-    result = _train(tiny, "feature_from_pixel", kind="feature", init_from=str(tiny / "pixel_start.pt"))
+    result = warm_started
     assert result["meta"]["kept_epoch"] == 3
-    start = torch.load(tiny / "pixel_start.pt", weights_only=True)["state_dict"]
-    kept = torch.load(tiny / "feature_from_pixel.pt", weights_only=True)["state_dict"]
+    start = torch.load(tiny / "pixel.pt", weights_only=True)["state_dict"]
+    kept = torch.load(tiny / "warm.pt", weights_only=True)["state_dict"]
     assert any(not torch.equal(start[key], kept[key]) for key in start)

@@ -91,11 +91,22 @@ Parameters (``params:``, config ``features.efficientnet_lite0``)
 
 ``identity()`` records the state dict's sha256 (or ``random:<seed>``), the node and the
 package's version.
+
+How nodes are cut (ours)
+------------------------
+The documented nodes are the boundaries of the network's top-level modules, in the order its
+``forward`` runs them; they are computed by running those modules in turn up to the deepest node
+asked for (:class:`DocumentedNodes`), which is the same computation as torchvision's FX-traced
+feature extractor of the same nodes (the same modules on the same inputs). Any other graph node
+(``stages.5.0.dw.act``) is cut by that extractor. The class names of the logits are torchvision's
+list, read when first used (:class:`ImageNetCategories`): a job that loads the trained network
+without naming classes does not import torchvision for it.
 """
 
 from __future__ import annotations
 
 import collections
+import collections.abc
 import functools
 import importlib.metadata
 import importlib.resources
@@ -118,6 +129,8 @@ from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file
 __all__ = [
     "EfficientNetLite0",
     "EfficientNetLiteRepresentation",
+    "DocumentedNodes",
+    "ImageNetCategories",
     "NODES",
     "PACKAGE",
     "SameConv2d",
@@ -295,6 +308,57 @@ def imagenet_categories() -> List[str]:
     return list(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+class ImageNetCategories(collections.abc.Sequence):
+    """The 1000 ImageNet class names (:func:`imagenet_categories`), read on first indexing or
+    iteration; its length is known without reading them."""
+
+    def __len__(self) -> int:
+        return 1000
+
+    @functools.cached_property
+    def _names(self) -> List[str]:
+        names = imagenet_categories()
+        if len(names) != len(self):
+            raise ValueError(f"torchvision lists {len(names)} ImageNet classes, not {len(self)}")
+        return names
+
+    def __getitem__(self, index):
+        return self._names[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, collections.abc.Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return "ImageNetCategories(1000 ImageNet class names)"
+
+
+class DocumentedNodes(nn.Module):
+    """The documented nodes ``outputs`` (node → output key; :data:`NODES`) of an
+    :class:`EfficientNetLite0`, by running its top-level modules (stem, the seven stages, head,
+    pool, fc) in order up to the deepest of them; ``forward`` returns ``{key: output}`` like a
+    torchvision feature extractor of the same nodes. The modules are the network's own (shared,
+    not copied)."""
+
+    def __init__(self, model: "EfficientNetLite0", outputs: Mapping[str, str]) -> None:
+        super().__init__()
+        unknown = [node for node in outputs if node not in NODES]
+        if unknown:
+            raise ValueError(f"not documented nodes of efficientnet_lite0: {', '.join(unknown)}")
+        deepest = max(NODES.index(node) for node in outputs)
+        self.steps = nn.ModuleList([model.stem, *model.stages, model.head, model.pool, model.fc][: deepest + 1])
+        self.names = NODES[: deepest + 1]
+        self.outputs = dict(outputs)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {}
+        for name, step in zip(self.names, self.steps):
+            x = step(x)
+            if name in self.outputs:
+                out[self.outputs[name]] = x
+        return out
+
+
 def _load_state(path: Path) -> EfficientNetLite0:
     # a file holding pickled objects is refused unread (torch_files.UnsafeFile), an unreadable one named (DamagedFile)
     state = torch_files.load_torch(path, advice="EfficientNet-Lite0 weights must be a state dict saved with "
@@ -327,7 +391,7 @@ def load_efficientnet_lite0(weights: str | os.PathLike = "imagenet", seed: int =
             warnings.warn(f"{path} has sha256 {digest[:12]}…, not the one in its file name: it is not the packaged "
                           "file; features are recorded under its real sha256", stacklevel=2)
         loaded = LoadedModel(_load_state(path), digest, "imagenet", "EfficientNet-Lite0 (ImageNet)",
-                             imagenet_categories(), MEAN, STD, os.fspath(path), f"{PACKAGE} {_package_version()}")
+                             ImageNetCategories(), MEAN, STD, os.fspath(path), f"{PACKAGE} {_package_version()}")
     elif spec == "random":
         seed = int(seed)
         with torch.random.fork_rng(devices=[]):
@@ -389,7 +453,10 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
         if family != "efficientnet_lite0" or not node or ":" in node:
             raise ValueError(f"{name!r} is no node of efficientnet_lite0")
         self.name, self.node = name, node
-        self.net = node_extractor(self.model, node, "efficientnet_lite0", tracer_kwargs=TRACER_KWARGS)
+        if node in NODES:
+            self.net = DocumentedNodes(self.model, {node: "out"})
+        else:
+            self.net = node_extractor(self.model, node, "efficientnet_lite0", tracer_kwargs=TRACER_KWARGS)
         shape = self.output_shape(self.crop, self.crop)
         if len(shape) not in (1, 3):
             raise ValueError(f"{name}: node output has per-image shape {shape}; "
@@ -413,7 +480,15 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
 
     def _forward_nodes(self, x: torch.Tensor, nodes: Sequence[CNNRepresentation]) -> List[torch.Tensor]:
         """Every node from one pass of the network, in the chunks of :meth:`_forward`."""
-        net, keys = self._graph_pass(nodes, self.model, "efficientnet_lite0", TRACER_KWARGS)
+        names = [node.node for node in nodes]
+        if all(name in NODES for name in names):
+            key = ("documented", *names)
+            if key not in self._node_passes:
+                outputs = {name: f"node{k}" for k, name in enumerate(dict.fromkeys(names))}
+                self._node_passes[key] = (DocumentedNodes(self.model, outputs), [outputs[name] for name in names])
+            net, keys = self._node_passes[key]
+        else:
+            net, keys = self._graph_pass(nodes, self.model, "efficientnet_lite0", TRACER_KWARGS)
         chunk = self._chunk(x)
         parts = [net(x[i : i + chunk]) for i in range(0, len(x), chunk)]
         return [parts[0][key] if len(parts) == 1 else torch.cat([part[key] for part in parts]) for key in keys]
@@ -421,7 +496,7 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
     @staticmethod
     def categories_for(name: str, weights: Any = "imagenet") -> Optional[List[str]]:
         """Class names of the logits for ``weights`` without loading the network."""
-        return imagenet_categories() if os.fspath(weights) == "imagenet" else None
+        return ImageNetCategories() if os.fspath(weights) == "imagenet" else None
 
     def identity(self) -> Dict[str, str]:
         ident = super().identity()
