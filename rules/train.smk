@@ -1,21 +1,5 @@
 # Stage 3: one up-convolutional decoder per representation (paper §3, §4).
 
-#: The longest chain of training jobs: a decoder that starts from another's weights (decoder.init:
-#: pixel, the -gan / -feature variants) and the pixel decoder it starts from.
-TRAIN_CHAIN = {s for s in PLAN.decoder_slugs() if CATALOG.starts_from(s)}
-TRAIN_CHAIN |= {CATALOG.starts_from(s) for s in TRAIN_CHAIN}
-
-
-def train_priority(slug):
-    """Longest training first, so that the short jobs (the other decoders, evaluations, analyses,
-    figures) fill the cores around the long ones instead of leaving one alone at the end: the
-    chain of TRAIN_CHAIN, then the decoders of the shallow features (HOG, SIFT, LBP: the largest
-    decoders, supplementary Tables 3-4), then the other decoders, then every job after training."""
-    if slug in TRAIN_CHAIN:
-        return 3
-    return 1 if CATALOG[slug].uses_gpu else 2
-
-
 rule train:
     conda:
         ENVIRONMENT

@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules: one thread for tiny networks, the one end-to-end run of
+"""Fixtures shared by several test modules: one torch thread for every test, the one end-to-end run of
 ``.test/config-tiny.yaml`` that the workflow checks share, one fake ILSVRC2012 tree and the dry runs
 of the paper's configurations on it."""
 from __future__ import annotations
@@ -13,10 +13,12 @@ import torch
 from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, job_counts, snakemake
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Tiny networks run fastest on one thread (and leave the other core to the rest); a module
-    opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    """Every test runs torch on one thread. The shared tiny run (and other workflow runs) keep at
+    least one core busy beside the tests; a second intra-op thread then spins waiting for a core
+    instead of helping (the GAN checkpoint tests took 29 s of a busy suite with torch's default two
+    threads, 1 s on their own), and the tiny tensors of the tests gain nothing from it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

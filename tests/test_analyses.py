@@ -16,7 +16,6 @@ from preimage.features.cache import FeatureStore, write_feature_store
 from preimage.locality import locality
 from tiny_data import builtin_stores
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIZE = 32
 HOG = ("hog", {"cell_size": 8})

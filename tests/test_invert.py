@@ -22,11 +22,10 @@ RESNET_PARAMS = {"weights": "random", "seed": 0, "crop": 32}
 FAST = dict(epochs=2, batch_size=8, width=0.125, device="cpu", seed=0)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, one_torch_thread):
+def tiny(tmp_path_factory):
     """Builtin crops at 32 px; HOG and ResNet-18 layer1 (random) features; a trained and evaluated
     HOG decoder (``hog/``) and a ResNet decoder (``resnet/``)."""
     root = tmp_path_factory.mktemp("invert")

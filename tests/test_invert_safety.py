@@ -25,7 +25,6 @@ HOG = {"cell_size": 8}
 FEATURES = (31, 4, 4)
 WIDTH = 0.125
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_decoder(path, provenance=None, state=None, **meta):

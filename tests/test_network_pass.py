@@ -16,7 +16,6 @@ from preimage.representations import Catalog
 from tiny_data import builtin_stores
 from workflow import planned_jobs, snakemake, write_config
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- several nodes, one pass

@@ -175,32 +175,36 @@ def _train(root, name, kind="gan", stop_after_epochs=None, init_from=None, **gan
                                stop_after_epochs=stop_after_epochs, loss=loss, init_from=init_from)
 
 
-def test_gan_training_logs_every_term_and_records_its_loss(tiny):
-    _train(tiny, "logged")
-    log = pd.read_csv(tiny / "logged.csv")
+@pytest.fixture(scope="module")
+def gan_trained(tiny):
+    """An uninterrupted -gan training run (3 epochs), its files under ``tiny``: ``gan.pt``, ``gan.csv``."""
+    return _train(tiny, "gan")
+
+
+def test_gan_training_logs_every_term_and_records_its_loss(tiny, gan_trained):
+    log = pd.read_csv(tiny / "gan.csv")
     for column in ("train_loss", "val_loss", "train_feature", "train_adversarial", "train_pixel", "train_d_loss",
                    "train_d_real", "train_d_fake", "train_d_steps", "val_feature"):
         assert column in log.columns and log[column].notna().all(), column
     assert log["epoch"].tolist() == [1, 2, 3]
-    _, meta = decoding.load_decoder(tiny / "logged.pt")
+    _, meta = decoding.load_decoder(tiny / "gan.pt")
     assert meta["loss"]["loss"] == "gan" and meta["loss"]["adversarial_weight"] == GanSettings().adversarial_weight
     assert "adversarial" in meta["label"]
 
 
-def test_killed_gan_training_resumes_to_the_same_weights(tiny):
+def test_killed_gan_training_resumes_to_the_same_weights(tiny, gan_trained):
     """A -gan job stopped after epoch 1 (its checkpoint holds decoder, discriminator, both optimisers and
     the RNG states) and restarted ends with the weights and log of an uninterrupted run."""
-    _train(tiny, "gan_uninterrupted")
     assert _train(tiny, "gan_resumed", stop_after_epochs=1) == {"stopped_at": 1}
     checkpoint = torch.load(tiny / "ckpt" / "gan_resumed.pt", weights_only=True)
     assert {"discriminator", "optimizer", "last_adversarial"} <= set(checkpoint["objective"])
     _train(tiny, "gan_resumed")
-    a = torch.load(tiny / "gan_uninterrupted.pt", weights_only=True)["state_dict"]
+    a = torch.load(tiny / "gan.pt", weights_only=True)["state_dict"]
     b = torch.load(tiny / "gan_resumed.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    pd.testing.assert_frame_equal(pd.read_csv(tiny / "gan_uninterrupted.csv").drop(columns=["seconds", "images_per_s"]),
+    pd.testing.assert_frame_equal(pd.read_csv(tiny / "gan.csv").drop(columns=["seconds", "images_per_s"]),
                                   pd.read_csv(tiny / "gan_resumed.csv").drop(columns=["seconds", "images_per_s"]))
 
 

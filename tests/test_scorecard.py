@@ -10,7 +10,6 @@ from preimage.evaluate import evaluate_decoder
 from preimage.features import create
 from tiny_data import builtin_stores
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIZE = 32
 CLASSIFIER = ("efficientnet_lite0:fc", {"weights": "imagenet", "crop": 96})
@@ -251,7 +250,6 @@ def test_the_plan_groups_loss_variants_under_their_base_and_checks_the_classifie
         "results": "res", "representations": ["hog", "fc6", "efficientnet_lite0:fc"],
         "variants": {"gan": ["hog"], "feature": ["hog"], "autoencoder": ["fc6"]},
         "baselines": {"mahendran_vedaldi": {"representations": ["hog"]}}}))
-    catalog = plan.catalog
     slugs = plan.scorecard_slugs()
     assert "hog-gan" not in slugs and "hog-feature" not in slugs
     assert {"hog", "fc6", "fc6-ae", "efficientnet_lite0@fc", "efficientnet_lite0@fc-random"} <= set(slugs)

@@ -22,7 +22,6 @@ timm = pytest.importorskip("timm")
 ROOT = Path(__file__).resolve().parents[1]
 VIT, CNN = "timm:test_vit:blocks.1", "timm:test_resnet:layer2"
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

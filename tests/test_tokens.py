@@ -13,7 +13,6 @@ from preimage.features.torchvision_net import channels_last
 W = 0.125
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @functools.lru_cache(maxsize=None)
