@@ -1,5 +1,6 @@
 # Stage 3: one up-convolutional decoder per representation (paper §3, §4).
 
+
 rule train:
     conda:
         ENVIRONMENT

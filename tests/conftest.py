@@ -13,6 +13,21 @@ import torch
 from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, job_counts, snakemake
 
 
+#: Fixtures of the background runs (started as the session starts, :func:`tiny_run_started`).
+BACKGROUND_RUNS = ("tiny_run", "slurm_run")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with a test that waits for a background run go last (each module's tests stay
+    together, in their order): the library tests run beside the background runs instead of
+    waiting for them, so that both cores stay busy."""
+    def waits(item) -> bool:
+        return any(name in getattr(item, "fixturenames", ()) for name in BACKGROUND_RUNS)
+
+    waiting_modules = {item.module.__name__ for item in items if waits(item) and hasattr(item, "module")}
+    items[:] = sorted(items, key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in waiting_modules)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Every test runs torch on one thread. The shared tiny run (and other workflow runs) keep at
@@ -95,6 +110,20 @@ def slurm_run_started(request, tmp_path_factory):
     yield cluster, workdir, run
     run.stop()
     cluster.cleanup()
+
+
+#: How much lower the tests' own CPU priority is than the background runs' (os.nice).
+YIELD_TO_BACKGROUND_RUNS = 10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_yield_to_background_runs(tiny_run_started, slurm_run_started):
+    """Once the background runs have started, this process (and whatever it starts later) takes a
+    lower CPU priority than they have: the tests that wait for them (run last) are the session's
+    longest path, and the library tests fill the cores around them instead of slowing them down."""
+    if tiny_run_started is not None or (slurm_run_started is not None and not isinstance(slurm_run_started, str)):
+        os.nice(YIELD_TO_BACKGROUND_RUNS)
+    yield
 
 
 @pytest.fixture(scope="session")
