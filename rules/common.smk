@@ -94,6 +94,11 @@ TRAIN_CHAIN = {s for s in PLAN.decoder_slugs() if CATALOG.starts_from(s)}
 TRAIN_CHAIN |= {CATALOG.starts_from(s) for s in TRAIN_CHAIN}
 
 
+#: Priority of the feature extraction jobs: before any training, since every decoder waits for its
+#: features and extraction is short (Snakemake does not pass a job's priority on to the jobs it needs).
+EXTRACT_FIRST = 4
+
+
 def train_priority(slug):
     """Longest training first, so that the short jobs (the other decoders, evaluations, analyses,
     figures) fill the cores around the long ones instead of leaving one alone at the end: the

@@ -43,6 +43,7 @@ for _group, _slugs in NETWORK_GROUPS.items():
         params:
             **network_job_params(_slugs),
         threads: FEATURES["threads"]
+        priority: EXTRACT_FIRST
         resources:
             **FEATURE_RESOURCES,
             gpu=1,
@@ -68,6 +69,7 @@ rule shallow_features:
     params:
         **feature_job_params(),
     threads: FEATURES["threads"]
+    priority: EXTRACT_FIRST
     resources:
         **FEATURE_RESOURCES,
         gpu=0,
