@@ -102,6 +102,7 @@ def slurm_run_started(request, tmp_path_factory):
         yield reason
         return
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    lower_priority_to(CLUSTER_NICENESS)  # the cluster and its jobs yield to the tiny run (it has minutes to spare)
     cluster.start()
     workdir = tmp_path_factory.mktemp("cluster")
     run = BackgroundRun(workdir, SLURM_TARGET, "--profile", str(ROOT / "profiles/slurm"), *SLURM_OVERRIDES,
@@ -112,8 +113,16 @@ def slurm_run_started(request, tmp_path_factory):
     cluster.cleanup()
 
 
-#: How much lower the tests' own CPU priority is than the background runs' (os.nice).
-YIELD_TO_BACKGROUND_RUNS = 10
+#: CPU priorities (os.nice) below the tiny run's: the cluster run's, which ends minutes before the
+#: tiny run does, and the tests' own.
+CLUSTER_NICENESS, TESTS_NICENESS = 5, 10
+
+
+def lower_priority_to(niceness: int) -> None:
+    """Lower this process's CPU priority to ``niceness`` (never raise it); what it starts later inherits it."""
+    current = os.nice(0)
+    if niceness > current:
+        os.nice(niceness - current)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -122,7 +131,7 @@ def tests_yield_to_background_runs(tiny_run_started, slurm_run_started):
     lower CPU priority than they have: the tests that wait for them (run last) are the session's
     longest path, and the library tests fill the cores around them instead of slowing them down."""
     if tiny_run_started is not None or (slurm_run_started is not None and not isinstance(slurm_run_started, str)):
-        os.nice(YIELD_TO_BACKGROUND_RUNS)
+        lower_priority_to(TESTS_NICENESS)
     yield
 
 
