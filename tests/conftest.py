@@ -7,8 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-import torch
+# One BLAS thread in the test process too (set before NumPy loads OpenBLAS): beside the background
+# runs a second one would spin waiting for a core, as torch's would (fixture one_torch_thread).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagenet, job_counts, snakemake
 
