@@ -12,7 +12,7 @@ from preimage.objectives import (Discriminator, FeatureObjective, GanObjective, 
 from preimage.config import ConfigError, validate_config
 from preimage.features import create
 from preimage.metrics import high_frequency_energy, relative_feature_error, sharpness
-from tiny_data import builtin_stores
+from tiny_data import assert_same_decoder_weights, builtin_stores
 
 SIZE = 32
 HOG = {"name": "hog", "params": {"cell_size": 8}}
@@ -199,11 +199,7 @@ def test_killed_gan_training_resumes_to_the_same_weights(tiny, gan_trained):
     checkpoint = torch.load(tiny / "ckpt" / "gan_resumed.pt", weights_only=True)
     assert {"discriminator", "optimizer", "last_adversarial"} <= set(checkpoint["objective"])
     _train(tiny, "gan_resumed")
-    a = torch.load(tiny / "gan.pt", weights_only=True)["state_dict"]
-    b = torch.load(tiny / "gan_resumed.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_decoder_weights(tiny / "gan.pt", tiny / "gan_resumed.pt")
     pd.testing.assert_frame_equal(pd.read_csv(tiny / "gan.csv").drop(columns=["seconds", "images_per_s"]),
                                   pd.read_csv(tiny / "gan_resumed.csv").drop(columns=["seconds", "images_per_s"]))
 

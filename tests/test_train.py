@@ -8,7 +8,7 @@ from preimage import decoding, image_store, train
 from preimage.evaluate import evaluate_decoder
 from preimage.features.cache import FeatureStore
 from preimage.plotting import show_indices
-from tiny_data import builtin_stores
+from tiny_data import assert_same_decoder_weights, builtin_stores
 
 SIZE = 32
 
@@ -51,11 +51,7 @@ def test_resume_after_interruption_gives_the_same_weights(tiny):
     assert stopped == {"stopped_at": 1}
     assert (tiny / "ckpt" / "resumed.pt").exists() and not (tiny / "resumed.pt").exists()
     _train(tiny, "resumed")
-    a = torch.load(tiny / "uninterrupted.pt", weights_only=True)["state_dict"]
-    b = torch.load(tiny / "resumed.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_decoder_weights(tiny / "uninterrupted.pt", tiny / "resumed.pt")
     assert pd.read_csv(tiny / "resumed.csv")["epoch"].tolist() == [1, 2, 3]
 
 

@@ -24,3 +24,14 @@ def builtin_stores(root: Path, size: int, train_per_class: int, test_per_class: 
             compute_cache(representation, options, paths[split], root / f"{stem}_{split}.h5", batch_size=16,
                           device="cpu")
     return paths
+
+
+def assert_same_decoder_weights(path_a: Path, path_b: Path) -> None:
+    """The decoders saved at ``path_a`` and ``path_b`` hold the same parameters, bit for bit."""
+    import torch
+
+    a = torch.load(path_a, weights_only=True)["state_dict"]
+    b = torch.load(path_b, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
