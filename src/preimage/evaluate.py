@@ -59,15 +59,13 @@ T = TypeVar("T")
 def _timed(items: Iterable[T], clock: Dict[str, float], key: str) -> Iterator[T]:
     """``items``, adding the seconds spent producing each item to ``clock[key]`` (not the time the
     consumer spends on it)."""
-    iterator = iter(items)
+    iterator, end = iter(items), object()
     while True:
         started = time.perf_counter()
-        try:
-            item = next(iterator)
-        except StopIteration:
-            clock[key] += time.perf_counter() - started
-            return
+        item = next(iterator, end)
         clock[key] += time.perf_counter() - started
+        if item is end:
+            return
         yield item
 
 

@@ -480,15 +480,9 @@ class EfficientNetLiteRepresentation(CNNRepresentation):
 
     def _forward_nodes(self, x: torch.Tensor, nodes: Sequence[CNNRepresentation]) -> List[torch.Tensor]:
         """Every node from one pass of the network, in the chunks of :meth:`_forward`."""
-        names = [node.node for node in nodes]
-        if all(name in NODES for name in names):
-            key = ("documented", *names)
-            if key not in self._node_passes:
-                outputs = {name: f"node{k}" for k, name in enumerate(dict.fromkeys(names))}
-                self._node_passes[key] = (DocumentedNodes(self.model, outputs), [outputs[name] for name in names])
-            net, keys = self._node_passes[key]
-        else:
-            net, keys = self._graph_pass(nodes, self.model, "efficientnet_lite0", TRACER_KWARGS)
+        documented = all(node.node in NODES for node in nodes)
+        net, keys = self._graph_pass(nodes, self.model, "efficientnet_lite0", TRACER_KWARGS,
+                                     build=(lambda outputs: DocumentedNodes(self.model, outputs)) if documented else None)
         chunk = self._chunk(x)
         parts = [net(x[i : i + chunk]) for i in range(0, len(x), chunk)]
         return [parts[0][key] if len(parts) == 1 else torch.cat([part[key] for part in parts]) for key in keys]

@@ -164,16 +164,19 @@ class CNNRepresentation(Representation):
         return run_sequential_pass(*self._node_passes[key], x)
 
     def _graph_pass(self, nodes: Sequence["CNNRepresentation"], model: torch.nn.Module, model_name: str,
-                    tracer_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[torch.nn.Module, List[str]]:
-        """(extractor, output key of each node) for FX-traced networks: one
-        ``create_feature_extractor`` graph with every node of ``nodes`` as an output (pruned to
-        what the deepest needs), built once per node list."""
+                    tracer_kwargs: Optional[Dict[str, Any]] = None,
+                    build: Optional[Callable[[Dict[str, str]], torch.nn.Module]] = None,
+                    ) -> Tuple[torch.nn.Module, List[str]]:
+        """(extractor, output key of each node): one network whose forward returns every node of
+        ``nodes`` (``{key: output}``), built once per node list. By default the FX-traced
+        ``create_feature_extractor`` graph (pruned to what the deepest node needs); ``build(outputs)``
+        (node → output key) makes it another way."""
         names = [node.node for node in nodes]
         key = tuple(names)
         if key not in self._node_passes:
             outputs = {node: f"node{k}" for k, node in enumerate(dict.fromkeys(names))}
-            self._node_passes[key] = (nodes_extractor(model, outputs, model_name, tracer_kwargs),
-                                      [outputs[node] for node in names])
+            net = build(outputs) if build is not None else nodes_extractor(model, outputs, model_name, tracer_kwargs)
+            self._node_passes[key] = (net, [outputs[node] for node in names])
         return self._node_passes[key]
 
     # -- what the workflow uses -------------------------------------------------------
