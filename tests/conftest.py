@@ -18,7 +18,7 @@ from workflow import ROOT, BackgroundRun, FinishedRun, config_path, fake_imagene
 
 
 #: Fixtures of the background runs (started as the session starts, :func:`tiny_run_started`).
-BACKGROUND_RUNS = ("tiny_run", "slurm_run")
+BACKGROUND_RUNS = ("tiny_run", "slurm_run", "background_runs")
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -77,6 +77,44 @@ def tiny_run(tiny_run_started) -> FinishedRun:
     return finished
 
 
+#: The attribute by which a test module declares workflow runs that need no other run's results:
+#: ``RUNS_STARTED_EARLY = {name: (args, config names)}``, each ``snakemake *args`` in a folder of its own
+#: on ``.test/config-<name>.yaml`` of the names, merged in order. :func:`background_runs_started`
+#: starts them as the session starts; fixture ``background_runs`` gives them, finished.
+RUNS_STARTED_EARLY = "RUNS_STARTED_EARLY"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_runs_started(request, tmp_path_factory, tiny_run_started):
+    """The runs that the selected tests' modules declare in :data:`RUNS_STARTED_EARLY`, started in the
+    background as the session starts, at the lowest CPU priority of all (:data:`EARLY_RUNS_NICENESS`):
+    they take what the tiny run and the tests leave, mostly the minutes in which the test process waits
+    for the tiny run, instead of running after the tiny run; ``{name: run}``."""
+    declared = {}
+    for module in dict.fromkeys(item.module for item in request.session.items if hasattr(item, "module")):
+        declared.update(getattr(module, RUNS_STARTED_EARLY, {}))
+    runs = {}
+    for name, (args, configs) in declared.items():
+        workdir = tmp_path_factory.mktemp(name)
+        runs[name] = BackgroundRun(workdir, *args, configfile=[config_path(c) for c in configs],
+                                   log=tmp_path_factory.getbasetemp() / f"{name}-run.log", niceness=EARLY_RUNS_NICENESS)
+    yield runs
+    for run in runs.values():
+        run.stop()
+
+
+@pytest.fixture(scope="session")
+def background_runs(background_runs_started):
+    """``background_runs(name)``: the run a module declared in :data:`RUNS_STARTED_EARLY`, waited for
+    (a :class:`workflow.FinishedRun`; AssertionError with its output's end if it failed)."""
+    def finished(name: str) -> FinishedRun:
+        run = background_runs_started[name]
+        run.wait(timeout=1800)
+        return run.finished
+
+    return finished
+
+
 #: What the local test cluster needs beyond profiles/slurm: no accounting daemon, and status polls from
 #: 2 s on instead of 40 s (a polite interval on a shared cluster, minutes of idling in a test).
 SLURM_OVERRIDES = ("--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4",
@@ -111,15 +149,16 @@ def slurm_run_started(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cluster")
     run = BackgroundRun(workdir, SLURM_TARGET, "--profile", str(ROOT / "profiles/slurm"), *SLURM_OVERRIDES,
                         configfile=[config_path("tiny"), config_path("slurm")],
-                        log=tmp_path_factory.getbasetemp() / "slurm-run.log")
+                        log=tmp_path_factory.getbasetemp() / "slurm-run.log", niceness=CLUSTER_NICENESS)
     yield cluster, workdir, run
     run.stop()
     cluster.cleanup()
 
 
 #: CPU priorities (os.nice) below the tiny run's: the cluster run's, which ends minutes before the
-#: tiny run does, and the tests' own.
-CLUSTER_NICENESS, TESTS_NICENESS = 5, 10
+#: tiny run does, the tests' own, and the runs of :data:`RUNS_STARTED_EARLY`, which are short and
+#: only needed by the last tests.
+CLUSTER_NICENESS, TESTS_NICENESS, EARLY_RUNS_NICENESS = 5, 10, 15
 
 
 def lower_priority_to(niceness: int) -> None:
@@ -130,11 +169,12 @@ def lower_priority_to(niceness: int) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tests_yield_to_background_runs(tiny_run_started, slurm_run_started):
+def tests_yield_to_background_runs(tiny_run_started, slurm_run_started, background_runs_started):
     """Once the background runs have started, this process (and whatever it starts later) takes a
     lower CPU priority than they have: the tests that wait for them (run last) are the session's
     longest path, and the library tests fill the cores around them instead of slowing them down."""
-    if tiny_run_started is not None or (slurm_run_started is not None and not isinstance(slurm_run_started, str)):
+    cluster = slurm_run_started is not None and not isinstance(slurm_run_started, str)
+    if tiny_run_started is not None or cluster or background_runs_started:
         lower_priority_to(TESTS_NICENESS)
     yield
 

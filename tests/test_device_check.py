@@ -18,6 +18,9 @@ def test_finds_the_cuda_only_tests():
     ids = device_check.cuda_tests(ROOT)
     assert "tests/test_hog.py::test_cuda_matches_cpu" in ids and "tests/test_lbp.py::test_cuda_matches_cpu" in ids
     assert not any("test_device_check" in i for i in ids)
+    # skips where CUDA is present: a check of the refusal without a GPU, not a CUDA test
+    assert "tests/test_config_checks.py::test_dry_run_refuses_cuda_without_a_gpu_unless_the_jobs_run_on_a_cluster" \
+        not in ids
 
 
 def test_finds_cuda_markers_on_classes_and_modules(tmp_path):
@@ -30,7 +33,9 @@ def test_finds_cuda_markers_on_classes_and_modules(tmp_path):
         "import pytest, torch\n"
         "@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA')\n"
         "class TestGpu:\n    def test_two(self):\n        pass\n"
-        "def test_cpu():\n    pass\n")
+        "def test_cpu():\n    pass\n"
+        "@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only path')\n"
+        "def test_without_a_gpu():\n    pass\n")
     assert device_check.cuda_tests(tmp_path) == ["tests/test_a.py::test_one", "tests/test_b.py::TestGpu::test_two"]
 
 
@@ -75,3 +80,26 @@ def test_quick_check_reports_every_row_with_numbers(tmp_path):
             if check != "streaming":
                 assert float(tflops) > 0 and all(float(r.rstrip("×")) > 0 for r in ratio.split(" / "))
     assert f"{len(rows)} rows in" in run.stdout
+
+
+def test_exit_status_is_1_when_a_section_fails_and_the_workdir_is_made(monkeypatch, tmp_path, capsys):
+    ok = lambda check: [device_check.Row(check, "stand-in", "ok", 1.0, "img/s")]  # noqa: E731
+    monkeypatch.setattr(device_check, "cuda_tests", lambda *a: [])
+    monkeypatch.setattr(device_check, "run_cuda_tests", lambda ids, timeout_s: ok("cuda test"))
+    monkeypatch.setattr(device_check, "decoder_rows", lambda *a: ok("decoder"))
+    monkeypatch.setattr(device_check, "extraction_rows", lambda *a: ok("extraction"))
+    monkeypatch.setattr(device_check, "streaming_row", lambda *a: ok("streaming")[0])
+
+    def broken(*args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(device_check, "gan_rows", broken)
+    workdir = tmp_path / "not" / "there"
+    assert device_check.main(["--quick", "--device", "cpu", "--workdir", str(workdir)]) == 1
+    assert workdir.is_dir()
+    rows = _rows(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["cuda test", "decoder", "extraction", "gan step", "streaming"]
+    assert rows[3][2] == "error: RuntimeError: out of memory" and all(r[2] == "ok" for i, r in enumerate(rows) if i != 3)
+
+    monkeypatch.setattr(device_check, "gan_rows", lambda *a: ok("gan step"))
+    assert device_check.main(["--quick", "--device", "cpu"]) == 0

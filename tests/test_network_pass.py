@@ -11,10 +11,9 @@ from preimage.config import validate_config
 from preimage.features import NodeSet, create
 from preimage.features.cache import compute_cache, compute_network_caches
 from preimage.features.torchvision_net import run_sequential_pass, sequential_pass
-from preimage.plan import Plan
 from preimage.representations import Catalog
 from tiny_data import builtin_stores
-from workflow import planned_jobs, snakemake, write_config
+from workflow import config_path, expected_network_feature_jobs, network_feature_jobs, planned_jobs
 
 
 
@@ -190,90 +189,25 @@ def test_a_group_name_depends_on_its_network_not_its_nodes():
 
 
 # --------------------------------------------------------------------------- the workflow
+# The tiny run's caches against the single-node computation, and which extraction jobs a changed
+# network reruns, are checked on the shared tiny run (tests/test_workflow.py).
 
-TINY = {
-    "data": {"source": "builtin", "builtin": {"split": "photos"}, "size": 32, "seed": 0, "train_per_class": 2,
-             "test_per_class": 1},
-    "representations": ["hog", "conv1", "fc6", "efficientnet_lite0:stem", "efficientnet_lite0:pool"],
-    # one thread: the single-node computation in the test runs on one, and a matrix product summed
-    # by another number of threads may differ in the last bit
-    "features": {"hog": {"cell_size": 8}, "alexnet": {"weights": "random", "crop": 64},
-                 "efficientnet_lite0": {"weights": "imagenet", "crop": 32}, "batch_size": 8, "threads": 1},
-    "variants": {"autoencoder": ["fc6"]},
-}
-#: The test split's caches of the three networks (no autoencoder is trained)
-NETWORK_CACHES = [f"results/features/{rep}/test.h5" for rep in ("conv1", "fc6", "efficientnet_lite0@stem",
-                                                                 "efficientnet_lite0@pool", "efficientnet_lite0@stem-random",
-                                                                 "efficientnet_lite0@pool-random")]
-
-
-def _extraction_jobs(planned):
-    return {rule: count for rule, count in planned.items() if rule.startswith(("network_feature", "features"))}
+#: The networks of .test/config-tiny.yaml and how many of their nodes it caches.
+TINY_NETWORKS = {"alexnet": 3, "alexnet-fc6-ae": 1, "efficientnet_lite0": 2, "efficientnet_lite0-random": 2,
+                 "resnet18": 1, "vit_b_16": 1, "test_vit": 1, "test_resnet": 1}
+#: Its cached representations (hog-gan shares hog's cache): 5 shallow ones and the networks' nodes.
+TINY_CACHES = 5 + sum(TINY_NETWORKS.values())
 
 
 @pytest.mark.slow
 def test_all_plans_one_extraction_job_per_network_and_split(tmp_path):
-    configfile = write_config(tmp_path / "tiny.yaml", TINY)
+    configfile = config_path("tiny")
     planned = planned_jobs(tmp_path, "all", configfile=configfile)
-    assert _extraction_jobs(planned) == {"network_features_alexnet": 2, "network_features_alexnet-fc6-ae": 2,
-                                         "network_features_efficientnet_lite0": 2,
-                                         "network_features_efficientnet_lite0-random": 2}
-    assert planned["shallow_features"] == 2  # HOG: one job per split, as before
+    assert network_feature_jobs(planned) == expected_network_feature_jobs(TINY_NETWORKS)
+    assert planned["shallow_features"] == 2 * 5  # HOG, LBP, SIFT, HOGb, DSIFT: one job per split, as before
     sharded = planned_jobs(tmp_path, "all", "--config", "data={shards: 3, min_shard_images: 1}",
                            configfile=configfile)
-    assert _extraction_jobs(sharded) == {  # the test split whole, the training split in 3 shards per network
-        **{f"network_features_{g}": 1 for g in ("alexnet", "alexnet-fc6-ae", "efficientnet_lite0",
-                                                "efficientnet_lite0-random")},
-        **{f"network_feature_shard_{g}": 3 for g in ("alexnet", "alexnet-fc6-ae", "efficientnet_lite0",
-                                                     "efficientnet_lite0-random")}}
-    assert sharded["join_features"] == 8  # one per cached representation: conv1, fc6, fc6-ae, 4 nodes, hog
-
-
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory):
-    """The networks' test-split caches of TINY computed by the workflow."""
-    workdir = tmp_path_factory.mktemp("run")
-    configfile = write_config(workdir / "tiny.yaml", TINY)
-    snakemake(workdir, *NETWORK_CACHES, configfile=configfile)
-    return workdir, configfile
-
-
-@pytest.mark.slow
-def test_the_workflows_caches_equal_the_single_node_computation(extracted, tmp_path):
-    workdir, _ = extracted
-    results = workdir / "results"
-    plan = Plan(validate_config(TINY), results="results")
-    for rep in ("conv1", "fc6", "efficientnet_lite0@stem", "efficientnet_lite0@pool-random"):
-        alone = tmp_path / f"{rep}.h5"
-        compute_cache(plan.catalog[rep].name, plan.feature_params(rep), results / "data/test.h5", alone,
-                      batch_size=8, device="cpu")
-        (data_a, attrs_a), (data_b, attrs_b) = _contents(results / f"features/{rep}/test.h5"), _contents(alone)
-        assert attrs_a == attrs_b, rep
-        values_a, *layout_a = data_a["features"]
-        values_b, *layout_b = data_b["features"]
-        assert layout_a == layout_b and values_a.tobytes() == values_b.tobytes(), rep
-    log = (results / "logs/features/alexnet/test.log").read_text()
-    assert "2 nodes in one pass" in log and (results / "benchmarks/features/alexnet/test.tsv").exists()
-
-
-@pytest.mark.slow
-def test_changing_one_network_reruns_only_its_own_extraction(extracted):
-    workdir, configfile = extracted
-    assert _extraction_jobs(planned_jobs(workdir, *NETWORK_CACHES, configfile=configfile)) == {}
-    # a node more for EfficientNet: its two networks (trained, untrained) run again, AlexNet does not
-    more = planned_jobs(workdir, *NETWORK_CACHES, "results/features/efficientnet_lite0@stages.1/test.h5",
-                        "results/features/efficientnet_lite0@stages.1-random/test.h5",
-                        "--config", "representations=[hog, conv1, fc6, efficientnet_lite0:stem, "
-                                    "efficientnet_lite0:stages.1, efficientnet_lite0:pool]", configfile=configfile)
-    assert _extraction_jobs(more) == {"network_features_efficientnet_lite0": 1,
-                                      "network_features_efficientnet_lite0-random": 1}
-    # a node fewer for AlexNet (fc6 and its autoencoder dropped): only AlexNet's pass runs again
-    fewer = planned_jobs(workdir, "results/features/conv1/test.h5", "results/features/efficientnet_lite0@pool/test.h5",
-                         "--config", "representations=[hog, conv1, efficientnet_lite0:stem, efficientnet_lite0:pool]",
-                         configfile=configfile)
-    assert _extraction_jobs(fewer) == {"network_features_alexnet": 1}
-    # another crop for AlexNet: AlexNet's pass, nothing of EfficientNet
-    crop = planned_jobs(workdir, *NETWORK_CACHES, "--config",
-                        "features={alexnet: {weights: random, crop: 72}, efficientnet_lite0: {weights: imagenet, "
-                        "crop: 32}, batch_size: 8}", configfile=configfile)
-    assert _extraction_jobs(crop) == {"network_features_alexnet": 1}
+    # the test split whole, the training split in 3 shards per network
+    assert network_feature_jobs(sharded) == expected_network_feature_jobs(TINY_NETWORKS, parts=1)
+    assert network_feature_jobs(sharded, shard=True) == expected_network_feature_jobs(TINY_NETWORKS, 3, shard=True)
+    assert sharded["join_features"] == TINY_CACHES  # one per cached representation

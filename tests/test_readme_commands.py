@@ -14,8 +14,9 @@ NEEDS_A_RUN = ("--report",)
 
 
 def documented_commands():
-    """(document, command) for every snakemake command in a code block or an inline code span."""
-    found = []
+    """(documents, command) for every snakemake command in a code block or an inline code span; a
+    command shown in several places is dry-run once (documents names them all)."""
+    found = {}
     for doc in DOCUMENTS:
         text = doc.read_text()
         blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
@@ -25,8 +26,8 @@ def documented_commands():
             for part in line.split("&&"):
                 part = part.strip()
                 if part.startswith("snakemake"):
-                    found.append((doc.name, part))
-    return list(dict.fromkeys(found))
+                    found.setdefault(part, []).append(doc.name)
+    return [(", ".join(dict.fromkeys(docs)), command) for command, docs in found.items()]
 
 
 COMMANDS = documented_commands()

@@ -7,13 +7,12 @@ the decoder it retrains, and kills and reruns that training job in the copy."""
 import os
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest
 import torch
 
-from workflow import ENV, FinishedRun, config_path, snakemake, snakemake_command
+from workflow import FinishedRun, config_path, snakemake, start_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +35,7 @@ def test_killed_training_resumes_to_the_same_weights(reference, tmp_path, rep):
     (interrupted / f"results/logs/train/{rep}.log").unlink()
 
     checkpoint = interrupted / f"results/checkpoints/{rep}/train.pt"
-    process = subprocess.Popen(snakemake_command(interrupted, target, configfile=configfile),
-                               cwd=interrupted, env=ENV, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_snakemake(interrupted, target, configfile=configfile, log=tmp_path / "interrupted.log")
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

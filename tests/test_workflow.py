@@ -7,8 +7,8 @@ import pytest
 
 import pandas as pd
 
-from workflow import (config_path, expected_network_feature_jobs, network_feature_jobs, planned_jobs, planned_rules,
-                      snakemake, without_network_feature_jobs)
+from workflow import (ROOT, config_dict, config_path, expected_network_feature_jobs, merged, network_feature_jobs,
+                      planned_jobs, planned_rules, snakemake, without_network_feature_jobs)
 
 pytestmark = pytest.mark.slow
 
@@ -216,6 +216,64 @@ def test_adding_a_layer_to_an_analysis_runs_only_that_layer(tiny_run):
                            configfile=tiny_run.configfile)
     # the new layer's strip, and the overview figure that gathers every layer's strip
     assert planned == {"interpolation": 1, "interpolation_overview": 1, "all": 1}
+
+
+def _contents(path):
+    """Every dataset (values, dtype, chunking, compression) and every attribute of an HDF5 file."""
+    with h5py.File(path, "r") as handle:
+        datasets = {name: (handle[name][:], handle[name].dtype, handle[name].chunks, handle[name].compression)
+                    for name in handle}
+        return datasets, dict(handle.attrs)
+
+
+def test_the_one_pass_caches_equal_the_single_node_computation(tiny_run, tmp_path):
+    """Each network's extraction job computes all its nodes in one pass; each node's cache is the one a
+    job for that node alone would write, bit for bit (the run and this test compute on one thread)."""
+    import yaml
+
+    from preimage.config import validate_config
+    from preimage.features.cache import compute_cache
+    from preimage.plan import Plan
+
+    results = tiny_run.results
+    config = validate_config(merged(yaml.safe_load((ROOT / "config/config.yaml").read_text()), config_dict("tiny")))
+    plan = Plan(config, results="results")
+    for rep in ("conv5", "fc6", "efficientnet_lite0@stages.3", "efficientnet_lite0@fc-random"):
+        alone = tmp_path / f"{rep}.h5"
+        compute_cache(plan.catalog[rep].name, plan.feature_params(rep), results / "data/test.h5", alone,
+                      batch_size=config["features"]["batch_size"], device="cpu")
+        (data_a, attrs_a), (data_b, attrs_b) = _contents(results / f"features/{rep}/test.h5"), _contents(alone)
+        assert attrs_a == attrs_b, rep
+        values_a, *layout_a = data_a["features"]
+        values_b, *layout_b = data_b["features"]
+        assert layout_a == layout_b and values_a.tobytes() == values_b.tobytes(), rep
+    log = (results / "logs/features/alexnet/test.log").read_text()
+    assert "3 nodes in one pass" in log and (results / "benchmarks/features/alexnet/test.tsv").exists()
+
+
+def test_changing_one_network_reruns_only_its_own_extraction(tiny_run):
+    workdir, configfile = tiny_run.workdir, tiny_run.configfile
+    caches = [f"results/features/{rep}/test.h5" for rep in ("conv5", "fc6", "efficientnet_lite0@stages.3",
+                                                            "efficientnet_lite0@fc-random")]
+    assert network_feature_jobs(planned_jobs(workdir, *caches, configfile=configfile)) == {}
+    names = config_dict("tiny")["representations"]
+
+    def representations(listed):
+        return "representations=[" + ", ".join(listed) + "]"
+
+    # a node more for EfficientNet: its two networks (trained, untrained) run again, AlexNet does not
+    more = planned_jobs(workdir, *caches, "results/features/efficientnet_lite0@stages.1/test.h5",
+                        "results/features/efficientnet_lite0@stages.1-random/test.h5",
+                        "--config", representations([*names, "efficientnet_lite0:stages.1"]), configfile=configfile)
+    assert network_feature_jobs(more) == expected_network_feature_jobs(
+        {"efficientnet_lite0": 3, "efficientnet_lite0-random": 3}, parts=1)
+    # a node fewer for AlexNet (conv5 dropped): only AlexNet's pass runs again
+    fewer = planned_jobs(workdir, "results/features/fc6/test.h5", "results/features/efficientnet_lite0@fc/test.h5",
+                         "--config", representations([n for n in names if n != "conv5"]), configfile=configfile)
+    assert network_feature_jobs(fewer) == expected_network_feature_jobs({"alexnet": 2}, parts=1)
+    # another crop for AlexNet: AlexNet's pass, nothing of EfficientNet
+    crop = planned_jobs(workdir, *caches, "--config", "features={alexnet: {crop: 72}}", configfile=configfile)
+    assert network_feature_jobs(crop) == expected_network_feature_jobs({"alexnet": 3}, parts=1)
 
 
 def test_single_target_builds_only_what_it_needs(tmp_path):

@@ -1,7 +1,9 @@
 """Paper scale through the real Snakefile: data.shards gives the same stores as one job, a failed
 shard reruns alone, features.store: recompute gives the cached path's errors, and config/paper.yaml
 plans the sharded DAG. The unsharded, cached reference is the shared tiny run (tests/conftest.py:
-tiny_run); the sharded and recomputed runs use the same config with one setting changed."""
+tiny_run); the sharded and recomputed runs use the same config with one setting changed, each in a
+folder of its own from the start (they need nothing from the tiny run), started with the session
+(:data:`RUNS_STARTED_EARLY`)."""
 import h5py
 import numpy as np
 import pandas as pd
@@ -15,6 +17,14 @@ pytestmark = pytest.mark.slow
 
 FEATURES = ["results/features/hog/train.h5", "results/features/sift/train.h5", "results/features/conv5/train.h5",
             "results/features/hog/test.h5"]
+RECOMPUTED_ERRORS = "results/conv5/error.csv"
+
+#: tests/conftest.py starts these as the session starts (fixture background_runs): the data and feature
+#: stages with data.shards 3, and conv5's errors with AlexNet's features recomputed instead of cached
+RUNS_STARTED_EARLY = {
+    "shards3": ((*FEATURES, "--config", "data={shards: 3, min_shard_images: 1}"), ["tiny"]),
+    "recompute": ((RECOMPUTED_ERRORS, "--config", "features={store: {default: cache, alexnet: recompute}}"), ["tiny"]),
+}
 
 
 def _contents(path):
@@ -23,11 +33,9 @@ def _contents(path):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tiny_run, tmp_path_factory):
+def two_runs(tiny_run, background_runs):
     """The data and feature stages of one config run with data.shards 1 (the tiny run) and 3."""
-    workdir = tmp_path_factory.mktemp("shards3")
-    snakemake(workdir, *FEATURES, "--config", "data={shards: 3, min_shard_images: 1}", configfile=tiny_run.configfile)
-    return {1: tiny_run.workdir, 3: workdir}
+    return {1: tiny_run.workdir, 3: background_runs("shards3").workdir}
 
 
 def test_three_shards_give_the_same_images_and_features_as_one_job(two_runs):
@@ -90,10 +98,8 @@ def test_a_failed_shard_reruns_alone(tmp_path):
         "shallow_feature_shard": 1, "join_features": 1}
 
 
-def test_recompute_gives_the_errors_of_the_cache(tiny_run, tmp_path):
-    recomputed_run = tiny_run.copy(tmp_path / "recompute")
-    snakemake(recomputed_run.workdir, "results/conv5/error.csv", "--config",
-              "features={store: {default: cache, alexnet: recompute}}", configfile=tiny_run.configfile)
+def test_recompute_gives_the_errors_of_the_cache(tiny_run, background_runs):
+    recomputed_run = background_runs("recompute")
     errors = {}
     for store_setting, run in (("cache", tiny_run), ("recompute", recomputed_run)):
         errors[store_setting] = pd.read_csv(run.results / "conv5/error.csv").set_index("method")
