@@ -62,7 +62,7 @@ def tiny_run_started(request, tmp_path_factory):
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = config_path("tiny")
     run = BackgroundRun(workdir, "all", configfile=configfile, log=tmp_path_factory.getbasetemp() / "tiny-run.log")
-    yield FinishedRun(workdir, configfile), run
+    yield run.finished, run
     run.stop()
 
 

@@ -3,7 +3,6 @@ caches written by one job (compute_network_caches) equal to the single-node cach
 network groups, and the workflow's one extraction job per network and split."""
 import json
 
-import h5py
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from preimage.features import NodeSet, create
 from preimage.features.cache import compute_cache, compute_network_caches
 from preimage.features.torchvision_net import run_sequential_pass, sequential_pass
 from preimage.representations import Catalog
-from tiny_data import builtin_stores
+from tiny_data import builtin_stores, h5_contents
 from workflow import config_path, expected_network_feature_jobs, network_feature_jobs, planned_jobs
 
 
@@ -94,14 +93,6 @@ def test_nodes_of_different_networks_or_no_network_are_refused():
 # --------------------------------------------------------------------------- caches
 
 
-def _contents(path):
-    """Every dataset (values, dtype, chunking, compression) and every attribute of an HDF5 file."""
-    with h5py.File(path, "r") as handle:
-        datasets = {name: (handle[name][:], handle[name].dtype, handle[name].chunks, handle[name].compression)
-                    for name in handle}
-        return datasets, dict(handle.attrs)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return builtin_stores(tmp_path_factory.mktemp("images"), size=32, train_per_class=3, test_per_class=1)["train"]
@@ -116,7 +107,7 @@ def test_network_caches_equal_the_single_node_caches(images, tmp_path, shard):
     for name, together in zip(names, outputs):
         alone = tmp_path / "alone" / f"{name}.h5"
         compute_cache(name, params, images, alone, batch_size=8, device="cpu", shard=shard)
-        (data_a, attrs_a), (data_b, attrs_b) = _contents(together), _contents(alone)
+        (data_a, attrs_a), (data_b, attrs_b) = h5_contents(together), h5_contents(alone)
         assert sorted(data_a) == sorted(data_b) == ["features"]
         for (values_a, *layout_a), (values_b, *layout_b) in zip(data_a.values(), data_b.values()):
             assert layout_a == layout_b and values_a.tobytes() == values_b.tobytes(), name

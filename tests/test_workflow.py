@@ -7,6 +7,7 @@ import pytest
 
 import pandas as pd
 
+from tiny_data import h5_contents
 from workflow import (ROOT, config_dict, config_path, expected_network_feature_jobs, merged, network_feature_jobs,
                       planned_jobs, planned_rules, snakemake, without_network_feature_jobs)
 
@@ -218,14 +219,6 @@ def test_adding_a_layer_to_an_analysis_runs_only_that_layer(tiny_run):
     assert planned == {"interpolation": 1, "interpolation_overview": 1, "all": 1}
 
 
-def _contents(path):
-    """Every dataset (values, dtype, chunking, compression) and every attribute of an HDF5 file."""
-    with h5py.File(path, "r") as handle:
-        datasets = {name: (handle[name][:], handle[name].dtype, handle[name].chunks, handle[name].compression)
-                    for name in handle}
-        return datasets, dict(handle.attrs)
-
-
 def test_the_one_pass_caches_equal_the_single_node_computation(tiny_run, tmp_path):
     """Each network's extraction job computes all its nodes in one pass; each node's cache is the one a
     job for that node alone would write, bit for bit (the run and this test compute on one thread)."""
@@ -242,7 +235,7 @@ def test_the_one_pass_caches_equal_the_single_node_computation(tiny_run, tmp_pat
         alone = tmp_path / f"{rep}.h5"
         compute_cache(plan.catalog[rep].name, plan.feature_params(rep), results / "data/test.h5", alone,
                       batch_size=config["features"]["batch_size"], device="cpu")
-        (data_a, attrs_a), (data_b, attrs_b) = _contents(results / f"features/{rep}/test.h5"), _contents(alone)
+        (data_a, attrs_a), (data_b, attrs_b) = h5_contents(results / f"features/{rep}/test.h5"), h5_contents(alone)
         assert attrs_a == attrs_b, rep
         values_a, *layout_a = data_a["features"]
         values_b, *layout_b = data_b["features"]

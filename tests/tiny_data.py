@@ -35,3 +35,14 @@ def assert_same_decoder_weights(path_a: Path, path_b: Path) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def h5_contents(path: Path) -> tuple:
+    """Every dataset (values, dtype, chunking, compression) and every attribute of an HDF5 file:
+    ``({name: (values, dtype, chunks, compression)}, attrs)``."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        datasets = {name: (handle[name][:], handle[name].dtype, handle[name].chunks, handle[name].compression)
+                    for name in handle}
+        return datasets, dict(handle.attrs)

@@ -141,13 +141,17 @@ class SnakemakeServer:
             raise RuntimeError(f"the Snakemake server did not start the command; its log: {self.log}")
         return ServedCommand([sys.executable, "-m", "snakemake", *request["argv"]], started["pid"], answers, self)
 
+    def _new_file(self, suffix: str) -> Path:
+        """A new empty file of a unique name in the server's folder."""
+        handle, path = tempfile.mkstemp(suffix=suffix, dir=self.folder)
+        os.close(handle)
+        return Path(path)
+
     def run(self, argv: Sequence[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
         """``python -m snakemake *argv`` in ``cwd``, as :func:`subprocess.run` with ``capture_output``
         and ``text`` would run it (TimeoutExpired after ``timeout`` seconds, the command ended), at
         this process's CPU priority."""
-        with self.lock:
-            name = self.count + 1
-        out, err = self.folder / f"{name}.out", self.folder / f"{name}.err"
+        out, err = self._new_file(".out"), self._new_file(".err")
         command = self.start(argv, cwd, out, err, niceness=os.nice(0))
         try:
             command.wait(timeout)
