@@ -56,15 +56,15 @@ ConfigFiles = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
 
-def snakemake_command(workdir: Path, *args: str, configfile: ConfigFiles = None) -> list[str]:
-    """The command line that runs the project's Snakefile inside ``workdir``; ``configfile``: one
-    file or several (merged in order, each over the ones before)."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    command += list(args)  # targets first: several options take a list of values
+def snakemake_arguments(workdir: Path, *args: str, configfile: ConfigFiles = None) -> list[str]:
+    """The arguments of ``snakemake`` that run the project's Snakefile inside ``workdir``;
+    ``configfile``: one file or several (merged in order, each over the ones before)."""
+    arguments = ["-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    arguments += list(args)  # targets first: several options take a list of values
     if configfile is not None:
         files = [configfile] if isinstance(configfile, (str, os.PathLike)) else list(configfile)
-        command += ["--configfile", *map(str, files)]
-    return command
+        arguments += ["--configfile", *map(str, files)]
+    return arguments
 
 
 class ServedCommand:
@@ -196,14 +196,13 @@ def start_snakemake(workdir: Path, *args: str, configfile: ConfigFiles = None, l
                     niceness: Union[int, None] = None) -> ServedCommand:
     """Start ``snakemake`` on the project's Snakefile inside ``workdir`` without waiting for it (its
     output to ``log``; CPU priority ``niceness``, this process's by default)."""
-    argv = snakemake_command(workdir, *args, configfile=configfile)[3:]
+    argv = snakemake_arguments(workdir, *args, configfile=configfile)
     return snakemake_server().start(argv, workdir, log, log, os.nice(0) if niceness is None else niceness)
 
 
 def snakemake(workdir: Path, *args: str, configfile: ConfigFiles = None, check: bool = True, timeout: int = 600):
     """Run ``snakemake`` on the project's Snakefile inside ``workdir``; return the CompletedProcess."""
-    command = snakemake_command(workdir, *args, configfile=configfile)
-    result = run_snakemake(command[3:], cwd=workdir, timeout=timeout)
+    result = run_snakemake(snakemake_arguments(workdir, *args, configfile=configfile), cwd=workdir, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
