@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from preimage.features import categories_of, create, lookup
 from preimage.features import efficientnet_lite as eff
+from preimage.features import efficientnet_lite_net as net
 from preimage.weights import WeightsUnavailableError
 
 CAT = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -158,7 +159,7 @@ def test_path_weights_in_either_key_layout(tmp_path, trained):
     with torch.no_grad():
         torch.testing.assert_close(rep(x), trained(x))
     assert rep.identity()["weights"] == hashlib.sha256(ours.read_bytes()).hexdigest()
-    assert set(eff.convert_state_dict(package)) == set(trained.model.state_dict())
+    assert set(net.convert_state_dict(package)) == set(trained.model.state_dict())
 
 
 def test_strict_loading_rejects_a_missing_key(tmp_path):
@@ -169,7 +170,7 @@ def test_strict_loading_rejects_a_missing_key(tmp_path):
     with pytest.raises(ValueError, match=r"Missing key.*stages\.3\.2\.project\.conv\.weight"):
         create("efficientnet_lite0:fc", weights=str(path))
     with pytest.raises(ValueError, match="unexpected key"):
-        eff.convert_state_dict({"_conv_stem.weight": torch.zeros(1), "_se_reduce.weight": torch.zeros(1)})
+        net.convert_state_dict({"_conv_stem.weight": torch.zeros(1), "_se_reduce.weight": torch.zeros(1)})
 
 
 class _Hostile:
@@ -205,7 +206,7 @@ def test_same_padding_is_tensorflows():
     g = torch.Generator().manual_seed(5)
     for k, s, n, pads in ((3, 2, 8, [0, 1, 0, 1]), (5, 2, 8, [1, 2, 1, 2]), (3, 2, 9, [1, 1, 1, 1]),
                           (5, 1, 8, [2, 2, 2, 2])):
-        conv = eff.SameConv2d(2, 4, k, s, bias=False)
+        conv = net.SameConv2d(2, 4, k, s, bias=False)
         x = torch.randn(1, 2, n, n, generator=g)
         expected = F.conv2d(F.pad(x, pads), conv.weight, None, s)
         out = conv(x)
@@ -213,9 +214,14 @@ def test_same_padding_is_tensorflows():
         torch.testing.assert_close(out, expected)
 
 
-def test_parameter_count():
-    assert sum(p.numel() for p in eff.EfficientNetLite0().parameters()) == 4_652_008
-    np.testing.assert_equal(len(eff.STAGES), 7)
+def test_parameter_count_and_documented_nodes():
+    """The architecture's size, and the documented nodes that the representation lists without
+    loading torch are the network's top-level modules, in the order its forward runs them."""
+    model = net.EfficientNetLite0()
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
+    np.testing.assert_equal(len(net.STAGES), 7)
+    assert net.documented_nodes(model) == eff.NODES
+    assert [name for name, _ in model.named_children()] == ["stem", "stages", "head", "pool", "fc"]
 
 
 def test_cpu_chunks_give_the_same_result(trained):
@@ -228,7 +234,8 @@ def test_cpu_chunks_give_the_same_result(trained):
 def test_documented_nodes_run_the_modules_the_traced_graph_runs():
     """The documented nodes, cut by running the top-level modules in order, equal torchvision's
     FX-traced extractor of the same nodes, one at a time and all from one pass."""
-    from preimage.features.efficientnet_lite import NODES, TRACER_KWARGS, DocumentedNodes
+    from preimage.features.efficientnet_lite import NODES
+    from preimage.features.efficientnet_lite_net import TRACER_KWARGS, DocumentedNodes
     from preimage.features.torchvision_net import nodes_extractor
 
     model = create("efficientnet_lite0:stem", weights="random", seed=3).model

@@ -1,13 +1,17 @@
-"""Jobs that only write tables, figures and findings start without loading torch, and a job's
-threads still reach torch when a later import loads it."""
+"""Jobs that only write tables, figures and findings start without loading torch, a job's threads
+still reach torch when a later import loads it, and reading the Snakefile loads no torch."""
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_startup import probe_code, script_imports  # noqa: E402
+from workflow import config_dict, merged  # noqa: E402
 
 #: The scripts whose jobs need no torch before their library call (figures of finished results,
 #: tables, findings, the data stage); loss_comparison loads it inside the call, for the sharpness.
@@ -46,3 +50,23 @@ def test_representations_and_devices_import_without_torch():
     out = _run("import sys\nfrom preimage import devices, findings, representations\n"
                "print(representations.ALEXNET_LAYERS[0], representations.ALEXNET_LAYERS[-1], 'torch' in sys.modules)\n")
     assert out.split() == ["conv1", "fc8", "False"]
+
+
+def test_reading_the_snakefile_loads_no_torch():
+    """What every Snakemake process does with the configuration (rules/common.smk: the check, then
+    the plan) loads no torch for the default, nor for the tests' tiny configuration with the checks
+    a cluster job runs (deep=False: its node names were checked by the main process). The tiny
+    configuration's every family of representations is asked what it is (family, nodes,
+    differentiability, cells) without importing torch."""
+    code = ("import json, sys\nfrom preimage.config import validate_config\nfrom preimage.plan import Plan\n"
+            "for config, deep in json.loads(sys.argv[1]):\n"
+            "    plan = Plan(validate_config(config, deep=deep, devices=deep))\n"
+            "    print(len(plan.catalog.slugs), 'torch' in sys.modules)\n")
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    tiny = merged(default, config_dict("tiny"))
+    result = subprocess.run([sys.executable, "-c", code, json.dumps([[default, True], [tiny, False]])],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (default_specs, default_torch), (tiny_specs, tiny_torch) = (line.split() for line in result.stdout.splitlines())
+    assert int(tiny_specs) > int(default_specs) > 10
+    assert (default_torch, tiny_torch) == ("False", "False")

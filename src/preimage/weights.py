@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
-import torch
+from preimage.deferred import torch
 
 __all__ = [
     "WeightsUnavailableError",

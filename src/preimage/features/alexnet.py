@@ -69,11 +69,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import torch
-from torch import nn
-
 from preimage.alexnet_layers import LAYERS  # how many modules of features / classifier each layer runs
-from preimage.features import caffenet
+from preimage.deferred import nn, torch
 from preimage.features.base import register
 from preimage.features.torchvision_net import CNNRepresentation, fit_crop
 from preimage.weights import categories_of
@@ -97,6 +94,8 @@ def _check_layer(name: str, arch: str, crop: int) -> None:
     if name not in LAYERS:
         raise ValueError(f"unknown AlexNet layer {name!r}; known: {', '.join(LAYERS)}")
     if arch == "caffenet":
+        from preimage.features import caffenet  # loads torch: imported where CaffeNet is asked for
+
         sizes = caffenet.caffenet_sizes(crop)
         if name.startswith("fc") and sizes["pool5"] != 6:
             lo, hi = caffenet.fc_crops()
@@ -124,6 +123,8 @@ class AlexNetRepresentation(CNNRepresentation):
         self.arch = arch
         _check_layer(name, arch, int(crop))  # before any weights are loaded
         if arch == "caffenet":
+            from preimage.features import caffenet
+
             loaded = self._load("caffenet", weights, int(seed), int(crop), loader=caffenet.load_caffenet)
         else:
             loaded = self._load("alexnet", weights, int(seed), int(crop))
@@ -139,6 +140,8 @@ class AlexNetRepresentation(CNNRepresentation):
         _check_layer(name, self.arch, self.crop)
         self.name = self.layer = name
         if self.arch == "caffenet":
+            from preimage.features import caffenet
+
             self.net = caffenet.truncated_caffenet(self.model, name).eval()
         else:
             self.net = truncated_alexnet(self.model, name).eval()
@@ -150,6 +153,8 @@ class AlexNetRepresentation(CNNRepresentation):
             return super().preprocess(images)
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        from preimage.features import caffenet
+
         x = fit_crop(images.to(self.device, torch.float32), self.crop)
         return caffenet.caffe_preprocess(x, self._mean) / self._std
 

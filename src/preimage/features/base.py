@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-import torch
+from preimage.deferred import torch
 
 _REGISTRY: Dict[str, Type["Representation"]] = {}
 _PREFIX_REGISTRY: Dict[str, Type["Representation"]] = {}

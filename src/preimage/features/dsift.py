@@ -60,11 +60,9 @@ from __future__ import annotations
 import math
 from typing import Dict, Tuple
 
-import torch
-import torch.nn.functional as F
-
+from preimage.deferred import F, torch
 from preimage.features.base import Representation, register
-from preimage.features.hog import GRAY_WEIGHTS, _Magnitude, rgb_to_gray
+from preimage.features.hog import GRAY_WEIGHTS, gradient_magnitude, rgb_to_gray
 
 __all__ = ["DSIFT", "DSIFT_DIM", "NUM_BINS", "NUM_ORIENTATIONS", "WINDOW_SIZE", "dsift", "dsift_grid", "fast_atan2"]
 
@@ -120,7 +118,7 @@ def _orientation_planes(gray: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         zero = gx * gx + gy * gy < _SQRT_FLOOR  # VLFeat's vl_fast_sqrt_f is 0 below the floor
     gx, gy = torch.where(zero, torch.zeros_like(gx), gx), torch.where(zero, torch.zeros_like(gy), gy)
-    mag = _Magnitude.apply(gx, gy) if gray.requires_grad else torch.sqrt(gx * gx + gy * gy)
+    mag = gradient_magnitude(gx, gy) if gray.requires_grad else torch.sqrt(gx * gx + gy * gy)
     angle = fast_atan2(gy, gx)
     t = torch.remainder(angle, 2 * math.pi) * (NUM_ORIENTATIONS / (2 * math.pi))
     with torch.no_grad():

@@ -66,15 +66,14 @@ gradient flows through the orientation itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, Tuple
 
-import torch
-import torch.nn.functional as F
-
+from preimage.deferred import F, torch
 from preimage.features.base import Representation, register
 
-__all__ = ["HOG", "hog", "hog_grid", "rgb_to_gray", "GRAY_WEIGHTS", "NUM_ORIENTATIONS", "HOG_DIM"]
+__all__ = ["HOG", "gradient_magnitude", "hog", "hog_grid", "rgb_to_gray", "GRAY_WEIGHTS", "NUM_ORIENTATIONS", "HOG_DIM"]
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as MATLAB rgb2gray
 NUM_ORIENTATIONS = 9
@@ -88,13 +87,14 @@ _MAX_EXACT_INDEX = 2**24  # scatter indices are formed in float32: exact below t
 _CPU_CHUNK_PIXELS = 2 * 256 * 256  # CPU: images per chunk so that the working set stays in cache
 
 
+@functools.lru_cache(maxsize=None)
 def _orientation_table() -> Tuple[torch.Tensor, torch.Tensor]:
-    """VLFeat's bin directions ``(float)cos(k pi/9)``, ``(float)sin(k pi/9)``, ``k = 0..8``."""
+    """VLFeat's bin directions ``(float)cos(k pi/9)``, ``(float)sin(k pi/9)``, ``k = 0..8``
+    (made on first use, so that importing the module does not load torch)."""
     angle = torch.arange(NUM_ORIENTATIONS, dtype=torch.float64) * math.pi / NUM_ORIENTATIONS
     return torch.cos(angle).to(torch.float32), torch.sin(angle).to(torch.float32)
 
 
-_OX, _OY = _orientation_table()
 # A gradient with gx == 0 scores |gy * sin(4 pi/9)| and |gy * sin(5 pi/9)| for bins 4 and 5.
 # Both sines round to the same float32, so the scores tie exactly and VLFeat keeps the first,
 # bin 4. In code units (see _orientation_codes) such a gradient sits exactly on an edge; it is
@@ -208,27 +208,38 @@ def _vlfeat_bins(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     rounded to float32, as ``vl_hog_put_image``), the first largest ``|score|`` wins (VLFeat
     replaces its best only on a strictly larger score), ``+9`` if that score is negative."""
     gx, gy = gx.unsqueeze(1), gy.unsqueeze(1)
-    scores = gx * _OX.to(gx.device, gx.dtype) + gy * _OY.to(gx.device, gx.dtype)  # (K, 9)
+    ox, oy = _orientation_table()
+    scores = gx * ox.to(gx.device, gx.dtype) + gy * oy.to(gx.device, gx.dtype)  # (K, 9)
     k = scores.abs().argmax(dim=1, keepdim=True)  # first maximum on ties, as VLFeat's strict '>'
     negative = scores.gather(1, k) < 0
     return (k + negative * NUM_ORIENTATIONS).squeeze(1)
 
 
-class _Magnitude(torch.autograd.Function):
+@functools.lru_cache(maxsize=None)
+def _magnitude_function() -> type:
+    """The autograd function of :func:`gradient_magnitude`, defined on first use (it derives from
+    ``torch.autograd.Function``, and importing this module does not load torch)."""
+
+    class Magnitude(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, gx, gy):  # type: ignore[override]
+            mag = torch.sqrt(gx * gx + gy * gy)
+            ctx.save_for_backward(gx, gy, mag)
+            return mag
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[override]
+            gx, gy, mag = ctx.saved_tensors
+            positive = mag > 0
+            scale = torch.where(positive, grad / torch.where(positive, mag, torch.ones_like(mag)), torch.zeros_like(mag))
+            return scale * gx, scale * gy
+
+    return Magnitude
+
+
+def gradient_magnitude(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     """``sqrt(gx^2 + gy^2)`` (float, as VLFeat) with a zero gradient where the magnitude is 0."""
-
-    @staticmethod
-    def forward(ctx, gx, gy):  # type: ignore[override]
-        mag = torch.sqrt(gx * gx + gy * gy)
-        ctx.save_for_backward(gx, gy, mag)
-        return mag
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        gx, gy, mag = ctx.saved_tensors
-        positive = mag > 0
-        scale = torch.where(positive, grad / torch.where(positive, mag, torch.ones_like(mag)), torch.zeros_like(mag))
-        return scale * gx, scale * gy
+    return _magnitude_function().apply(gx, gy)
 
 
 def hog(images: torch.Tensor, cell_size: int = 8) -> torch.Tensor:
@@ -266,12 +277,12 @@ def hog_from_histograms(images: torch.Tensor, cell_size: int, histograms, name: 
 def image_gradients(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``vl_hog_put_image``'s gradients: the grey image (N, H, W), central differences ``gx``,
     ``gy`` at the interior pixels (N, H-2, W-2; the border pixels vote nothing) and their
-    magnitude (with :class:`_Magnitude`'s gradient when the image needs one)."""
+    magnitude (with :func:`gradient_magnitude`'s gradient when the image needs one)."""
     gray = rgb_to_gray(images)
     gx = gray[:, 1:-1, 2:] - gray[:, 1:-1, :-2]
     gy = gray[:, 2:, 1:-1] - gray[:, :-2, 1:-1]
     if gx.requires_grad:
-        mag = _Magnitude.apply(gx, gy)
+        mag = gradient_magnitude(gx, gy)
     else:
         mag = gx * gx
         mag += gy * gy

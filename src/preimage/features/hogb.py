@@ -25,7 +25,7 @@ texture channels of UoCTTI HOG and normalises blocks with its own epsilon; we ke
 31-channel UoCTTI output, so that HOGb differs from our HOG in the orientation binning only.
 
 Differentiability: everywhere except where the gradient vanishes (there the derivative is taken
-as zero; see :class:`preimage.features.hog._Magnitude`) and at the 0.2 truncation kinks.
+as zero; see :func:`preimage.features.hog.gradient_magnitude`) and at the 0.2 truncation kinks.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Tuple
 
-import torch
-
+from preimage.deferred import torch
 from preimage.features.base import Representation, register
 from preimage.features.hog import (
     _N_CODES, GRAY_WEIGHTS, HOG_DIM, NUM_ORIENTATIONS, _spatial_plan, hog_from_histograms, hog_grid, image_gradients,

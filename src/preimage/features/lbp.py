@@ -60,8 +60,8 @@ import sys
 from typing import Dict, Tuple
 
 import numpy as np
-import torch
 
+from preimage.deferred import torch
 from preimage.features.base import Representation, register
 
 NUM_BINS = 58
@@ -406,6 +406,6 @@ class LBP(Representation):
         rows, cols = _cell_counts(height, width, self.cell_size, self.cells)
         return (NUM_BINS, rows, cols)
 
-    @torch.no_grad()
     def compute(self, images: torch.Tensor) -> torch.Tensor:
-        return lbp_histograms(images, self.cell_size, self.cells, self._plans)
+        with torch.no_grad():
+            return lbp_histograms(images, self.cell_size, self.cells, self._plans)

@@ -66,8 +66,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
+from preimage.deferred import torch
 from preimage.features.base import Representation, register
 
 DESCRIPTOR_SIZE = 128
@@ -310,14 +310,14 @@ class SIFT(Representation):
     ) -> torch.Tensor:
         return densify(table, offsets, index_range, height, width, self.cell_size)
 
-    @torch.no_grad()
     def compute(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
         as_uint8 = (images.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
         table, offsets = self.compute_sparse(as_uint8)
         height, width = images.shape[-2:]
-        return self.densify(table, offsets, None, height, width).to(images.device)
+        with torch.no_grad():
+            return self.densify(table, offsets, None, height, width).to(images.device)
 
 
 def _concat(parts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:

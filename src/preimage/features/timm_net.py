@@ -57,9 +57,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
-
+from preimage.deferred import F, torch
 from preimage.features.base import register
 from preimage.features.torchvision_net import CNNRepresentation, _sample, _without_asserts, has_node
 from preimage.weights import LoadedModel, WeightsUnavailableError, sha256_file

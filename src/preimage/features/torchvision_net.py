@@ -51,9 +51,7 @@ import functools
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
-
+from preimage.deferred import F, torch
 from preimage.features.base import Representation, register
 from preimage.weights import LoadedModel, load_model
 
