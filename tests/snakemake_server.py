@@ -1,4 +1,5 @@
-"""A process that has imported Snakemake and the modules the Snakefile imports (torch among them), and
+"""A process that has imported Snakemake, the modules the Snakefile imports and torch, torchvision and
+timm (which the configuration check loads for ``torchvision:`` and ``timm:`` names), and
 runs each ``snakemake`` command line of the tests in a child forked from it: the command runs
 Snakemake's own entry point (``snakemake.cli.main``, what ``python -m snakemake`` calls) in a fresh
 process, without the seconds of interpreter start and imports each command would otherwise take.
