@@ -12,14 +12,14 @@ classifier" where AlexNet's weights are not available.
 
 Architecture (checked against the weights, see below)
 -----------------------------------------------------
-The modules are in :mod:`preimage.features.efficientnet_lite_net`.
-EfficientNet-B0 with the Lite changes: no squeeze-and-excitation, ReLU6 instead of swish, stem
-(32 channels) and head (1280) not scaled. Every convolution has no bias and is followed by batch
-normalisation (eps 1e-3, as in TensorFlow). Convolutions use TensorFlow's ``SAME`` padding (total
-padding ``max((ceil(n/s) - 1)·s + k - n, 0)``, the smaller half before): the weights were trained
-that way, and symmetric ``k // 2`` padding loses several points of top-1 accuracy. Mobile inverted
-bottleneck blocks (1×1 expansion ×6 → k×k depthwise → 1×1 linear projection, identity shortcut
-when stride 1 and channels agree; the first block has no expansion):
+EfficientNet-B0 (its modules: :mod:`preimage.features.efficientnet_lite_net`) with the Lite changes:
+no squeeze-and-excitation, ReLU6 instead of swish, stem (32 channels) and head (1280) not scaled.
+Every convolution has no bias and is followed by batch normalisation (eps 1e-3, as in TensorFlow).
+Convolutions use TensorFlow's ``SAME`` padding (total padding ``max((ceil(n/s) - 1)·s + k - n, 0)``,
+the smaller half before): the weights were trained that way, and symmetric ``k // 2`` padding loses
+several points of top-1 accuracy. Mobile inverted bottleneck blocks (1×1 expansion ×6 → k×k
+depthwise → 1×1 linear projection, identity shortcut when stride 1 and channels agree; the first
+block has no expansion):
 
 =========  =========================================  =================  ===================
 node       what it is                                 output at 224      parameters up to it
@@ -39,12 +39,12 @@ fc         linear layer: the logits (before softmax)  1000               4,652,0
 
 A module name stands for its last graph node (``stages.3`` = the output of its last block,
 ``stages.3.2.add``), as in :mod:`preimage.features.torchvision_net`; any node of
-``torchvision.models.feature_extraction.get_graph_node_names`` works, e.g.
-``stages.5.0.dw.act`` (the depthwise activation of the first block of stage 5). Dropout before
-the classifier (0.2 in training) is the identity at evaluation and left out. The state-dict keys
-of the package (``_conv_stem``, ``_bn0``, ``_blocks.<i>._expand_conv`` …, ``_fc``) are mapped to
-these module names by :func:`preimage.features.efficientnet_lite_net.convert_state_dict`. As a check, the same weights mapped into timm's
-``tf_efficientnet_lite0`` give the same logits (not a dependency: timm would add
+``torchvision.models.feature_extraction.get_graph_node_names`` works, e.g. ``stages.5.0.dw.act``
+(the depthwise activation of the first block of stage 5). Dropout before the classifier (0.2 in
+training) is the identity at evaluation and left out. The state-dict keys of the package
+(``_conv_stem``, ``_bn0``, ``_blocks.<i>._expand_conv`` …, ``_fc``) are mapped to these module names
+by :func:`preimage.features.efficientnet_lite_net.convert_state_dict`. As a check, the same weights
+mapped into timm's ``tf_efficientnet_lite0`` give the same logits (not a dependency: timm would add
 huggingface_hub and safetensors for one network).
 
 Preprocessing (our choice, measured)
@@ -97,11 +97,11 @@ How nodes are cut (ours)
 ------------------------
 The documented nodes are the boundaries of the network's top-level modules, in the order its
 ``forward`` runs them; they are computed by running those modules in turn up to the deepest node
-asked for (:class:`preimage.features.efficientnet_lite_net.DocumentedNodes`), which is the same computation as torchvision's FX-traced
-feature extractor of the same nodes (the same modules on the same inputs). Any other graph node
-(``stages.5.0.dw.act``) is cut by that extractor. The class names of the logits are torchvision's
-list, read when first used (:class:`ImageNetCategories`): a job that loads the trained network
-without naming classes does not import torchvision for it.
+asked for (:class:`preimage.features.efficientnet_lite_net.DocumentedNodes`), which is the same
+computation as torchvision's FX-traced feature extractor of the same nodes (the same modules on the
+same inputs). Any other graph node (``stages.5.0.dw.act``) is cut by that extractor. The class names
+of the logits are torchvision's list, read when first used (:class:`ImageNetCategories`): a job that
+loads the trained network without naming classes does not import torchvision for it.
 """
 
 from __future__ import annotations

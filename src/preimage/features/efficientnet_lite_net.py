@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0's architecture in PyTorch (the modules of :mod:`preimage.features.efficientnet_lite`).
+"""EfficientNet-Lite0's modules in PyTorch, for :mod:`preimage.features.efficientnet_lite`.
 
 Kept apart from the representation so that the registry reads what ``efficientnet_lite0:<node>``
 is (its family, its documented nodes, its weights) without loading torch: this module is imported
