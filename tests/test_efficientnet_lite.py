@@ -234,24 +234,22 @@ def test_cpu_chunks_give_the_same_result(trained):
 def test_documented_nodes_run_the_modules_the_traced_graph_runs():
     """The documented nodes, cut by running the top-level modules in order, equal torchvision's
     FX-traced extractor of the same nodes, one at a time and all from one pass."""
-    from preimage.features.efficientnet_lite import NODES
-    from preimage.features.efficientnet_lite_net import TRACER_KWARGS, DocumentedNodes
     from preimage.features.torchvision_net import nodes_extractor
 
     model = create("efficientnet_lite0:stem", weights="random", seed=3).model
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    outputs = {node: f"n{k}" for k, node in enumerate(NODES)}
+    outputs = {node: f"n{k}" for k, node in enumerate(eff.NODES)}
     with torch.no_grad():
-        ours = DocumentedNodes(model, outputs)(x)
-        traced = nodes_extractor(model, outputs, "efficientnet_lite0", TRACER_KWARGS)(x)
+        ours = net.DocumentedNodes(model, outputs)(x)
+        traced = nodes_extractor(model, outputs, "efficientnet_lite0", net.TRACER_KWARGS)(x)
         assert set(ours) == set(traced) == set(outputs.values())
         for key in outputs.values():
             torch.testing.assert_close(ours[key], traced[key], rtol=0, atol=0)
-        single = DocumentedNodes(model, {"stages.3": "out"})
-        assert len(single.steps) == NODES.index("stages.3") + 1  # runs no deeper than its node
+        single = net.DocumentedNodes(model, {"stages.3": "out"})
+        assert len(single.steps) == eff.NODES.index("stages.3") + 1  # runs no deeper than its node
         torch.testing.assert_close(single(x)["out"], ours[outputs["stages.3"]], rtol=0, atol=0)
     with pytest.raises(ValueError, match="not documented nodes.*stages.5.0.dw.act"):
-        DocumentedNodes(model, {"stages.5.0.dw.act": "out"})
+        net.DocumentedNodes(model, {"stages.5.0.dw.act": "out"})
 
 
 def test_the_trained_network_loads_and_runs_without_importing_torchvision():

@@ -58,15 +58,13 @@ def test_reading_the_snakefile_loads_no_torch():
     a cluster job runs (deep=False: its node names were checked by the main process). The tiny
     configuration's every family of representations is asked what it is (family, nodes,
     differentiability, cells) without importing torch."""
-    code = ("import json, sys\nfrom preimage.config import validate_config\nfrom preimage.plan import Plan\n"
-            "for config, deep in json.loads(sys.argv[1]):\n"
-            "    plan = Plan(validate_config(config, deep=deep, devices=deep))\n"
-            "    print(len(plan.catalog.slugs), 'torch' in sys.modules)\n")
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     tiny = merged(default, config_dict("tiny"))
-    result = subprocess.run([sys.executable, "-c", code, json.dumps([[default, True], [tiny, False]])],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    (default_specs, default_torch), (tiny_specs, tiny_torch) = (line.split() for line in result.stdout.splitlines())
+    checks = json.dumps([[default, True], [tiny, False]])
+    out = _run("import json, sys\nfrom preimage.config import validate_config\nfrom preimage.plan import Plan\n"
+               f"for config, deep in json.loads({checks!r}):\n"
+               "    plan = Plan(validate_config(config, deep=deep, devices=deep))\n"
+               "    print(len(plan.catalog.slugs), 'torch' in sys.modules)\n")
+    (default_specs, default_torch), (tiny_specs, tiny_torch) = (line.split() for line in out.splitlines())
     assert int(tiny_specs) > int(default_specs) > 10
     assert (default_torch, tiny_torch) == ("False", "False")
